@@ -1,2 +1,16 @@
-"""armvision: autoregressive pretraining of Vision Mamba (ARM)."""
+"""armvision: autoregressive pretraining of Vision Mamba (ARM), from pretraining to finetuning and evaluation.
+
+    import armvision
+    model = armvision.create_classifier("base", num_classes=1000)
+    armvision.load_checkpoint(model, "arm_base_finetuned.pth", key="model_ema")
+    logits = model(images)
+"""
 __version__ = "0.1.0"
+
+from .models import (ARMClassifier, ARMPretrainer, build_model, create_classifier, create_pretrainer, from_pretrained,
+                     load_checkpoint, load_model, save_pretrained)
+
+__all__ = [
+    "__version__", "ARMClassifier", "ARMPretrainer", "build_model", "create_classifier", "create_pretrainer",
+    "from_pretrained", "load_checkpoint", "load_model", "save_pretrained",
+]

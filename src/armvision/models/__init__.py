@@ -1,0 +1,15 @@
+"""Models: the ARM pretrainer, the classifier, sizes, and checkpoint conversion."""
+from .arm import ARMOutput, ARMPretrainer
+from .checkpoint import (LoadReport, from_pretrained, infer_config, load_checkpoint, load_model, read_checkpoint,
+                         save_pretrained, select_state_dict)
+from .classifier import ARMClassifier
+from .config import SIZES, ClassifierConfig, PretrainerConfig, make_config
+from .registry import build_model, create_classifier, create_pretrainer, register_timm
+
+register_timm()
+
+__all__ = [
+    "ARMOutput", "ARMPretrainer", "ARMClassifier", "LoadReport", "from_pretrained", "infer_config", "load_checkpoint",
+    "load_model", "read_checkpoint", "save_pretrained", "select_state_dict", "SIZES", "ClassifierConfig",
+    "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer",
+]

@@ -1,0 +1,68 @@
+"""The plain Vision Mamba ("MambaMLP") backbone shared by the pretrainer and the classifier."""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import MambaMixer, MambaMLPBlock, PatchEmbed
+from .config import BackboneConfig, img_hw
+
+
+def lecun_normal_(t: Tensor) -> None:
+    fan_in = t[0].numel()
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # truncated-normal correction, as in JAX's lecun_normal
+    nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+class MambaBackbone(nn.Module):
+    """Owns `patch_embed` and `layers` (parameter names as in the reference checkpoints)."""
+
+    directions = 1
+
+    def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
+        super().__init__()
+        self.config = cfg
+        self.embed_dim, self.depth = cfg.embed_dim, cfg.depth
+        self.patch_embed = PatchEmbed(img_hw(cfg.img_size), cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        dpr = list(drop_path_rates) if drop_path_rates is not None else [0.0] * cfg.depth
+        self.layers = nn.ModuleList(
+            MambaMLPBlock(
+                cfg.embed_dim,
+                MambaMixer(cfg.embed_dim, cfg.d_state, cfg.d_conv, cfg.expand, directions=self.directions),
+                drop_path=dpr[i],
+                norm_eps=cfg.norm_eps,
+            )
+            for i in range(cfg.depth)
+        )
+
+    @property
+    def grid_size(self):
+        return self.patch_embed.grid_size
+
+    def run_layers(self, x: Tensor, collect: Sequence[int] = (), **mixer_kwargs) -> List[Tensor]:
+        """Run all blocks on (B, L, D); return the outputs of the 1-based layers in `collect`, plus the last."""
+        feats = []
+        for i, layer in enumerate(self.layers, start=1):
+            x = layer(x, **mixer_kwargs)
+            if i in collect:
+                feats.append(x)
+        return feats + [x]
+
+    @torch.no_grad()
+    def init_backbone_weights(self) -> None:
+        """Reference initialisation: lecun-normal patch conv, zero Linear biases (except dt_proj), out_proj rescaled."""
+        lecun_normal_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for module in self.layers.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+        for layer in self.layers:
+            w = layer.mixer.out_proj.weight
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            w /= math.sqrt(self.depth)
+
+    def no_weight_decay(self) -> set:
+        return {"pos_embed"}

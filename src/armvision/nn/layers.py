@@ -1,0 +1,92 @@
+"""Small building blocks: patch embedding, SwiGLU, drop path, the MambaMLP block."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+
+def to_2tuple(x: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
+    return (int(x), int(x)) if isinstance(x, (int, float)) else (int(x[0]), int(x[1]))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens. (B, C, H, W) -> (B, h*w, D), raster order."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 768):
+        super().__init__()
+        self.img_size, self.patch_size = to_2tuple(img_size), to_2tuple(patch_size)
+        for s, p in zip(self.img_size, self.patch_size):
+            if p <= 0 or s % p:
+                raise ConfigError(f"image size {self.img_size} is not a multiple of the patch size {self.patch_size}")
+        self.in_chans = in_chans
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def grid_for(self, x: Tensor) -> Tuple[int, int]:
+        """Validate an image batch and return its patch grid (h, w)."""
+        if x.ndim != 4:
+            raise ConfigError(f"expected images of shape (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        _, c, h, w = x.shape
+        if c != self.in_chans:
+            raise ConfigError(f"the model takes {self.in_chans}-channel images, got {c} channels (shape {tuple(x.shape)})")
+        ph, pw = self.patch_size
+        if h % ph or w % pw:
+            raise ConfigError(f"image size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
+        return h // ph, w // pw
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.grid_for(x)
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class SwiGLU(nn.Module):
+    """w3(silu(w1 x) * w2 x), biases on (ARM's MLP)."""
+
+    def __init__(self, dim: int, hidden: Optional[int] = None):
+        super().__init__()
+        hidden = hidden or dim * 4 * 2 // 3
+        self.w1 = nn.Linear(dim, hidden)
+        self.w2 = nn.Linear(dim, hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w3(nn.functional.silu(self.w1(x)) * self.w2(x))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample, rescale the kept ones."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class MambaMLPBlock(nn.Module):
+    """x + DropPath(Mixer(LN(x))); x + DropPath(SwiGLU(LN(x)))."""
+
+    def __init__(self, dim: int, mixer: nn.Module, drop_path: float = 0.0, norm_eps: float = 1e-5):
+        super().__init__()
+        self.mixer = mixer
+        self.mlp = SwiGLU(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
+        x = x + self.drop_path(self.mixer(self.norm1(x), **mixer_kwargs))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -1,0 +1,154 @@
+"""Mamba-1 mixer as used by ARM: expand 1, one causal direction (pretraining) or four scan directions (finetuning).
+
+Parameter names follow the reference checkpoints: direction suffixes "", "_b", "_c", "_c_b" on conv1d / x_proj /
+dt_proj, and `A_log`, `A_b_log`, `A_c_log`, `A_c_b_log`, `D`, `D_b`, `D_c`, `D_c_b`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..ops import causal_conv1d_fn, selective_scan_fn
+
+DIRECTION_SUFFIXES = ("", "_b", "_c", "_c_b")  # row fwd, row bwd, column fwd, column bwd
+
+
+def _a_name(suffix: str) -> str:
+    return f"A{suffix}_log"
+
+
+def to_column_major(x: Tensor, hw: Tuple[int, int], cls_index: Optional[int]) -> Tensor:
+    """(B, C, L) raster sequence -> column-major sequence; a cls token at `cls_index` stays at that index."""
+    h, w = hw
+    if cls_index is not None:
+        cls, x = x[..., cls_index : cls_index + 1], torch.cat([x[..., :cls_index], x[..., cls_index + 1 :]], dim=-1)
+    b, c, _ = x.shape
+    x = x.reshape(b, c, h, w).transpose(-1, -2).reshape(b, c, h * w)
+    if cls_index is not None:
+        x = torch.cat([x[..., :cls_index], cls, x[..., cls_index:]], dim=-1)
+    return x
+
+
+def from_column_major(x: Tensor, hw: Tuple[int, int], cls_index: Optional[int]) -> Tensor:
+    """Inverse of `to_column_major`."""
+    return to_column_major(x, (hw[1], hw[0]), cls_index)
+
+
+class MambaMixer(nn.Module):
+    """Selective SSM mixer. (B, L, D) -> (B, L, D).
+
+    directions=1: causal scan in sequence order (supports `step` for recurrent inference).
+    directions=2: forward + backward over the sequence, averaged.
+    directions=4: row-major forward/backward and column-major forward/backward over a (h, w) grid whose optional cls
+    token stays at `cls_index`; the four outputs are summed and divided by 4 before out_proj.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 1,
+        dt_rank="auto",
+        directions: int = 1,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        if directions not in (1, 2, 4):
+            raise ConfigError(f"MambaMixer: directions must be 1, 2 or 4, got {directions}")
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.directions = directions
+        self.suffixes = DIRECTION_SUFFIXES[:directions]
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        for s in self.suffixes:
+            self.add_module(f"conv1d{s}", nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1))
+            self.add_module(f"x_proj{s}", nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False))
+            self.add_module(f"dt_proj{s}", nn.Linear(self.dt_rank, self.d_inner, bias=True))
+            self.register_parameter(_a_name(s), nn.Parameter(torch.empty(self.d_inner, d_state)))
+            self.register_parameter(f"D{s}", nn.Parameter(torch.empty(self.d_inner)))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        self._dt_range = (dt_min, dt_max, dt_init_floor)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        """Mamba's initialisation of dt_proj, A_log (log 1..N) and D (ones)."""
+        dt_min, dt_max, floor = self._dt_range
+        std = self.dt_rank**-0.5
+        for s in self.suffixes:
+            dt_proj = getattr(self, f"dt_proj{s}")
+            nn.init.uniform_(dt_proj.weight, -std, std)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=floor)
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            dt_proj.bias._no_reinit = True
+            getattr(self, _a_name(s)).copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+            getattr(self, f"D{s}").fill_(1.0)
+
+    def _ssm_inputs(self, x: Tensor, s: str):
+        """x: (B, Di, L) after conv -> delta (B, Di, L), B (B, N, L), C (B, N, L)."""
+        x_dbl = F.linear(x.transpose(1, 2), getattr(self, f"x_proj{s}").weight)  # (B, L, R + 2N)
+        dt, b, c = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, getattr(self, f"dt_proj{s}").weight).transpose(1, 2)  # (B, Di, L)
+        return delta, b.transpose(1, 2).contiguous(), c.transpose(1, 2).contiguous()
+
+    def _scan(self, xz: Tensor, s: str) -> Tensor:
+        """One direction over xz (B, 2*Di, L) -> gated SSM output (B, Di, L)."""
+        x, z = xz.chunk(2, dim=1)
+        conv = getattr(self, f"conv1d{s}")
+        x = causal_conv1d_fn(x, conv.weight.squeeze(1), conv.bias, activation="silu")
+        delta, b, c = self._ssm_inputs(x, s)
+        return selective_scan_fn(
+            x, delta, -torch.exp(getattr(self, _a_name(s)).float()), b, c, getattr(self, f"D{s}").float(),
+            z=z, delta_bias=getattr(self, f"dt_proj{s}").bias.float(), delta_softplus=True,
+        )
+
+    def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
+        xz = self.in_proj(x).transpose(1, 2)  # (B, 2*Di, L)
+        y = self._scan(xz, "")
+        if self.directions >= 2:
+            y = y + self._scan(xz.flip(-1), "_b").flip(-1)
+        if self.directions == 4:
+            if hw is None:
+                raise ConfigError("a 4-direction mixer needs the patch grid: pass hw=(h, w)")
+            n_tokens = hw[0] * hw[1] + (cls_index is not None)
+            if n_tokens != x.shape[1]:
+                raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {x.shape[1]}")
+            xc = to_column_major(xz, hw, cls_index)
+            yc = self._scan(xc, "_c") + self._scan(xc.flip(-1), "_c_b").flip(-1)
+            y = y + from_column_major(yc, hw, cls_index)
+        if self.directions > 1:
+            y = y / self.directions
+        return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+
+    # ---- recurrent inference (1 direction) -------------------------------------------------------------------
+    def allocate_state(self, batch: int, device=None, dtype=torch.float32) -> Tuple[Tensor, Tensor]:
+        """Zero (conv_state (B, Di, d_conv), ssm_state (B, Di, N))."""
+        device = device or self.in_proj.weight.device
+        return (torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
+                torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=torch.float32))
+
+    def step(self, x: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        """One token (B, D) -> output (B, D) and the new state; equal to the full causal pass, token by token."""
+        if self.directions != 1:
+            raise ConfigError("recurrent step needs a causal (directions=1) mixer")
+        conv_state, ssm_state = state
+        x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, Di) each
+        conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)
+        x = F.silu((conv_state * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)  # (B, Di)
+        delta, b, c = self._ssm_inputs(x.unsqueeze(-1), "")
+        delta = F.softplus(delta[..., 0].float() + self.dt_proj.bias.float())  # (B, Di)
+        a = -torch.exp(self.A_log.float())
+        ssm_state = torch.exp(delta[..., None] * a) * ssm_state + (delta * x.float())[..., None] * b[:, None, :, 0].float()
+        y = torch.einsum("bdn,bn->bd", ssm_state, c[..., 0].float()) + self.D.float() * x.float()
+        y = (y * F.silu(z.float())).to(x.dtype)
+        return self.out_proj(y), (conv_state, ssm_state)
