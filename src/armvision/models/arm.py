@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn import sincos_2d
-from .backbone import MambaBackbone
+from .backbone import MambaBackbone, normalize_patches
 from .config import ORDERINGS, TARGETS, PretrainerConfig, img_hw
 
 
@@ -129,7 +129,6 @@ class ARMPretrainer(MambaBackbone):
             raise ConfigError(f"ARM needs at least 2 clusters; {cfg.img_size} px / patch {cfg.patch_size} / cluster {k} gives 1")
         if cfg.target not in TARGETS:
             raise ConfigError(f"unknown target {cfg.target!r}; choose one of {', '.join(TARGETS)}")
-        self.patch_size = cfg.patch_size
         layers = list(cfg.feature_layers) if cfg.feature_layers else default_feature_layers(cfg.depth, cfg.decoder_depth)
         if len(layers) != cfg.decoder_depth or not all(1 <= i <= cfg.depth for i in layers):
             raise ConfigError(
@@ -181,21 +180,6 @@ class ARMPretrainer(MambaBackbone):
                     nn.init.zeros_(m.bias)
 
     # ---- the paper's steps ----------------------------------------------------------------------------------
-    def patchify(self, imgs: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, N, p*p*C), raster patches, pixels in (row, col, channel) order."""
-        p = self.patch_size
-        b, c, hh, ww = imgs.shape
-        x = imgs.reshape(b, c, hh // p, p, ww // p, p)
-        return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (hh // p) * (ww // p), p * p * c)
-
-    def unpatchify(self, x: Tensor) -> Tensor:
-        """(B, N, p*p*C) raster patches -> (B, C, H, W)."""
-        p, (h, w) = self.patch_size, self.grid_size
-        b, _, d = x.shape
-        c = d // (p * p)
-        x = x.reshape(b, h, w, p, p, c)
-        return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, h * p, w * p)
-
     def order(self, tokens: Tensor) -> Tensor:
         """Raster tokens (B, N, ...) -> sequence order (clusters in prediction order)."""
         return tokens[:, self.token_order]
@@ -234,10 +218,7 @@ class ARMPretrainer(MambaBackbone):
 
     def targets(self, imgs: Tensor) -> Tensor:
         target = self.order(self.patchify(imgs))[:, self.tokens_per_cluster :]  # (B, T, p*p*C)
-        if self.config.target == "norm_pixel":
-            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        return target
+        return normalize_patches(target) if self.config.target == "norm_pixel" else target
 
     def forward_loss(self, imgs: Tensor, pred: Tensor) -> ARMOutput:
         target = self.targets(imgs)

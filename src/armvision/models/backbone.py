@@ -17,6 +17,12 @@ def lecun_normal_(t: Tensor) -> None:
     nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
 
 
+def normalize_patches(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each patch vector (..., p*p*C) normalised by its own mean and (unbiased) variance: ARM's and MAE's target."""
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True)
+    return (x - mean) / (var + eps) ** 0.5
+
+
 class MambaBackbone(nn.Module):
     """Owns `patch_embed` and `layers` (parameter names as in the reference checkpoints)."""
 
@@ -41,6 +47,25 @@ class MambaBackbone(nn.Module):
     @property
     def grid_size(self):
         return self.patch_embed.grid_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.patch_embed.patch_size[0]
+
+    def patchify(self, imgs: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, N, p*p*C), raster patches, pixels in (row, col, channel) order."""
+        p = self.patch_size
+        b, c, hh, ww = imgs.shape
+        x = imgs.reshape(b, c, hh // p, p, ww // p, p)
+        return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (hh // p) * (ww // p), p * p * c)
+
+    def unpatchify(self, x: Tensor) -> Tensor:
+        """(B, N, p*p*C) raster patches -> (B, C, H, W)."""
+        p, (h, w) = self.patch_size, self.grid_size
+        b, _, d = x.shape
+        c = d // (p * p)
+        x = x.reshape(b, h, w, p, p, c)
+        return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, h * p, w * p)
 
     def run_layers(self, x: Tensor, collect: Sequence[int] = (), **mixer_kwargs) -> List[Tensor]:
         """Run all blocks on (B, L, D); return the outputs of the 1-based layers in `collect`, plus the last."""

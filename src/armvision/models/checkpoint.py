@@ -337,7 +337,7 @@ def load_model(source: PathOrDict, key: str = "model", strict: bool = True, **ov
     sd = select_state_dict(ckpt, key, str(source) if not isinstance(source, Mapping) else "the given dict")
     cfg = dict(ckpt["model_config"]) if isinstance(ckpt.get("model_config"), Mapping) else infer_config(sd, ckpt.get("args"))
     if overrides.get("kind", cfg["kind"]) != cfg["kind"]:  # e.g. a classifier from a pretraining checkpoint
-        keep = ("embed_dim", "depth", "patch_size", "in_chans", "d_state", "d_conv", "expand", "norm_eps", "size")
+        keep = ("embed_dim", "depth", "img_size", "patch_size", "in_chans", "d_state", "d_conv", "expand", "norm_eps", "size")
         cfg = {k: v for k, v in cfg.items() if k in keep}
     cfg.update(overrides)
     model = build_model(cfg)

@@ -97,7 +97,10 @@ def config_from_dict(d: Dict[str, Any]):
     kind = d.pop("kind", None)
     if kind is None:
         raise ConfigError(f"model config has no 'kind' field: {sorted(d)}")
-    return make_config(kind, None, **d)
+    name = d.pop("size", None)
+    cfg = make_config(kind, None, **d)
+    cfg.size = name
+    return cfg
 
 
 def img_hw(img_size: ImgSize) -> Tuple[int, int]:
