@@ -194,7 +194,7 @@ class ARMPretrainer(MambaBackbone):
 
         causal_input=True feeds clusters 1..n-1 only (as in pretraining); False feeds the whole image.
         """
-        self.patch_embed.grid_for(imgs)
+        self.check_images(imgs)
         x = self.order(self.patch_embed(imgs) + self.pos_embed)  # (B, N, D)
         if causal_input:
             x = x[:, : (self.num_clusters - 1) * self.tokens_per_cluster]

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import MambaMixer, MambaMLPBlock, PatchEmbed
+from ..errors import ConfigError
 from .config import BackboneConfig, img_hw
 
 
@@ -66,6 +67,13 @@ class MambaBackbone(nn.Module):
         c = d // (p * p)
         x = x.reshape(b, h, w, p, p, c)
         return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, h * p, w * p)
+
+    def check_images(self, imgs: Tensor) -> None:
+        """Models with fixed sin-cos tables (pretrainers) take exactly the configured image size."""
+        if self.patch_embed.grid_for(imgs) != tuple(self.grid_size):
+            h, w = imgs.shape[-2:]
+            eh, ew = self.patch_embed.img_size
+            raise ConfigError(f"this model was built for {eh}x{ew} images, got {h}x{w}; resize the images or build the model with img_size={h}")
 
     def run_layers(self, x: Tensor, collect: Sequence[int] = (), **mixer_kwargs) -> List[Tensor]:
         """Run all blocks on (B, L, D); return the outputs of the 1-based layers in `collect`, plus the last."""

@@ -16,7 +16,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -63,7 +62,7 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+        m = re.search(r"GLOBAL ([\w.]+)", msg)
         if m or "Weights only load failed" in msg and "GLOBAL" in msg:
             what = m.group(1) if m else "an unknown global"
             raise CheckpointError(
@@ -72,7 +71,7 @@ def _torch_load(path: Path) -> Any:
                 "or .safetensors if you trust its origin"
             ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({msg.splitlines()[0][:200]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # truncated zip, legacy pickle garbage, text files: the unpickler raises many types
         size = path.stat().st_size
         first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} ({size} bytes) is truncated or not a checkpoint: {first}") from None
@@ -296,7 +295,8 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
         raise CheckpointError(
             f"{where} ({report.source} weights) does not match this {kind or type(model).__name__}: "
             f"missing {unexplained[:5]}{'...' if len(unexplained) > 5 else ''}, "
-            f"unexpected {report.unexpected[:5]}{'...' if len(report.unexpected) > 5 else ''} (pass strict=False to load what fits)"
+            f"unexpected {report.unexpected[:5]}{'...' if len(report.unexpected) > 5 else ''}. The checkpoint has "
+            f"{_size_summary(sd)}; the model has {_size_summary(own)} (pass strict=False to load what fits)"
         )
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return report

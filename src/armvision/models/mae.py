@@ -99,12 +99,13 @@ class MAEPretrainer(MambaBackbone):
         return MAEOutput(loss, pred, target, mask)
 
     def forward(self, imgs: Tensor, generator: Optional[torch.Generator] = None) -> MAEOutput:
-        self.patch_embed.grid_for(imgs)
+        self.check_images(imgs)
         latent, ids_keep, mask = self.forward_encoder(imgs, generator)
         return self.forward_loss(imgs, self.forward_decoder(latent, ids_keep), mask)
 
     def forward_features(self, imgs: Tensor, layers=None):
         """Encoder outputs of the 1-based `layers` (default: last) over all patches, raster order, no masking."""
+        self.check_images(imgs)
         x = self.patch_embed(imgs) + self.pos_embed
         layers = list(layers) if layers else [self.depth]
         collected = dict(zip(sorted(set(layers)), self.run_layers(x, collect=sorted(set(layers)))))

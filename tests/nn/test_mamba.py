@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from armvision.errors import ConfigError
+from armvision.nn import MambaMixer
+
+
+def column_major_permutation(h, w, cls_index):
+    """Sequence positions in column-major order, written out by hand; the cls token keeps its slot."""
+    raster = [r * w + c for r in range(h) for c in range(w)]
+    column = [r * w + c for c in range(w) for r in range(h)]
+    if cls_index is None:
+        return column
+    shift = lambda i: i + (i >= cls_index)  # patch index -> sequence index with the cls token inserted
+    seq = [shift(i) for i in column]
+    return seq[:cls_index] + [cls_index] + seq[cls_index:]
+
+
+def single_direction(four: MambaMixer, suffix: str) -> MambaMixer:
+    one = MambaMixer(four.d_model, four.d_state, four.d_conv, directions=1)
+    sd = {"in_proj.weight": four.in_proj.weight, "out_proj.weight": four.out_proj.weight}
+    for name in ("conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias"):
+        mod, p = name.split(".")
+        sd[name] = four.state_dict()[f"{mod}{suffix}.{p}"]
+    sd["A_log"] = four.state_dict()[f"A{suffix}_log"]
+    sd["D"] = four.state_dict()[f"D{suffix}"]
+    one.load_state_dict(sd)
+    return one
+
+
+@pytest.mark.parametrize("hw,cls_index", [((3, 3), 4), ((2, 4), 4), ((3, 2), None)])
+def test_four_directions_equal_four_single_scans(hw, cls_index):
+    torch.manual_seed(0)
+    four = MambaMixer(16, directions=4)
+    with torch.no_grad():  # make the four directions differ
+        for p in four.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    L = hw[0] * hw[1] + (cls_index is not None)
+    x = torch.randn(2, L, 16)
+    perm = torch.tensor(column_major_permutation(*hw, cls_index))
+    inv = perm.argsort()
+    xz = four.in_proj(x).transpose(1, 2)
+    total = 0
+    for suffix, order, back in [("", None, False), ("_b", None, True), ("_c", perm, False), ("_c_b", perm, True)]:
+        one = single_direction(four, suffix)
+        seq = xz if order is None else xz[..., order]
+        y = one._scan(seq.flip(-1) if back else seq, "")
+        y = y.flip(-1) if back else y
+        total = total + (y if order is None else y[..., inv])
+    expected = four.out_proj((total / 4).transpose(1, 2))
+    got = four(x, hw=hw, cls_index=cls_index)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_recurrent_step_equals_full_pass():
+    torch.manual_seed(1)
+    m = MambaMixer(24, d_state=8, directions=1)
+    x = torch.randn(3, 11, 24)
+    full = m(x)
+    state = m.allocate_state(3)
+    steps = []
+    for t in range(x.shape[1]):
+        y, state = m.step(x[:, t], state)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_mixer_never_looks_ahead():
+    torch.manual_seed(2)
+    m = MambaMixer(16, directions=1)
+    x = torch.randn(1, 12, 16)
+    base = m(x)
+    for t in (0, 5, 11):
+        x2 = x.clone()
+        x2[:, t] += torch.randn(16)
+        out = m(x2)
+        torch.testing.assert_close(out[:, :t], base[:, :t], atol=0, rtol=0)
+        assert not torch.allclose(out[:, t:], base[:, t:])
+
+
+def test_bidirectional_sees_both_ways_and_gradients_flow():
+    torch.manual_seed(3)
+    m = MambaMixer(16, directions=2)
+    x = torch.randn(2, 9, 16, requires_grad=True)
+    y = m(x)
+    x2 = x.detach().clone()
+    x2[:, -1] += 1.0
+    assert not torch.allclose(m(x2)[:, 0], y[:, 0])
+    y.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_mixer_init_matches_mamba():
+    m = MambaMixer(32, d_state=16, directions=4)
+    assert m.dt_rank == 2 and m.d_inner == 32
+    for s in ("", "_b", "_c", "_c_b"):
+        torch.testing.assert_close(getattr(m, f"A{s}_log").exp()[0], torch.arange(1, 17, dtype=torch.float32))
+        assert torch.all(getattr(m, f"D{s}") == 1)
+        dt = torch.nn.functional.softplus(getattr(m, f"dt_proj{s}").bias)
+        assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6
+    assert m.in_proj.bias is None and m.out_proj.bias is None
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ConfigError, match="directions"):
+        MambaMixer(8, directions=3)
+    m4 = MambaMixer(8, directions=4)
+    with pytest.raises(ConfigError, match="grid"):
+        m4(torch.randn(1, 5, 8))
+    with pytest.raises(ConfigError, match="does not match"):
+        m4(torch.randn(1, 5, 8), hw=(3, 3), cls_index=None)
+    with pytest.raises(ConfigError, match="causal"):
+        m4.step(torch.randn(1, 8), m4.allocate_state(1))
