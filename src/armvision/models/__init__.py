@@ -4,6 +4,7 @@ from .checkpoint import (LoadReport, from_pretrained, infer_config, load_checkpo
                          save_pretrained, select_state_dict)
 from .classifier import ARMClassifier
 from .config import SIZES, ClassifierConfig, PretrainerConfig, make_config
+from .mae import MAEOutput, MAEPretrainer, create_mae
 from .registry import build_model, create_classifier, create_pretrainer, register_timm
 
 register_timm()
@@ -11,5 +12,6 @@ register_timm()
 __all__ = [
     "ARMOutput", "ARMPretrainer", "ARMClassifier", "LoadReport", "from_pretrained", "infer_config", "load_checkpoint",
     "load_model", "read_checkpoint", "save_pretrained", "select_state_dict", "SIZES", "ClassifierConfig",
-    "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer",
+    "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer", "MAEOutput",
+    "MAEPretrainer", "create_mae",
 ]

@@ -31,8 +31,6 @@ def build_model(config) -> nn.Module:
     """Model from a config dataclass or its `asdict` form (with "kind")."""
     if isinstance(config, dict):
         config = config_from_dict(config)
-    if config.kind not in MODEL_CLASSES:  # the MAE baseline registers itself on import
-        from . import mae  # noqa: F401
     return MODEL_CLASSES[config.kind](config)
 
 
