@@ -1,0 +1,249 @@
+"""`armvision eval`: top-1 / top-5 / loss of a classifier checkpoint on an ImageFolder or a robustness set.
+
+Accepts our training checkpoints (`--ema` for the EMA weights), `save_pretrained` directories and reference
+finetuning .pth files, at any resolution (`--img-size`: the position embedding is resampled). `--dataset` picks the
+class handling (see robustness.py); without `--data` the embedded digits val split is used.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..errors import CheckpointError, ConfigError, DataError
+from .features import model_kind
+from .metrics import ClassificationMeter
+from .robustness import DATASETS, ClassMap, build_class_map
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    class_map: Optional[ClassMap] = None,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Stream `loader` through `model` -> {"top1", "top5", "loss", "num_images"} (summed over ranks if distributed)."""
+    model.eval()
+    meter = ClassificationMeter((1, 5))
+    device = torch.device(device)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
+    for imgs, target in loader:
+        imgs, target = imgs.to(device, non_blocking=True), torch.as_tensor(target).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(imgs)  # (B, num_classes)
+        if class_map is not None:
+            logits, target = class_map.restrict(logits), class_map.targets(target)  # (B, K), (B,)
+        meter.update(logits.float(), target)
+    meter.all_reduce(device)
+    return meter.compute()
+
+
+def load_model_for_eval(
+    checkpoint: str | Path,
+    ema: bool = False,
+    img_size: Optional[int] = None,
+    model_size: Optional[str] = None,
+    num_classes: Optional[int] = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, info) from our checkpoint, a save_pretrained directory or a reference .pth.
+
+    Sizes of reference files are read from the tensor shapes; `model_size` (a registry name) is checked against them.
+    """
+    from ..models import SIZES, load_model, read_checkpoint
+
+    overrides: dict[str, Any] = {}
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    try:
+        ckpt = read_checkpoint(str(checkpoint))
+    except CheckpointError:
+        raise
+    except Exception as e:  # torch.load of an arbitrary file can fail in many ways: all mean "not a checkpoint"
+        raise CheckpointError(f"{checkpoint} is not a checkpoint ({type(e).__name__}: {e})") from None
+    if not any(isinstance(v, dict) for v in ckpt.values()) and not all(torch.is_tensor(v) for v in ckpt.values()):
+        raise CheckpointError(f"{checkpoint} holds no state dict (keys: {sorted(ckpt)[:8]})")
+    try:
+        model, report = load_model(ckpt, key="ema" if ema else "model", **overrides)
+    except (CheckpointError, ConfigError) as e:  # name the file: load_model only sees the dict
+        msg = str(e).replace("the given dict", str(checkpoint))
+        raise CheckpointError(msg if str(checkpoint) in msg else f"{checkpoint}: {msg}") from None
+    cfg = model.config
+    if model_size is not None:
+        if model_size not in SIZES:
+            raise ConfigError(f"unknown --model {model_size!r}; choose one of {', '.join(SIZES)}")
+        if SIZES[model_size] != (cfg.embed_dim, cfg.depth):
+            raise CheckpointError(f"{checkpoint} holds a {cfg.embed_dim}-wide, {cfg.depth}-deep model, not "
+                                  f"--model {model_size} {SIZES[model_size]}; drop --model or give the right size")
+    return model.eval(), {"source": report.source, "load_report": str(report)}
+
+
+def _img_size(model: nn.Module) -> tuple[int, int]:
+    size = getattr(getattr(model, "config", None), "img_size", 224)
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct: float = 0.875):
+    """The dataset to evaluate: DIR/val (or DIR itself) as an ImageFolder, or the embedded digits val split."""
+    from ..data import SafeImageFolder, embedded_digits, eval_transform
+
+    h, w = img_size
+    if h != w:
+        raise ConfigError(f"evaluation needs a square image size, got {h}x{w}")
+    transform = eval_transform(h, crop_pct=crop_pct)
+    if data is None:
+        return embedded_digits("val", img_size=h, transform=transform)
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"--data {data}: folder does not exist; give an ImageFolder root (one sub-folder per class) "
+                        f"or a folder holding val/, or omit --data to use the embedded digits")
+    if (root / "val").is_dir():
+        root = root / "val"
+    return SafeImageFolder(root, transform=transform)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: Optional[str] = None,
+    dataset: str = "folder",
+    ema: bool = False,
+    img_size: Optional[int] = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    num_workers: int = 0,
+    model_size: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    crop_pct: float = 0.875,
+    amp: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one checkpoint -> a JSON-able record (checkpoint, dataset, img_size, metrics, date, versions)."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if data is None and dataset != "folder":
+        raise ConfigError(f"--dataset {dataset} needs --data DIR (the folder of that dataset)")
+    if data is not None and not Path(data).is_dir():  # fail before loading the model
+        build_eval_dataset(data, (1, 1))
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    model, info = load_model_for_eval(checkpoint, ema, img_size, model_size, num_classes)
+    if model_kind(model) != "classifier":
+        raise CheckpointError(f"{checkpoint} is a {model_kind(model)} checkpoint, not a classifier: finetune it "
+                              f"first (armvision finetune) or measure its features with armvision probe")
+    size = _img_size(model)
+    ds = build_eval_dataset(data, size, crop_pct)
+    classes = list(getattr(ds, "classes", []))
+    class_map = None
+    if data is not None:
+        class_map = build_class_map(dataset, classes, model.num_classes, root=str(getattr(ds, "root", data)))
+    elif model.num_classes < len(classes):
+        raise CheckpointError(f"{checkpoint} predicts {model.num_classes} classes, the embedded digits have "
+                              f"{len(classes)}; give --data with the classes this model was trained on")
+    model.to(dev)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=dev.type == "cuda")
+    t0 = time.perf_counter()
+    metrics = evaluate(model, loader, class_map, dev, amp=amp, progress=progress,
+                       desc=f"eval {Path(checkpoint).name}")
+    seconds = time.perf_counter() - t0
+    from .. import __version__
+
+    return {
+        "checkpoint": str(checkpoint),
+        "weights": "ema" if ema else "model",
+        "source": info.get("source"),
+        "dataset": dataset if data is not None else "embedded:digits",
+        "data": str(getattr(ds, "root", data)),
+        "img_size": size[0],
+        "metrics": metrics,
+        "skipped_files": len(getattr(ds, "skipped", [])),
+        "seconds": round(seconds, 2),
+        "device": str(dev),
+        "amp": amp,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "armvision": __version__,
+    }
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """Records -> an aligned text table."""
+    head = ["checkpoint", "weights", "dataset", "img", "images", "top1", "top5", "loss"]
+    rows = [[Path(r["checkpoint"]).name, r["weights"], r["dataset"], str(r["img_size"]),
+             str(r["metrics"]["num_images"]), f"{r['metrics']['top1']:.2f}", f"{r['metrics']['top5']:.2f}",
+             f"{r['metrics']['loss']:.4f}"] for r in records]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def append_json(path: str | Path, record: dict[str, Any]) -> None:
+    """Append `record` to the JSON list in `path` (created if missing)."""
+    path = Path(path)
+    records = []
+    if path.exists() and path.stat().st_size > 0:
+        try:
+            records = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--output-json {path} exists but is not JSON ({e}); give another file") from e
+        if not isinstance(records, list):
+            raise ConfigError(f"--output-json {path} holds a JSON {type(records).__name__}, not a list of results")
+    records.append(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(records, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="our .pth, a save_pretrained directory, or a reference finetuning .pth")
+    parser.add_argument("--data", default=None,
+                        help="ImageFolder root (DIR/val is used if present); default: the embedded digits val split")
+    parser.add_argument("--dataset", default="folder", choices=DATASETS,
+                        help="class handling: imagenet-a/-r restrict the 1000 logits to their 200 classes; "
+                             "folder: the folder's classes in sorted order (integer names = class indices)")
+    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    parser.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's)")
+    parser.add_argument("--crop-pct", type=float, default=0.875, help="center-crop fraction (resize to size/crop)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--model", default=None, help="size name (tiny..huge), checked against the checkpoint's widths")
+    parser.add_argument("--num-classes", type=int, default=None, help="default: from the checkpoint's head")
+    parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise ConfigError("--batch-size must be >= 1 and --num-workers >= 0")
+    if not 0 < args.crop_pct <= 1:
+        raise ConfigError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    record = evaluate_checkpoint(
+        args.checkpoint, data=args.data, dataset=args.dataset, ema=args.ema, img_size=args.img_size,
+        batch_size=args.batch_size, device=args.device, num_workers=args.num_workers, model_size=args.model,
+        num_classes=args.num_classes, crop_pct=args.crop_pct, amp=args.amp, progress=not args.no_progress,
+    )
+    print(format_table([record]))
+    if args.output_json:
+        append_json(args.output_json, record)
+        print(f"appended to {args.output_json}")
+    return 0
