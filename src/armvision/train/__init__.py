@@ -1,0 +1,6 @@
+"""Training: `armvision pretrain`, `armvision finetune` and `armvision demo` on one loop (engine.Trainer).
+
+config (dataclasses <- YAML <- flags), optim (AdamW groups, layer decay), schedule (warmup + cosine), checkpoint
+(atomic, weights_only-safe, RNG states), distributed (torchrun DDP / FSDP, global batch sampler), logging
+(log.jsonl, TensorBoard, progress).
+"""

@@ -1,0 +1,97 @@
+"""The reference's transforms: pretraining, finetuning (timm RandAugment + random erasing) and evaluation."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+from PIL import Image, ImageOps
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def pretrain_transform(
+    img_size: int,
+    min_scale: float = 0.2,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable:
+    """RandomResizedCrop(scale min_scale..1, bicubic) + horizontal flip + normalize (reference pretraining)."""
+    return T.Compose([
+        T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+def finetune_transform(
+    img_size: int,
+    auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1",
+    reprob: float = 0.25,
+    color_jitter: Optional[float] = None,
+    min_scale: float = 0.08,
+    hflip: float = 0.5,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable:
+    """timm's training transform: RandomResizedCrop(scale min_scale..1), flip, RandAugment, normalize, and
+    random erasing (pixel mode)."""
+    from timm.data import create_transform
+
+    tf = create_transform(
+        input_size=img_size,
+        is_training=True,
+        scale=(min_scale, 1.0),
+        hflip=hflip,
+        color_jitter=color_jitter,
+        auto_augment=auto_augment or None,
+        interpolation="bicubic",
+        re_prob=reprob,
+        re_mode="pixel",
+        re_count=1,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    _fix_posterize(tf)
+    return tf
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize, keeping Pillow < 13's behaviour for 0 bits (a black image) that Pillow 13 rejects.
+
+    RandAugment 'inc1' at magnitude 10 (reached with mstd 0.5 around m9) asks for 0 bits.
+    """
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _fix_posterize(transform: Callable) -> None:
+    """Swap the posterize op of every RandAugment inside `transform` for the Pillow-13-safe one."""
+    from timm.data import auto_augment
+
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize
+
+
+def eval_transform(
+    img_size: int,
+    crop_pct: float = 0.875,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable:
+    """Resize the short side to img_size / crop_pct (bicubic), center-crop img_size, normalize (224 -> 256 -> 224)."""
+    resize = int(math.floor(img_size / crop_pct)) if crop_pct < 1.0 else img_size
+    return T.Compose([
+        T.Resize(resize, interpolation=InterpolationMode.BICUBIC),
+        T.CenterCrop(img_size),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])

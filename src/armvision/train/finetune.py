@@ -1,0 +1,187 @@
+"""`armvision finetune`: classification from a pretraining checkpoint (ours or the reference's).
+
+Layer-wise lr decay, drop path, EMA, mixup / cutmix with label smoothing, top-1 / top-5 of the model and of its
+EMA on val after each epoch, checkpoint-best.pth (best model top-1) and checkpoint-last.pth.
+
+    armvision finetune --model base --init runs/arm-b/checkpoint-last.pth --data /imagenet --output runs/ft-b
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..errors import ConfigError
+from .config import FinetuneConfig, add_config_arguments, resolve_config
+from .distributed import DistInfo, ShardSampler, all_reduce, cleanup, init_distributed
+from .engine import Trainer, resolve_precision
+from .optim import param_groups
+from .pretrain import model_config_dict
+
+
+def build_classifier(cfg: FinetuneConfig, num_classes: int) -> nn.Module:
+    import armvision
+
+    overrides = {k: v for k, v in {"embed_dim": cfg.embed_dim, "depth": cfg.depth,
+                                   "patch_size": cfg.patch_size}.items() if v is not None}
+    try:
+        return armvision.create_classifier(cfg.model, num_classes=num_classes, img_size=cfg.img_size,
+                                           global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path, **overrides)
+    except (ValueError, AssertionError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"cannot build the {cfg.model} classifier: {e}") from None
+
+
+def init_from(model: nn.Module, path: str, verbose: bool = True) -> None:
+    """Load a pretraining (or finetuning) checkpoint into the classifier and print what was adapted."""
+    import armvision
+
+    report = armvision.load_checkpoint(model, path, strict=True)  # raises CheckpointError if it does not fit
+    if verbose:
+        print(f"initialised from {path} ({report.source} weights): new {report.missing}, "
+              f"resized {report.resized}", flush=True)
+
+
+def make_loss(cfg: FinetuneConfig, num_classes: int):
+    """loss_fn(model, images, labels) with mixup / cutmix and label smoothing (timm)."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        if cfg.batch_size % 2:
+            raise ConfigError(f"--batch-size {cfg.batch_size}: mixup / cutmix need an even batch size")
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    def loss_fn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if mixup is not None:
+            images, labels = mixup(images, labels)  # labels become soft (B, C)
+        return criterion(model(images).float(), labels)
+
+    return loss_fn
+
+
+class _PaddedEval(Dataset):
+    """Index i >= len(dataset) -> (image of i % len, label -1): padding that evaluation ignores."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        img, label = self.dataset[i % len(self.dataset)]
+        return img, (label if i < len(self.dataset) else -1)
+
+
+def make_evaluate(cfg: FinetuneConfig, val_set: Dataset, info: DistInfo):
+    """evaluate(model, ema) -> {val_loss, acc1, acc5, ema_acc1, ema_acc5}: top-1 / top-5 in percent, over all
+    processes."""
+    sampler = ShardSampler(len(val_set), info.world_size, info.rank, pad=True)  # same batch count on every rank
+    loader = DataLoader(_PaddedEval(val_set), batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda")
+    dtype, _ = resolve_precision(cfg.precision, info.device)
+
+    def measure(model: nn.Module) -> torch.Tensor:
+        sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, top1, topk, count
+        for images, labels in loader:
+            images, labels = images.to(info.device), labels.to(info.device)
+            with torch.autocast(info.device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(images).float()  # (B, C)
+            keep = labels >= 0  # drop the padding
+            logits, labels = logits[keep], labels[keep]
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices  # (B, k)
+            hit = top == labels[:, None]
+            sums += torch.stack([nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                                 hit[:, 0].sum().double(), hit.any(1).sum().double(),
+                                 keep.sum().double()])
+        return all_reduce(sums, op="sum")
+
+    def evaluate(model: nn.Module, ema: Optional[nn.Module]) -> dict:
+        s = measure(model)
+        n = max(1.0, s[3].item())
+        out = {"val_loss": s[0].item() / n, "acc1": 100 * s[1].item() / n, "acc5": 100 * s[2].item() / n}
+        if ema is not None:
+            e = measure(ema)
+            out.update(ema_acc1=100 * e[1].item() / n, ema_acc5=100 * e[2].item() / n)
+        return out
+
+    return evaluate
+
+
+def label_subset(dataset: Dataset, fraction: float, seed: int = 0) -> Subset:
+    """A fixed, class-stratified subset holding `fraction` of each class (at least one image per class)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"label_fraction must be in (0, 1], got {fraction}")
+    targets = torch.as_tensor(dataset.targets)
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in targets.unique().tolist():
+        idx = (targets == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        keep += idx[: max(1, math.ceil(fraction * len(idx)))].tolist()
+    subset = Subset(dataset, sorted(keep))
+    subset.classes, subset.targets = dataset.classes, [int(targets[i]) for i in sorted(keep)]
+    return subset
+
+
+def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
+    """Finetune according to `cfg`; returns the Trainer summary (best top-1, last metrics, checkpoint)."""
+    from ..data import AugmentSeeded, build_dataset, eval_transform, finetune_transform
+    from .checkpoint import resume_path
+
+    info = info or init_distributed(cfg.device)
+    train_tf = finetune_transform(cfg.img_size, cfg.auto_augment, cfg.reprob, min_scale=cfg.min_scale,
+                                  hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
+    val_tf = eval_transform(cfg.img_size, cfg.crop_pct, cfg.mean, cfg.std)
+    train_raw = build_dataset(cfg.data, "train", train_tf, cfg.img_size, cfg.strict_data)
+    val_set = build_dataset(cfg.data, "val", val_tf, cfg.img_size, cfg.strict_data)
+    num_classes = cfg.num_classes or len(train_raw.classes)
+    if cfg.label_fraction < 1.0:
+        train_raw = label_subset(train_raw, cfg.label_fraction)
+    if getattr(val_set, "classes", None) not in (None, train_raw.classes):
+        raise ConfigError(f"--data {cfg.data}: train/ and val/ have different class folders")
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg, num_classes)
+    resuming = resume_path(cfg.resume, cfg.output) is not None
+    if cfg.init and not resuming:
+        init_from(model, cfg.init, verbose=info.is_main)
+    model = model.to(info.device)
+    trainer = Trainer(cfg, info, model, AugmentSeeded(train_raw, cfg.seed), make_loss(cfg, num_classes),
+                      make_groups=lambda m: param_groups(m, cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                                         depth=getattr(m, "depth", None)),
+                      evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
+                      model_config=model_config_dict(model), kind="finetune", best_key="acc1")
+    return trainer.fit()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, FinetuneConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve_config(FinetuneConfig, args)
+    info = init_distributed(cfg.device)
+    try:
+        summary = train_finetune(cfg, info)
+    finally:
+        cleanup()
+    if info.is_main:
+        m = summary["metrics"]
+        print(f"finetuning done: step {summary['step']}, val top-1 {m.get('acc1', float('nan')):.2f}% "
+              f"(EMA {m.get('ema_acc1', float('nan')):.2f}%), best {summary['best']:.2f}%; checkpoints "
+              f"{cfg.output}/checkpoint-last.pth and checkpoint-best.pth, log {cfg.output}/log.jsonl", flush=True)
+    return 0

@@ -1,0 +1,114 @@
+"""Run logging: log.jsonl (one line per logging step), TensorBoard scalars, a progress bar or plain lines."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+
+class RunLogger:
+    """Writes OUTPUT/log.jsonl and OUTPUT/tb/ on the main process; does nothing elsewhere."""
+
+    def __init__(self, output: str | Path, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: Optional[int] = None):
+        """resume_step: drop the lines (and TensorBoard points) after this step, written by an interrupted run."""
+        self.enabled = enabled
+        self._file = None
+        self._tb = None
+        if not enabled:
+            return
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "log.jsonl"
+        if resume_step is not None and path.is_file():
+            keep = [line for line in path.read_text().splitlines(keepends=True)
+                    if line.strip() and _step_of(line) <= resume_step]
+            path.write_text("".join(keep))
+        self._file = open(path, "a", buffering=1)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = resume_step + 1 if resume_step is not None else None
+            self._tb = SummaryWriter(str(out / "tb"), purge_step=purge)
+
+    def log(self, record: dict[str, Any], step: int, prefix: str = "train") -> None:
+        """Append `record` (plus the step) to log.jsonl and its numbers to TensorBoard under `prefix/`."""
+        if not self.enabled:
+            return
+        rec = {"kind": prefix, "step": step, **record, "time": round(time.time(), 3)}
+        self._file.write(json.dumps(rec) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",):
+                    self._tb.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return float("inf")  # a torn last line of a killed run: drop it
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """A tqdm bar on a terminal (main process only); otherwise a plain line every `every` steps."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, every: int = 20, desc: str = "train",
+                 use_bar: Optional[bool] = None):
+        self.total, self.step, self.enabled, self.every, self.desc = total, initial, enabled, max(1, every), desc
+        self.start_step, self.t0, self.stats = initial, time.time(), {}
+        if use_bar is None:
+            use_bar = sys.stderr.isatty()
+        self.bar = None
+        if enabled and use_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+
+    def update(self, step: int, **stats: float) -> None:
+        """Advance to `step` and show `stats` (loss, lr, img/s); the ETA comes from the rate since the start."""
+        if not self.enabled:
+            return
+        done = step - self.step
+        self.step = step
+        self.stats.update(stats)  # keep the last loss / img/s shown between logging steps
+        shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in self.stats.items()}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(done)
+        elif step % self.every == 0 or step == self.total:
+            rate = (step - self.start_step) / max(1e-9, time.time() - self.t0)
+            eta = (self.total - step) / rate if rate > 0 else float("inf")
+            parts = " ".join(f"{k} {v}" for k, v in shown.items())
+            print(f"{self.desc} step {step}/{self.total} {parts} eta {_fmt_time(eta)}", flush=True)
+
+    def write(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
