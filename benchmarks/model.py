@@ -1,0 +1,7 @@
+"""Model throughput benchmark (same as `armvision bench model`); e.g. `python benchmarks/model.py --quick`."""
+import sys
+
+from armvision.bench.model import main
+
+if __name__ == "__main__":
+    sys.exit(main())
