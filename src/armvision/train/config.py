@@ -68,6 +68,7 @@ class TrainConfig:
     max_steps: Optional[int] = _f(None, "stop after this many optimizer steps (the schedule is shortened to match)")
     save_every: int = _f(1000, "also write checkpoint-last.pth every N optimizer steps (0: only each epoch)")
     log_every: int = _f(20, "write a log.jsonl line every N optimizer steps")
+    eval_every: int = _f(1, "evaluate on val every N epochs (and always at the end)")
     tensorboard: bool = _f(True, "write TensorBoard events to OUTPUT/tb")
     progress: bool = _f(True, "show a progress bar on a terminal")
 

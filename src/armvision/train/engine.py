@@ -258,7 +258,8 @@ class Trainer:
                 epoch_done = batch_in_epoch >= steps_per_epoch * cfg.accum_iter
                 if epoch_done:
                     epoch, batch_in_epoch = epoch + 1, 0
-                is_best = self._evaluate(epoch, step, logger, progress)
+                due = step >= total or epoch % max(1, cfg.eval_every) == 0
+                is_best = self._evaluate(epoch, step, logger, progress) if due else False
                 self.save(epoch, batch_in_epoch, step, best=is_best)
         finally:
             progress.close()
