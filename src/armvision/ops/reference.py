@@ -1,6 +1,7 @@
 """Plain, sequential reference implementations: the oracle every fast path is tested against.
 
-Kept deliberately simple (one time step at a time, float32 math, nothing clever).
+Kept deliberately simple (one time step at a time, float32 math -- float64 for float64 inputs, so that
+gradcheck can use them -- nothing clever).
 """
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def selective_scan_ref(
     delta_bias: (dim,). Returns out (batch, dim, L) in u's dtype, and the last state (batch, dim, N) if asked.
     """
     dtype_in = u.dtype
-    u = u.float()
-    delta = delta.float()
+    cd = torch.float64 if dtype_in == torch.float64 else torch.float32
+    u = u.to(cd)
+    delta = delta.to(cd)
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[None, :, None]
+        delta = delta + delta_bias.to(cd)[None, :, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    A, B, C = A.float(), B.float(), C.float()
+    A, B, C = A.to(cd), B.to(cd), C.to(cd)
     batch, dim, L = u.shape
     state = u.new_zeros(batch, dim, A.shape[1])
     ys = []
@@ -45,20 +47,28 @@ def selective_scan_ref(
         ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, t]))
     out = torch.stack(ys, dim=-1)  # (batch, dim, L)
     if D is not None:
-        out = out + u * D.float()[None, :, None]
+        out = out + u * D.to(cd)[None, :, None]
     if z is not None:
-        out = out * F.silu(z.float())
+        out = out * F.silu(z.to(cd))
     out = out.to(dtype_in)
     return (out, state) if return_last_state else out
 
 
 def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, activation: Optional[str] = None) -> Tensor:
-    """Depthwise causal conv1d. x: (batch, dim, L); weight: (dim, width); bias: (dim,)."""
-    dim, width = weight.shape
-    out = F.conv1d(x, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype),
-                   padding=width - 1, groups=dim)[..., : x.shape[-1]]
-    if activation in ("silu", "swish"):
-        out = F.silu(out)
-    elif activation is not None:
+    """Depthwise causal conv1d as a sum of shifted copies. x: (batch, dim, L); weight: (dim, width); bias: (dim,).
+
+    out[:, d, t] = bias[d] + sum_k weight[d, k] * x[:, d, t - (width - 1) + k]  (x = 0 before the sequence).
+    """
+    if activation not in (None, "silu", "swish"):
         raise ValueError(f"causal_conv1d: activation must be None, 'silu' or 'swish', got {activation!r}")
-    return out
+    dim, width = weight.shape
+    L = x.shape[-1]
+    w = weight.to(x.dtype)
+    out = torch.zeros_like(x)
+    for k in range(width):
+        shift = width - 1 - k  # weight[:, k] multiplies the input `shift` steps back
+        if shift < L:
+            out[..., shift:] += w[:, k, None] * x[..., : L - shift]
+    if bias is not None:
+        out = out + bias.to(x.dtype)[:, None]
+    return F.silu(out) if activation is not None else out

@@ -1,0 +1,47 @@
+"""`armvision bench BENCHMARK [options]`: one sub-command per benchmark module, imported only when it runs.
+
+A benchmark module defines `add_arguments(parser)` and `run(args) -> int`; register it in BENCHMARKS.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from ..errors import ConfigError
+
+# name -> (module, one-line help)
+BENCHMARKS = {
+    "scan": ("armvision.bench.scan", "selective scan: fast path vs reference, mambapy pscan, mamba_ssm"),
+    "model": ("armvision.bench.model", "whole models: forward / forward+backward time and memory"),
+    "train-step": ("armvision.bench.train_step", "one optimizer step of pretraining / finetuning"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    lines = "\n".join(f"  {name:<11} {help_text}" for name, (_, help_text) in BENCHMARKS.items())
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = f"benchmarks:\n{lines}\n\n'armvision bench BENCHMARK --help' lists its options."
+    parser.add_argument("benchmark", choices=list(BENCHMARKS), metavar="BENCHMARK", help="one of: "
+                        + ", ".join(BENCHMARKS))
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
+
+
+def load(name: str):
+    """The module of benchmark `name`, with a clear error when it is not registered or not written."""
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    module_name = BENCHMARKS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:  # a missing dependency inside the module: show it as it is
+            raise
+        raise ConfigError(f"benchmark {name!r} is registered but its module {module_name} is not available in "
+                          f"this installation; choose one of the others") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    module = load(args.benchmark)
+    parser = argparse.ArgumentParser(prog=f"armvision bench {args.benchmark}", description=BENCHMARKS[args.benchmark][1])
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(args.options)) or 0)

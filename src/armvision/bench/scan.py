@@ -1,0 +1,284 @@
+"""`armvision bench scan`: time and memory of the selective scan implementations on ARM's shapes.
+
+Rows: our fast PyTorch path (eager, and torch.compile'd with --compile), our sequential reference, mambapy's
+parallel scan (`mambapy.pscan.pscan`, wrapped the way mambapy's own `selective_scan` uses it), mamba_ssm's
+`selective_scan_ref` and CUDA kernel when importable. All rows compute the same function (Mamba's setting:
+delta_softplus, delta_bias, D, z gating) from the same inputs; `err` is the max relative error against our reference.
+
+Memory ("peak extra"): the peak, during one forward+backward, of bytes allocated by torch beyond what was live
+before it started. On CUDA: torch.cuda.max_memory_allocated. On CPU: the running sum of the allocation/free
+events recorded by torch.profiler(profile_memory=True), in time order. "saved" is the size of the tensors kept
+for backward (torch.autograd.graph.saved_tensors_hooks), i.e. what a training step holds per scan call.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..ops import selective_scan_ref, selective_scan_torch
+from ..ops.selective_scan import DEFAULT_CHUNK
+from ..ops.dispatch import _kernel
+
+# name -> (batch, D, L, N, note)
+SHAPES = {
+    "pretrain-B": (8, 768, 128, 16, "ARM-B pretraining: 8 clusters x 16 patches, one direction"),
+    "pretrain-L": (8, 1024, 128, 16, "ARM-L width"),
+    "pretrain-H": (8, 1536, 128, 16, "ARM-H width"),
+    "finetune-B": (32, 768, 197, 16, "finetuning at 224: 196 patches + cls, 4 directions x batch 8"),
+    "tiny": (2, 16, 24, 4, "smoke test"),
+}
+DEFAULT_SHAPES = ("pretrain-B", "pretrain-L", "pretrain-H", "finetune-B")
+QUICK_SHAPES = ("tiny",)
+
+
+def make_inputs(batch: int, dim: int, L: int, N: int, dtype=torch.float32, device="cpu", seed: int = 0) -> dict:
+    """Inputs distributed like a freshly initialised Mamba mixer's (dt in [1e-3, 0.1], A = -(1..N), D = 1)."""
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(dim, generator=g) * (torch.log(torch.tensor(0.1)) - torch.log(torch.tensor(1e-3)))
+                   + torch.log(torch.tensor(1e-3)))
+    t = {
+        "u": torch.randn(batch, dim, L, generator=g),
+        "delta": torch.randn(batch, dim, L, generator=g) * 0.5,
+        "A": -torch.arange(1, N + 1, dtype=torch.float32).repeat(dim, 1),
+        "B": torch.randn(batch, N, L, generator=g),
+        "C": torch.randn(batch, N, L, generator=g),
+        "D": torch.ones(dim),
+        "z": torch.randn(batch, dim, L, generator=g),
+        "delta_bias": dt + torch.log(-torch.expm1(-dt)),  # inverse softplus
+    }
+    return {k: v.to(device=device, dtype=dtype).requires_grad_() for k, v in t.items()}
+
+
+ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def mambapy_scan(u, delta, A, B, C, D, z, delta_bias):
+    """The same selective scan built around mambapy's parallel scan, as mambapy's `selective_scan` does it."""
+    from mambapy.pscan import pscan
+
+    x = u.transpose(1, 2)  # (b, L, D)
+    dt = F.softplus((delta + delta_bias[None, :, None]).transpose(1, 2))  # (b, L, D)
+    deltaA = torch.exp(dt.unsqueeze(-1) * A)  # (b, L, D, N)
+    BX = dt.unsqueeze(-1) * B.transpose(1, 2).unsqueeze(2) * x.unsqueeze(-1)  # (b, L, D, N)
+    hs = pscan(deltaA, BX)  # (b, L, D, N)
+    y = (hs @ C.transpose(1, 2).unsqueeze(-1)).squeeze(3) + D * x  # (b, L, D)
+    return (y * F.silu(z.transpose(1, 2))).transpose(1, 2)  # (b, D, L)
+
+
+@dataclass
+class Method:
+    name: str
+    fn: Optional[Callable]
+    note: str = ""
+
+
+def methods(args, device: str) -> List[Method]:
+    def ours(compile_: bool):
+        return lambda *a: selective_scan_torch(*a, delta_softplus=True, chunk_size=args.chunk, compile=compile_)
+
+    def chunk(compile_: bool) -> str:
+        return f"chunk {args.chunk or DEFAULT_CHUNK[compile_]}"
+
+    out = [Method("fast (torch, eager)", ours(False), chunk(False))]
+    if args.compile:
+        out.append(Method("fast (torch.compile)", ours(True), chunk(True) + ", step kernels compiled"))
+    out.append(Method("reference (ours)", lambda *a: selective_scan_ref(*a, delta_softplus=True),
+                      "sequential; same math as mamba_ssm's selective_scan_ref"))
+    try:
+        import mambapy.pscan  # noqa: F401
+
+        out.append(Method("mambapy pscan", mambapy_scan, "Blelloch scan over (b, L, D, N)"))
+    except ImportError:
+        out.append(Method("mambapy pscan", None, "not installed (pip install mambapy)"))
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref as mref
+
+        out.append(Method("mamba_ssm selective_scan_ref", lambda *a: mref(*a, delta_softplus=True), ""))
+    except Exception:
+        out.append(Method("mamba_ssm selective_scan_ref", None,
+                          "not installed; 'reference (ours)' follows the same math and stands in for it"))
+    kernel = _kernel("selective_scan")
+    if device.startswith("cuda") and kernel is not None:
+        out.append(Method("mamba_ssm CUDA kernel", lambda *a: kernel(*a, delta_softplus=True), ""))
+    return out
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed(fn: Callable[[], None], device: str, warmup: int, repeats: int, clock: str = "wall") -> float:
+    """Median seconds of fn() on `clock`: "wall", or "cpu" (this process's CPU time: with --threads 1, robust to
+    other processes sharing the cores, which otherwise stall multi-threaded ops)."""
+    now = CLOCKS[clock]
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = now()
+        fn()
+        _sync(device)
+        times.append(now() - t0)
+    return statistics.median(times)
+
+
+def peak_extra_bytes(fn: Callable[[], None], device: str) -> int:
+    """Peak bytes allocated by torch during fn() beyond what was live before (see module docstring)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the tensors autograd keeps for backward during fn() (each storage counted once)."""
+    seen: Dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def measure(method: Method, inputs: dict, ref_out: torch.Tensor, device: str, warmup: int, repeats: int,
+            clock: str = "wall") -> dict:
+    args = [inputs[k] for k in ARGS]
+    params = [inputs[k] for k in ARGS]
+    gout = torch.randn_like(ref_out)
+
+    def fwd():
+        return method.fn(*args)
+
+    def fwd_bwd():
+        out = method.fn(*args)
+        torch.autograd.grad(out, params, gout)
+
+    out = fwd().detach()
+    err = ((out.double() - ref_out.double()).abs().max() / ref_out.double().abs().max()).item()
+    del out
+    for _ in range(warmup):  # forward and backward (a compiled path compiles both here)
+        fwd_bwd()
+    return {
+        "fwd_s": _timed(fwd, device, 0, repeats, clock),
+        "fwd_bwd_s": _timed(fwd_bwd, device, 0, repeats, clock),
+        "peak_bytes": peak_extra_bytes(fwd_bwd, device),
+        "saved_bytes": saved_bytes(fwd),
+        "err": err,
+    }
+
+
+def _fmt_row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+
+def render(shape: str, rows: List[dict]) -> str:
+    head = ["method", "fwd ms", "fwd+bwd ms", "peak extra MiB", "saved MiB", "err vs ref", "note"]
+    body = []
+    for r in rows:
+        if r.get("fwd_s") is None:
+            body.append([r["name"], "-", "-", "-", "-", "-", r["note"]])
+        else:
+            body.append([r["name"], f"{r['fwd_s'] * 1e3:.1f}", f"{r['fwd_bwd_s'] * 1e3:.1f}",
+                         f"{r['peak_bytes'] / 2**20:.1f}", f"{r['saved_bytes'] / 2**20:.1f}", f"{r['err']:.1e}",
+                         r["note"]])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = [_fmt_row(head, widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += [_fmt_row(b, widths) for b in body]
+    fast = [r for r in rows if r["name"].startswith("fast") and r.get("fwd_s") is not None]
+    for f in fast:
+        for base in rows:
+            if base["name"].startswith("fast") or base.get("fwd_s") is None:
+                continue
+            lines.append(f"  {f['name']} vs {base['name']}: fwd {base['fwd_s'] / f['fwd_s']:.1f}x faster, "
+                         f"fwd+bwd {base['fwd_bwd_s'] / f['fwd_bwd_s']:.1f}x faster, "
+                         f"peak memory {f['peak_bytes'] / max(base['peak_bytes'], 1):.2f}x of it")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", nargs="+", default=None, choices=sorted(SHAPES),
+                        help=f"shapes to run (default: {' '.join(DEFAULT_SHAPES)})")
+    parser.add_argument("--quick", action="store_true", help="tiny shape, 1 warm-up, 2 repeats (seconds)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="chunk length of the fast path (default: 32 eager, 16 compiled)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the torch.compile'd fast path (first compile takes ~0.5-1 min)")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="NAME",
+                        help="skip methods whose name contains one of these words (e.g. pscan reference)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                        help="wall time, or this process's CPU time (use with --threads 1 on a shared machine)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"bench scan: --device {args.device} but CUDA is not available here; use --device cpu")
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+    warmup, repeats = (1, 2) if args.quick else (args.warmup, args.repeats)
+    if repeats < 1:
+        raise ConfigError(f"bench scan: --repeats must be >= 1, got {repeats}")
+    dtype = getattr(torch, args.dtype)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+          f", {os.cpu_count()} CPUs, device {args.device}, {args.dtype}, warm-up {warmup}, median of {repeats}"
+          f", {args.clock} clock"
+          + (f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""))
+    for shape in shapes:
+        batch, dim, L, N, note = SHAPES[shape]
+        inputs = make_inputs(batch, dim, L, N, dtype, args.device)
+        with torch.no_grad():
+            ref_out = selective_scan_ref(*[inputs[k] for k in ARGS], delta_softplus=True)
+        rows = []
+        for m in methods(args, args.device):
+            if m.fn is None or any(word in m.name for word in args.skip):
+                rows.append({"name": m.name, "note": m.note if m.fn is None else "skipped (--skip)"})
+                continue
+            rows.append({"name": m.name, "note": m.note,
+                         **measure(m, inputs, ref_out, args.device, warmup, repeats, args.clock)})
+        print(f"\n{shape}: batch {batch}, D {dim}, L {L}, N {N} ({note})")
+        print(render(shape, rows), flush=True)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="armvision bench scan", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

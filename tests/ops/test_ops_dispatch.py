@@ -1,0 +1,117 @@
+"""Backend choice (argument, env var, auto) and input validation of the public entry points."""
+import pytest
+import torch
+
+import armvision.ops.dispatch as dispatch
+from armvision.errors import ConfigError
+from armvision.ops import available_backends, causal_conv1d_fn, resolve_backend, selective_scan_fn
+
+
+def scan_inputs(batch=2, dim=3, L=8, N=4):
+    torch.manual_seed(0)
+    return (torch.randn(batch, dim, L), torch.rand(batch, dim, L), -torch.rand(dim, N) - 0.5,
+            torch.randn(batch, N, L), torch.randn(batch, N, L))
+
+
+def test_auto_picks_torch_on_cpu(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
+    assert resolve_backend("selective_scan", None, on_cuda=False) == "torch"
+    assert resolve_backend("selective_scan", "auto", on_cuda=False) == "torch"
+    assert resolve_backend("causal_conv1d", None, on_cuda=False) == "torch"
+    assert available_backends()[:2] == ["ref", "torch"]
+
+
+def test_auto_picks_kernel_on_cuda_tensors_when_importable(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
+    monkeypatch.setitem(dispatch._kernel_cache, "selective_scan", lambda *a, **k: None)
+    assert resolve_backend("selective_scan", None, on_cuda=True) == "cuda"
+    assert resolve_backend("selective_scan", None, on_cuda=False) == "torch"
+    monkeypatch.setitem(dispatch._kernel_cache, "selective_scan", None)
+    assert resolve_backend("selective_scan", None, on_cuda=True) == "torch"
+
+
+def test_env_var_forces_backend(monkeypatch):
+    calls = []
+    real_ref, real_torch = dispatch.selective_scan_ref, dispatch.selective_scan_torch
+    monkeypatch.setattr(dispatch, "selective_scan_ref", lambda *a, **k: calls.append("ref") or real_ref(*a, **k))
+    monkeypatch.setattr(dispatch, "selective_scan_torch",
+                        lambda *a, **k: calls.append("torch") or real_torch(*a, **k))
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "ref")
+    out_ref = selective_scan_fn(*scan_inputs())
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "torch")
+    out_torch = selective_scan_fn(*scan_inputs())
+    assert calls == ["ref", "torch"]
+    torch.testing.assert_close(out_ref, out_torch, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "ref")  # an explicit argument wins over the env var
+    selective_scan_fn(*scan_inputs(), backend="torch")
+    assert calls[-1] == "torch"
+
+
+def test_bad_env_value_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "triton")
+    with pytest.raises(ConfigError, match="ARMVISION_SCAN_BACKEND.*'triton'"):
+        selective_scan_fn(*scan_inputs())
+
+
+def test_cuda_backend_without_kernels_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
+    monkeypatch.setitem(dispatch._kernel_cache, "selective_scan", None)
+    monkeypatch.setitem(dispatch._kernel_cache, "causal_conv1d", None)
+    with pytest.raises(ConfigError, match="mamba-ssm"):
+        selective_scan_fn(*scan_inputs(), backend="cuda")
+    with pytest.raises(ConfigError, match="causal-conv1d"):
+        causal_conv1d_fn(torch.randn(1, 2, 5), torch.randn(2, 4), backend="cuda")
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "cuda")
+    with pytest.raises(ConfigError, match="environment variable ARMVISION_SCAN_BACKEND"):
+        selective_scan_fn(*scan_inputs())
+    assert "cuda" not in available_backends()
+
+
+def test_cuda_backend_with_cpu_tensors_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
+    monkeypatch.setitem(dispatch._kernel_cache, "selective_scan", lambda *a, **k: None)
+    with pytest.raises(ConfigError, match="needs CUDA tensors"):
+        selective_scan_fn(*scan_inputs(), backend="cuda")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.update(B=torch.randn(2, 4, 7)), r"B has shape \(2, 4, 7\) but u has L=8"),
+    (lambda a: a.update(C=torch.randn(2, 5, 8)), r"C has shape \(2, 5, 8\) but A has N=4"),
+    (lambda a: a.update(B=torch.randn(3, 4, 8)), r"B has shape \(3, 4, 8\) but u has batch=2"),
+    (lambda a: a.update(B=torch.randn(4, 8)), r"B must have shape \(batch, N, L\) = \(2, 4, 8\), got \(4, 8\)"),
+    (lambda a: a.update(u=torch.randn(3, 8)), r"u must have shape \(batch, D, L\), got \(3, 8\)"),
+    (lambda a: a.update(delta=torch.randn(2, 3, 9)), r"delta has shape \(2, 3, 9\) but u has shape \(2, 3, 8\)"),
+    (lambda a: a.update(A=torch.randn(4, 4)), r"A has shape \(4, 4\) but must be \(D, N\) with D=3"),
+    (lambda a: a.update(D=torch.randn(4)), r"D has shape \(4,\) but must be \(D,\) = \(3,\)"),
+    (lambda a: a.update(z=torch.randn(2, 3)), r"z has shape \(2, 3\) but u has shape \(2, 3, 8\)"),
+    (lambda a: a.update(delta_bias=torch.randn(3, 1)), r"delta_bias has shape \(3, 1\)"),
+    (lambda a: a.update(u=torch.randn(2, 3, 0), delta=torch.randn(2, 3, 0)), r"empty sequence"),
+    (lambda a: a.update(A=-torch.ones(3, 4, dtype=torch.complex64)), r"A must be a real floating-point"),
+])
+def test_bad_inputs_raise_value_error_naming_tensors(change, message):
+    u, delta, A, B, C = scan_inputs()
+    args = dict(u=u, delta=delta, A=A, B=B, C=C, D=None, z=None, delta_bias=None)
+    change(args)
+    with pytest.raises(ValueError, match=message):
+        selective_scan_fn(**args)
+
+
+@pytest.mark.parametrize("x,w,b,act,message", [
+    (torch.randn(2, 3), torch.randn(3, 4), None, None, r"x must have shape \(batch, D, L\)"),
+    (torch.randn(2, 3, 5), torch.randn(4, 4), None, None, r"weight has shape \(4, 4\) but must be \(D, width\)"),
+    (torch.randn(2, 3, 5), torch.randn(3, 4), torch.randn(2), None, r"bias has shape \(2,\)"),
+    (torch.randn(2, 3, 5), torch.randn(3, 4), None, "relu", r"activation must be"),
+])
+def test_conv_bad_inputs(x, w, b, act, message):
+    with pytest.raises(ValueError, match=message):
+        causal_conv1d_fn(x, w, b, act)
+
+
+def test_compile_is_opt_in(monkeypatch):
+    from armvision.ops.selective_scan import compile_enabled
+
+    monkeypatch.delenv("ARMVISION_SCAN_COMPILE", raising=False)
+    assert compile_enabled() is False
+    monkeypatch.setenv("ARMVISION_SCAN_COMPILE", "1")
+    assert compile_enabled() is True
+    assert compile_enabled(False) is False
