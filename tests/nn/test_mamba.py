@@ -7,7 +7,6 @@ from armvision.nn import MambaMixer
 
 def column_major_permutation(h, w, cls_index):
     """Sequence positions in column-major order, written out by hand; the cls token keeps its slot."""
-    raster = [r * w + c for r in range(h) for c in range(w)]
     column = [r * w + c for c in range(w) for r in range(h)]
     if cls_index is None:
         return column

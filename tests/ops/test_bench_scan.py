@@ -28,7 +28,7 @@ def test_peak_extra_bytes_counts_live_allocations():
 
 
 def test_quick_run_prints_table_and_ratios(capsys):
-    assert bench_scan.main(["--quick"]) == 0
+    assert cli.main(["bench", "scan", "--quick"]) == 0
     text = capsys.readouterr().out
     assert "tiny: batch 2, D 16, L 24, N 4" in text
     for name in ("fast (torch, eager)", "reference (ours)", "mambapy pscan", "mamba_ssm selective_scan_ref"):

@@ -1,6 +1,5 @@
 """`armvision demo` (make run) end to end with a few steps, and the train-step benchmark's pieces."""
 import argparse
-import json
 
 import pytest
 import torch

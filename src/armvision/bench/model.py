@@ -524,16 +524,3 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of `python benchmarks/model.py` (same options as `armvision bench model`)."""
-    from ..errors import ArmVisionError
-
-    parser = argparse.ArgumentParser(prog="benchmarks/model.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except ArmVisionError as e:
-        print(f"benchmarks/model.py: error: {e}", file=sys.stderr)
-        return 2

@@ -311,9 +311,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{shape}: batch {batch}, D {dim}, L {L}, N {N} ({note})")
         print(render(shape, rows), flush=True)
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="armvision bench scan", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,19 +157,3 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({"env": _env(device), "args": vars(args), "results": results},
                                               indent=1))
     return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/train_step.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    from ..errors import ArmVisionError
-
-    try:
-        return run(parser.parse_args(argv))
-    except ArmVisionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

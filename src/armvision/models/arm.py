@@ -6,7 +6,7 @@ Reads like the paper: `patchify` -> `to_clusters` / `order` -> `forward_encoder`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F

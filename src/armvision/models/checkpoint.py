@@ -18,13 +18,13 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from ..nn import resample_grid, resample_with_middle_token
+from ..nn import resample_with_middle_token
 from ..nn.mamba import DIRECTION_SUFFIXES
 
 PathOrDict = Union[str, os.PathLike, Mapping[str, Any]]

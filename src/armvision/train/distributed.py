@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -53,6 +53,16 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, dev)
+
+
+def run_distributed(train_fn: Any, cfg: Any) -> Any:
+    """train_fn(cfg, info) inside a set-up process group (torn down afterwards); its summary on rank 0, else None."""
+    info = init_distributed(cfg.device)
+    try:
+        summary = train_fn(cfg, info)
+    finally:
+        cleanup()
+    return summary if info.is_main else None
 
 
 def cleanup() -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import ConfigError
 from .config import FinetuneConfig, add_config_arguments, resolve_config
-from .distributed import DistInfo, ShardSampler, all_reduce, cleanup, init_distributed
+from .distributed import DistInfo, ShardSampler, all_reduce, init_distributed, run_distributed
 from .engine import Trainer, resolve_precision
 from .optim import param_groups
 from .pretrain import model_config_dict
@@ -174,12 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(FinetuneConfig, args)
-    info = init_distributed(cfg.device)
-    try:
-        summary = train_finetune(cfg, info)
-    finally:
-        cleanup()
-    if info.is_main:
+    summary = run_distributed(train_finetune, cfg)
+    if summary is not None:
         m = summary["metrics"]
         print(f"finetuning done: step {summary['step']}, val top-1 {m.get('acc1', float('nan')):.2f}% "
               f"(EMA {m.get('ema_acc1', float('nan')):.2f}%), best {summary['best']:.2f}%; checkpoints "

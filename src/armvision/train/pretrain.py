@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import PretrainConfig, add_config_arguments, resolve_config
-from .distributed import DistInfo, cleanup, init_distributed
+from .distributed import DistInfo, init_distributed, run_distributed
 from .engine import Trainer
 from .optim import param_groups
 
@@ -73,12 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(PretrainConfig, args)
-    info = init_distributed(cfg.device)
-    try:
-        summary = train_pretrain(cfg, info)
-    finally:
-        cleanup()
-    if info.is_main:
+    summary = run_distributed(train_pretrain, cfg)
+    if summary is not None:
         print(f"pretraining done: step {summary['step']}, loss {summary['loss']:.4f}; checkpoint "
               f"{summary['checkpoint']}, log {cfg.output}/log.jsonl, TensorBoard {cfg.output}/tb", flush=True)
     return 0
