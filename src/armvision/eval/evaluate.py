@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import CheckpointError, ConfigError, DataError
+from ..models.config import img_hw
 from .features import model_kind
 from .metrics import ClassificationMeter
 from .robustness import DATASETS, ClassMap, build_class_map
@@ -70,12 +71,7 @@ def load_model_for_eval(
         overrides["img_size"] = img_size
     if num_classes is not None:
         overrides["num_classes"] = num_classes
-    try:
-        ckpt = read_checkpoint(str(checkpoint))
-    except CheckpointError:
-        raise
-    except Exception as e:  # torch.load of an arbitrary file can fail in many ways: all mean "not a checkpoint"
-        raise CheckpointError(f"{checkpoint} is not a checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = read_checkpoint(str(checkpoint))  # any unreadable file is already a CheckpointError naming it
     if not any(isinstance(v, dict) for v in ckpt.values()) and not all(torch.is_tensor(v) for v in ckpt.values()):
         raise CheckpointError(f"{checkpoint} holds no state dict (keys: {sorted(ckpt)[:8]})")
     try:
@@ -91,11 +87,6 @@ def load_model_for_eval(
             raise CheckpointError(f"{checkpoint} holds a {cfg.embed_dim}-wide, {cfg.depth}-deep model, not "
                                   f"--model {model_size} {SIZES[model_size]}; drop --model or give the right size")
     return model.eval(), {"source": report.source, "load_report": str(report)}
-
-
-def _img_size(model: nn.Module) -> tuple[int, int]:
-    size = getattr(getattr(model, "config", None), "img_size", 224)
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct: float = 0.875):
@@ -146,7 +137,7 @@ def evaluate_checkpoint(
     if model_kind(model) != "classifier":
         raise CheckpointError(f"{checkpoint} is a {model_kind(model)} checkpoint, not a classifier: finetune it "
                               f"first (armvision finetune) or measure its features with armvision probe")
-    size = _img_size(model)
+    size = img_hw(model.config.img_size)
     ds = build_eval_dataset(data, size, crop_pct)
     classes = list(getattr(ds, "classes", []))
     class_map = None

@@ -198,9 +198,7 @@ class ARMPretrainer(MambaBackbone):
         x = self.order(self.patch_embed(imgs) + self.pos_embed)  # (B, N, D)
         if causal_input:
             x = x[:, : (self.num_clusters - 1) * self.tokens_per_cluster]
-        layers = list(layers) if layers else [self.depth]
-        collected = dict(zip(sorted(set(layers)), self.run_layers(x, collect=sorted(set(layers)))))
-        return [collected[i] for i in layers]
+        return self.layer_outputs(x, layers)
 
     def forward_encoder(self, imgs: Tensor) -> List[Tensor]:
         return self.forward_features(imgs, self.feature_layers, causal_input=True)

@@ -84,6 +84,13 @@ class MambaBackbone(nn.Module):
                 feats.append(x)
         return feats + [x]
 
+    def layer_outputs(self, x: Tensor, layers: Optional[Sequence[int]] = None) -> List[Tensor]:
+        """Outputs (B, L, D) of the 1-based `layers` (default: the last), in the order asked, repeats allowed."""
+        layers = list(layers) if layers else [self.depth]
+        wanted = sorted(set(layers))
+        collected = dict(zip(wanted, self.run_layers(x, collect=wanted)))
+        return [collected[i] for i in layers]
+
     @torch.no_grad()
     def init_backbone_weights(self) -> None:
         """Reference initialisation: lecun-normal patch conv, zero Linear biases (except dt_proj), out_proj rescaled."""

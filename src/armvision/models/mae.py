@@ -107,9 +107,7 @@ class MAEPretrainer(MambaBackbone):
         """Encoder outputs of the 1-based `layers` (default: last) over all patches, raster order, no masking."""
         self.check_images(imgs)
         x = self.patch_embed(imgs) + self.pos_embed
-        layers = list(layers) if layers else [self.depth]
-        collected = dict(zip(sorted(set(layers)), self.run_layers(x, collect=sorted(set(layers)))))
-        return [collected[i] for i in layers]
+        return self.layer_outputs(x, layers)
 
     def no_weight_decay(self) -> set:
         return {"pos_embed", "decoder_pos_embed", "mask_token"}

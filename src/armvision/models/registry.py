@@ -1,7 +1,6 @@
 """Sizes and factories: `create_pretrainer`, `create_classifier`, `build_model`; timm registration."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict
 
 from torch import nn
@@ -32,10 +31,6 @@ def build_model(config) -> nn.Module:
     if isinstance(config, dict):
         config = config_from_dict(config)
     return MODEL_CLASSES[config.kind](config)
-
-
-def model_config_dict(model: nn.Module) -> Dict[str, Any]:
-    return dataclasses.asdict(model.config)
 
 
 def register_timm() -> bool:
