@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"  # in the repo: see its README.md
 
 
 def load_fixture(name):

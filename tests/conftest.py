@@ -1,2 +1,22 @@
-"""Suite-wide fixtures. Helpers shared by test modules live in tests/armtest.py (import armtest)."""
+"""Suite-wide fixtures. Helpers shared by test modules live in tests/armtest.py (import armtest).
+
+The suite must pass on a user's clone, which has nothing beside it: an audit hook makes any attempt to open a file
+in the developers' sibling folder `../shared` (where the specification and its fixtures live) fail the test loudly.
+"""
+import os
+import sys
+from pathlib import Path
+
 from armtest import fixtures_dir  # noqa: F401  (re-exported as a fixture)
+
+_OUTSIDE = str(Path(__file__).resolve().parents[2] / "shared")
+
+
+def _refuse_outside(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes, Path)):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path.startswith(_OUTSIDE + "/") or path == _OUTSIDE:
+            raise RuntimeError(f"a test opened {path}, outside the repository; copy what it needs into tests/fixtures")
+
+
+sys.addaudithook(_refuse_outside)

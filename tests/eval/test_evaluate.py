@@ -9,13 +9,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 import armvision
+from armtest import FIXTURES
 from armvision.cli import main
 from armvision.errors import CheckpointError, DataError
 from armvision.eval.evaluate import append_json, evaluate_checkpoint
 from armvision.eval.metrics import ClassificationMeter, accuracy, topk_correct
 from armvision.eval.robustness import class_mask, wnid_to_index
 
-REFERENCE = "/work/shared/fixtures/reference/reference_finetune_checkpoint.pth"
+REFERENCE = str(FIXTURES / "reference_finetune_checkpoint.pth")
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
