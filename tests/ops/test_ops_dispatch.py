@@ -13,21 +13,53 @@ def scan_inputs(batch=2, dim=3, L=8, N=4):
             torch.randn(batch, N, L), torch.randn(batch, N, L))
 
 
-def test_auto_picks_torch_on_cpu(monkeypatch):
+def test_auto_picks_cpu_kernel_on_cpu(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
-    assert resolve_backend("selective_scan", None, on_cuda=False) == "torch"
-    assert resolve_backend("selective_scan", "auto", on_cuda=False) == "torch"
+    assert resolve_backend("selective_scan", None, on_cuda=False) == "cpu"
+    assert resolve_backend("selective_scan", "auto", on_cuda=False, dtype=torch.bfloat16) == "cpu"
+    assert resolve_backend("selective_scan", None, on_cuda=False, dtype=torch.float64) == "torch"  # exact path
+    assert resolve_backend("selective_scan", "cpu", on_cuda=False, dtype=torch.float64) == "torch"
     assert resolve_backend("causal_conv1d", None, on_cuda=False) == "torch"
-    assert available_backends()[:2] == ["ref", "torch"]
+    assert available_backends()[:3] == ["ref", "torch", "cpu"]
 
 
-def test_auto_picks_kernel_on_cuda_tensors_when_importable(monkeypatch):
+def test_auto_falls_back_to_torch_without_the_cpu_kernel(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
+    monkeypatch.setattr(dispatch.cpu_kernel, "load", lambda: None)
+    monkeypatch.setattr(dispatch.cpu_kernel, "unavailable_reason", lambda: "no C compiler found")
+    assert resolve_backend("selective_scan", None, on_cuda=False) == "torch"
+    with pytest.raises(ConfigError, match="backend 'cpu'.*unavailable: no C compiler found"):
+        resolve_backend("selective_scan", "cpu", on_cuda=False)
+
+
+def test_auto_on_cuda_prefers_mamba_then_triton_then_torch(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
     monkeypatch.setitem(dispatch._kernel_cache, "selective_scan", lambda *a, **k: None)
+    monkeypatch.setattr(dispatch, "triton_available", lambda: True)
     assert resolve_backend("selective_scan", None, on_cuda=True) == "cuda"
-    assert resolve_backend("selective_scan", None, on_cuda=False) == "torch"
+    assert resolve_backend("selective_scan", None, on_cuda=False) == "cpu"
     monkeypatch.setitem(dispatch._kernel_cache, "selective_scan", None)
+    assert resolve_backend("selective_scan", None, on_cuda=True) == "triton"
+    monkeypatch.setattr(dispatch, "triton_available", lambda: False)
     assert resolve_backend("selective_scan", None, on_cuda=True) == "torch"
+
+
+def test_forced_backends_on_the_wrong_device_are_clear_errors(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ConfigError, match="backend 'cpu'.*needs CPU tensors"):
+        resolve_backend("selective_scan", "cpu", on_cuda=True)
+    monkeypatch.setattr(dispatch, "triton_available", lambda: True)
+    with pytest.raises(ConfigError, match="backend 'triton'.*TRITON_INTERPRET=1"):
+        resolve_backend("selective_scan", "triton", on_cuda=False)
+    monkeypatch.setattr(dispatch, "triton_available", lambda: False)
+    with pytest.raises(ConfigError, match="backend 'triton'.*needs the triton package"):
+        resolve_backend("selective_scan", "triton", on_cuda=True)
+
+
+def test_scan_only_backend_leaves_the_conv_its_own_choice(monkeypatch):
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "cpu")
+    assert resolve_backend("causal_conv1d", None, on_cuda=False) == "torch"
 
 
 def test_env_var_forces_backend(monkeypatch):
@@ -48,8 +80,8 @@ def test_env_var_forces_backend(monkeypatch):
 
 
 def test_bad_env_value_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv(dispatch.ENV_BACKEND, "triton")
-    with pytest.raises(ConfigError, match="ARMVISION_SCAN_BACKEND.*'triton'"):
+    monkeypatch.setenv(dispatch.ENV_BACKEND, "tpu")
+    with pytest.raises(ConfigError, match="ARMVISION_SCAN_BACKEND.*'tpu'"):
         selective_scan_fn(*scan_inputs())
 
 
@@ -75,10 +107,11 @@ def test_cuda_backend_with_cpu_tensors_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda a: a.update(B=torch.randn(2, 4, 7)), r"B has shape \(2, 4, 7\) but u has L=8"),
-    (lambda a: a.update(C=torch.randn(2, 5, 8)), r"C has shape \(2, 5, 8\) but A has N=4"),
-    (lambda a: a.update(B=torch.randn(3, 4, 8)), r"B has shape \(3, 4, 8\) but u has batch=2"),
-    (lambda a: a.update(B=torch.randn(4, 8)), r"B must have shape \(batch, N, L\) = \(2, 4, 8\), got \(4, 8\)"),
+    (lambda a: a.update(B=torch.randn(2, 4, 7)), r"B has shape \(2, 4, 7\); it must be .*\(batch, N, L\) = \(2, 4, 8\)"),
+    (lambda a: a.update(C=torch.randn(2, 5, 8)), r"C has shape \(2, 5, 8\); it must be \(D, N\) = \(3, 4\)"),
+    (lambda a: a.update(B=torch.randn(3, 4, 8)), r"B has shape \(3, 4, 8\); it must be"),
+    (lambda a: a.update(B=torch.randn(4, 8)), r"B has shape \(4, 8\); it must be \(D, N\) = \(3, 4\)"),
+    (lambda a: a.update(B=torch.randn(2, 2, 4, 8)), r"B has 2 groups \(shape \(2, 2, 4, 8\)\), which does not divide D=3"),
     (lambda a: a.update(u=torch.randn(3, 8)), r"u must have shape \(batch, D, L\), got \(3, 8\)"),
     (lambda a: a.update(delta=torch.randn(2, 3, 9)), r"delta has shape \(2, 3, 9\) but u has shape \(2, 3, 8\)"),
     (lambda a: a.update(A=torch.randn(4, 4)), r"A has shape \(4, 4\) but must be \(D, N\) with D=3"),

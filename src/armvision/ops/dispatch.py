@@ -1,9 +1,11 @@
-"""Public entry points: validate once, then dispatch to the reference, the fast PyTorch path or the CUDA kernels.
+"""Public entry points: validate once, then dispatch to a backend through the custom ops of scan_op.py.
 
-Backends: "ref" (sequential oracle), "torch" (chunked PyTorch, any device), "cuda" (mamba_ssm / causal_conv1d
-kernels, CUDA tensors only), "auto" (= None): the kernel when it is importable and the tensors are on CUDA,
-otherwise "torch". The environment variable ARMVISION_SCAN_BACKEND forces a backend wherever the caller left
-the choice to "auto"; an explicit backend argument wins over it.
+Selective-scan backends: "ref" (sequential oracle), "torch" (chunked PyTorch, any device), "cpu" (the fused C
+kernel, CPU tensors), "triton" (Triton kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1), "cuda"
+(mamba_ssm's kernel, CUDA tensors), "auto" (= None): on CUDA tensors mamba_ssm when importable, else Triton when
+importable, else "torch"; on CPU tensors "cpu" when the kernel builds (float64 stays on the exact "torch" path),
+else "torch". The environment variable ARMVISION_SCAN_BACKEND forces a backend wherever the caller left the choice
+to "auto"; an explicit backend argument wins over it. causal_conv1d: "ref", "torch", "cuda" (causal_conv1d).
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from . import cpu_kernel
 from .causal_conv1d import causal_conv1d_torch
-from .reference import causal_conv1d_ref, selective_scan_ref
+from .reference import causal_conv1d_ref, expand_bc, selective_scan_ref
 from .selective_scan import selective_scan_torch
 
-BACKENDS = ("auto", "ref", "torch", "cuda")
+BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "cuda")
+CONV_BACKENDS = ("auto", "ref", "torch", "cuda")
 ENV_BACKEND = "ARMVISION_SCAN_BACKEND"
 _KERNELS = {  # op -> (module, attribute, pip package)
     "selective_scan": ("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn", "mamba-ssm"),
@@ -39,26 +43,51 @@ def _kernel(op: str) -> Optional[Callable]:
     return _kernel_cache[op]
 
 
+def triton_available() -> bool:
+    try:
+        from .triton_scan import triton_available as available
+    except Exception:
+        return False
+    return bool(available())
+
+
+def _triton_on_cpu() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def available_backends(op: str = "selective_scan") -> List[str]:
-    """Backends usable here for `op` ("selective_scan" or "causal_conv1d"), e.g. ["ref", "torch"]."""
+    """Backends usable here for `op` ("selective_scan" or "causal_conv1d"), e.g. ["ref", "torch", "cpu"]."""
     if op not in _KERNELS:
         raise ValueError(f"available_backends: op must be one of {sorted(_KERNELS)}, got {op!r}")
     names = ["ref", "torch"]
+    if op == "selective_scan" and cpu_kernel.load() is not None:
+        names.append("cpu")
+    if op == "selective_scan" and (torch.cuda.is_available() or _triton_on_cpu()) and triton_available():
+        names.append("triton")
     if torch.cuda.is_available() and _kernel(op) is not None:
         names.append("cuda")
     return names
 
 
-def resolve_backend(op: str, backend: Optional[str], on_cuda: bool) -> str:
-    """The concrete backend ("ref", "torch" or "cuda") for `op` given the argument, the env var and the device."""
+def resolve_backend(op: str, backend: Optional[str], on_cuda: bool, dtype: Optional[torch.dtype] = None) -> str:
+    """The concrete backend for `op` given the argument, the env var, the device and (for "cpu") the dtype."""
     source = "backend argument"
     if backend is None or backend == "auto":
         env = os.environ.get(ENV_BACKEND, "").strip().lower()
         backend, source = (env, f"environment variable {ENV_BACKEND}") if env else ("auto", source)
-    if backend not in BACKENDS:
-        raise ConfigError(f"{op}: {source} is {backend!r}; choose one of {', '.join(BACKENDS)}")
+    allowed = BACKENDS if op == "selective_scan" else CONV_BACKENDS
+    if backend not in allowed:
+        if op == "causal_conv1d" and backend in BACKENDS:  # a scan-only backend: the conv keeps its own choice
+            return "cuda" if on_cuda and _kernel(op) is not None else "torch"
+        raise ConfigError(f"{op}: {source} is {backend!r}; choose one of {', '.join(allowed)}")
     if backend == "auto":
-        return "cuda" if on_cuda and _kernel(op) is not None else "torch"
+        if on_cuda:
+            if _kernel(op) is not None:
+                return "cuda"
+            return "triton" if op == "selective_scan" and triton_available() else "torch"
+        if op == "selective_scan" and dtype != torch.float64 and cpu_kernel.load() is not None:
+            return "cpu"
+        return "torch"
     if backend == "cuda":
         package = _KERNELS[op][2]
         if _kernel(op) is None:
@@ -67,8 +96,57 @@ def resolve_backend(op: str, backend: Optional[str], on_cuda: bool) -> str:
                               f"'torch'")
         if not on_cuda:
             raise ConfigError(f"{op}: backend 'cuda' (from the {source}) needs CUDA tensors, got CPU tensors; "
-                              f"move them to a GPU or use backend 'torch'")
+                              f"move them to a GPU or use backend 'cpu' or 'torch'")
+    if backend == "cpu":
+        if on_cuda:
+            raise ConfigError(f"{op}: backend 'cpu' (from the {source}) needs CPU tensors, got CUDA tensors; "
+                              f"use backend 'triton', 'cuda' or 'torch'")
+        if cpu_kernel.load() is None:
+            raise ConfigError(f"{op}: backend 'cpu' (from the {source}) is unavailable: "
+                              f"{cpu_kernel.unavailable_reason()}; use backend 'torch'")
+        if dtype == torch.float64:
+            return "torch"  # the kernel computes in float32; float64 keeps the exact PyTorch path
+    if backend == "triton":
+        if not triton_available():
+            raise ConfigError(f"{op}: backend 'triton' (from the {source}) needs the triton package, which cannot "
+                              f"be imported here; use backend 'torch'")
+        if not on_cuda and not _triton_on_cpu():
+            raise ConfigError(f"{op}: backend 'triton' (from the {source}) needs CUDA tensors (or TRITON_INTERPRET=1 "
+                              f"to interpret the kernels on CPU tensors); use backend 'cpu' or 'torch'")
     return backend
+
+
+def _torch_any_form(u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state):
+    """The chunked PyTorch scan for every B/C form: grouped forms one group at a time, constant forms on the
+    reference path (the chunked kernels assume B and C shared by all channels)."""
+    if B.dim() == 3 and C.dim() == 3:
+        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state)
+    if B.dim() == 2 or C.dim() == 2:
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state)
+    batch, dim, L = u.shape
+    Bx, Cx = (expand_bc(X, batch, dim, L) for X in (B, C))  # (batch, dim, N, L)
+    G = max(X.shape[1] if X.dim() == 4 else 1 for X in (B, C))
+    step = dim // G
+    outs, lasts = [], []
+    for g in range(G):
+        s = slice(g * step, (g + 1) * step)
+        pick = lambda t: None if t is None else t[:, s]  # noqa: E731
+        out, last = selective_scan_torch(u[:, s], delta[:, s], A[s], Bx[:, g * step], Cx[:, g * step],
+                                         None if D is None else D[s], pick(z),
+                                         None if delta_bias is None else delta_bias[s], softplus, True)
+        outs.append(out)
+        lasts.append(last)
+    out, last = torch.cat(outs, 1), torch.cat(lasts, 1)
+    return (out, last) if return_last_state else out
+
+
+def plain_scan(backend: str) -> Callable:
+    """The differentiable function of a backend that keeps no state ("ref", "torch", "cuda")."""
+    if backend == "ref":
+        return selective_scan_ref
+    if backend == "cuda":
+        return _kernel("selective_scan")
+    return _torch_any_form
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,15 +179,7 @@ def _check_selective_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
         raise ValueError(f"{p}: A has shape {_shape(A)} but must be (D, N) with D={dim} from u {_shape(u)}")
     N = A.shape[1]
     for name in ("B", "C"):
-        t = named[name]
-        if t.dim() != 3:
-            raise ValueError(f"{p}: {name} must have shape (batch, N, L) = ({batch}, {N}, {L}), got {_shape(t)}")
-        if t.shape[0] != batch:
-            raise ValueError(f"{p}: {name} has shape {_shape(t)} but u has batch={batch}")
-        if t.shape[1] != N:
-            raise ValueError(f"{p}: {name} has shape {_shape(t)} but A has N={N}")
-        if t.shape[2] != L:
-            raise ValueError(f"{p}: {name} has shape {_shape(t)} but u has L={L}")
+        _check_bc(name, named[name], batch, dim, N, L)
     for name in ("D", "delta_bias"):
         t = named[name]
         if t is not None and tuple(t.shape) != (dim,):
@@ -117,6 +187,20 @@ def _check_selective_scan(u, delta, A, B, C, D, z, delta_bias) -> None:
     devices = {t.device for t in named.values() if t is not None}
     if len(devices) > 1:
         raise ValueError(f"{p}: all tensors must be on one device, got {sorted(str(d) for d in devices)}")
+
+
+def _check_bc(name: str, t: Tensor, batch: int, dim: int, N: int, L: int) -> None:
+    """B / C in one of mamba_ssm's forms: (D, N), (batch, N, L) or grouped (batch, G, N, L) with G dividing D."""
+    p = "selective_scan"
+    forms = f"(D, N) = ({dim}, {N}), (batch, N, L) = ({batch}, {N}, {L}) or (batch, G, N, L) with G dividing {dim}"
+    if t.dim() == 2:
+        if tuple(t.shape) != (dim, N):
+            raise ValueError(f"{p}: {name} has shape {_shape(t)}; it must be {forms}")
+        return
+    if t.dim() not in (3, 4) or t.shape[0] != batch or tuple(t.shape[-2:]) != (N, L):
+        raise ValueError(f"{p}: {name} has shape {_shape(t)}; it must be {forms}")
+    if t.dim() == 4 and (t.shape[1] < 1 or dim % t.shape[1] != 0):
+        raise ValueError(f"{p}: {name} has {t.shape[1]} groups (shape {_shape(t)}), which does not divide D={dim}")
 
 
 def _check_conv(x, weight, bias, activation) -> None:
@@ -145,19 +229,23 @@ def selective_scan_fn(
 ):
     """Selective scan with mamba_ssm's semantics (real A).
 
-    u, delta, z: (batch, D, L); A: (D, N); B, C: (batch, N, L); D, delta_bias: (D,).
+    u, delta, z: (batch, D, L); A: (D, N); D, delta_bias: (D,); B, C: (D, N), (batch, N, L) or grouped
+    (batch, G, N, L) (channel d uses group d // (D / G)), as in mamba_ssm.
     Returns out (batch, D, L) in u's dtype, and last_state (batch, D, N) (float32, float64 for float64 u)
     if return_last_state. `chunk_size` and `compile` (torch.compile of the chunk kernels, default from env
-    ARMVISION_SCAN_COMPILE) only affect the "torch" backend.
+    ARMVISION_SCAN_COMPILE) only affect the "torch" backend. Every backend runs through the custom op
+    armvision::selective_scan_fwd (scan_op.py), so torch.compile and torch.export see one op.
     """
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
-    name = resolve_backend("selective_scan", backend, u.is_cuda)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "ref":
-        return selective_scan_ref(*args)
-    if name == "cuda":
-        return _kernel("selective_scan")(*args)
-    return selective_scan_torch(*args, chunk_size=chunk_size, compile=compile)
+    name = resolve_backend("selective_scan", backend, u.is_cuda, u.dtype)
+    if name == "torch" and (chunk_size is not None or compile is not None):  # tuning knobs of the PyTorch path
+        if B.dim() == 3 and C.dim() == 3:
+            return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                        chunk_size=chunk_size, compile=compile)
+    from .scan_op import selective_scan_fwd
+
+    out, last, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), name)
+    return (out, last) if return_last_state else out
 
 
 def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, activation: Optional[str] = None,

@@ -12,6 +12,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def expand_bc(X: Tensor, batch: int, dim: int, L: int) -> Tensor:
+    """B or C in any of mamba_ssm's forms -> (batch, dim, N, L) (a broadcast view where possible)."""
+    if X.dim() == 2:  # (dim, N): input-independent
+        return X[None, :, :, None].expand(batch, dim, X.shape[1], L)
+    if X.dim() == 3:  # (batch, N, L): shared by all channels
+        return X[:, None].expand(batch, dim, *X.shape[1:])
+    groups = X.shape[1]  # (batch, G, N, L): channel d uses group d // (dim // G)
+    return X.repeat_interleave(dim // groups, dim=1)
+
+
 def selective_scan_ref(
     u: Tensor,
     delta: Tensor,
@@ -26,8 +36,10 @@ def selective_scan_ref(
 ):
     """Selective scan, one step at a time.
 
-    u, delta: (batch, dim, L); A: (dim, N); B, C: (batch, N, L); D: (dim,); z: (batch, dim, L);
-    delta_bias: (dim,). Returns out (batch, dim, L) in u's dtype, and the last state (batch, dim, N) if asked.
+    u, delta: (batch, dim, L); A: (dim, N); D: (dim,); z: (batch, dim, L); delta_bias: (dim,).
+    B and C each take one of mamba_ssm's forms: (dim, N) (the same at every step), (batch, N, L), or grouped
+    (batch, G, N, L) where channel d uses group d // (dim / G).
+    Returns out (batch, dim, L) in u's dtype, and the last state (batch, dim, N) if asked.
     """
     dtype_in = u.dtype
     cd = torch.float64 if dtype_in == torch.float64 else torch.float32
@@ -37,14 +49,14 @@ def selective_scan_ref(
         delta = delta + delta_bias.to(cd)[None, :, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    A, B, C = A.to(cd), B.to(cd), C.to(cd)
     batch, dim, L = u.shape
+    A, B, C = A.to(cd), expand_bc(B.to(cd), batch, dim, L), expand_bc(C.to(cd), batch, dim, L)
     state = u.new_zeros(batch, dim, A.shape[1])
     ys = []
     for t in range(L):
         dt = delta[:, :, t]  # (batch, dim)
-        state = torch.exp(dt[:, :, None] * A) * state + (dt * u[:, :, t])[:, :, None] * B[:, None, :, t]
-        ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, t]))
+        state = torch.exp(dt[:, :, None] * A) * state + (dt * u[:, :, t])[:, :, None] * B[..., t]
+        ys.append((state * C[..., t]).sum(-1))
     out = torch.stack(ys, dim=-1)  # (batch, dim, L)
     if D is not None:
         out = out + u * D.to(cd)[None, :, None]

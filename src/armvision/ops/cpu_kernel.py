@@ -1,0 +1,147 @@
+"""Build, load and call the fused CPU kernels of csrc/scan_cpu.c.
+
+The C source is compiled at first use with the system C compiler (`cc`, or $CC) into a shared library cached
+under $ARMVISION_CACHE (default ~/.cache/armvision/kernels), keyed by a hash of the source, the compiler, the
+flags and the CPU; later processes load the cached file with ctypes. No torch headers, CUDA or OpenMP runtime are
+needed (threads are pthreads). Where no compiler is found or the build fails, `load()` returns None, a one-line
+notice is logged once, and callers fall back to the pure-PyTorch path. ARMVISION_CPU_KERNEL=0 disables the kernel.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger("armvision.ops")
+SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
+ENV_DISABLE = "ARMVISION_CPU_KERNEL"
+ENV_CACHE = "ARMVISION_CACHE"
+# Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU
+# (part of the cache key). No -ffast-math: the kernel's log1p needs strict float rounding, and NaN must propagate.
+FLAG_SETS = (
+    ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"],
+    ["-O3", "-mcpu=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"],
+    ["-O3", "-fno-math-errno"],
+)
+MAX_STATE = 64  # NMAX in the C source
+
+# integer parameter slots and pointer slots, in the order of the enums in scan_cpu.c
+INT_SLOTS = ("batch L G Dg N chunk softplus threads u_sg u_sb u_st dl_sg dl_sb dl_st "
+             "b_mode b_sg b_sb b_st b_sn c_mode c_sg c_sb c_st c_sn z_sg z_sb z_st o_sg o_sb o_st "
+             "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st").split()
+PTR_SLOTS = ("u delta A B C D bias z idx out ckpt last dout dlast du ddelta dz dBp dCp dAp dDp dbiasp "
+             "dB dC dA dD dbias").split()
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _compiler() -> Optional[str]:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_id() -> str:
+    info = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info += "".join(line for line in f if line.startswith(("flags", "model name", "Features")))
+    except OSError:
+        pass
+    return info
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "armvision" / "kernels")
+
+
+def _build(cc: str) -> Path:
+    """Compile the source (first working flag set) into the cache; returns the library path."""
+    src = SOURCE.read_bytes()
+    suffix = ".dylib" if sys.platform == "darwin" else ".so"
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(src + cc.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
+        lib = cache_dir() / f"scan_cpu-{key}{suffix}"
+        if lib.exists():
+            return lib
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+            out = Path(tmp) / lib.name
+            cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-o", str(out), str(SOURCE), "-lm"]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode == 0:
+                os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
+                return lib
+            errors.append(f"{' '.join(cmd)}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
+    raise RuntimeError("; ".join(errors))
+
+
+def load():
+    """The loaded kernel library, or None (no compiler, build failed, or disabled); built once per process."""
+    with _lock:
+        if "lib" in _state:
+            return _state["lib"]
+        lib, why = None, None
+        if os.environ.get(ENV_DISABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+            why = f"disabled by {ENV_DISABLE}"
+        else:
+            cc = _compiler()
+            if cc is None:
+                why = "no C compiler found (set CC or install gcc/clang)"
+            else:
+                try:
+                    lib = ctypes.CDLL(str(_build(cc)))
+                    for name in ("armv_scan_fwd", "armv_scan_bwd"):
+                        getattr(lib, name).argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p)]
+                        getattr(lib, name).restype = ctypes.c_int
+                except Exception as e:  # compiler error, unwritable cache, unloadable library
+                    lib, why = None, f"build failed: {e}"
+        if lib is None:
+            log.warning("armvision: fused CPU scan kernel unavailable (%s); using the PyTorch scan", why)
+        _state["lib"], _state["why"] = lib, why
+        return lib
+
+
+def unavailable_reason() -> Optional[str]:
+    load()
+    return _state.get("why")
+
+
+def reset() -> None:
+    """Forget the loaded library (tests: force a rebuild / a fallback)."""
+    with _lock:
+        _state.clear()
+
+
+def _call(fn_name: str, ints: dict, ptrs: dict) -> None:
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"fused CPU kernel unavailable: {_state.get('why')}")
+    ip = (ctypes.c_int64 * len(INT_SLOTS))(*[int(ints.get(k, 0)) for k in INT_SLOTS])
+    pp = (ctypes.c_void_p * len(PTR_SLOTS))(*[_ptr(ptrs.get(k)) for k in PTR_SLOTS])
+    rc = getattr(lib, fn_name)(ip, pp)
+    if rc != 0:
+        raise RuntimeError(f"{fn_name} failed (code {rc}: out of memory or unsupported state size)")
+
+
+def _ptr(t: Optional[Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def threads() -> int:
+    return max(1, torch.get_num_threads())
