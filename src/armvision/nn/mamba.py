@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..ops import causal_conv1d_fn, selective_scan_fn
+from ..ops import causal_conv1d_fn, resolve_backend, selective_scan_fn
+from ..ops.scan_op import selective_scan_groups
 
 DIRECTION_SUFFIXES = ("", "_b", "_c", "_c_b")  # row fwd, row bwd, column fwd, column bwd
 
@@ -112,17 +113,64 @@ class MambaMixer(nn.Module):
             z=z, delta_bias=getattr(self, f"dt_proj{s}").bias.float(), delta_softplus=True,
         )
 
+    def scan_orders(self, L: int, hw: Optional[Tuple[int, int]], cls_index: Optional[int], device) -> Tensor:
+        """(directions, L) int64: the sequence position that each direction visits at step t. Row-major forward
+        and backward; column-major forward and backward over the (h, w) grid, a cls token keeping its index."""
+        key = (L, hw, cls_index, str(device))
+        cache = self.__dict__.setdefault("_orders", {})
+        if key not in cache:
+            pos = torch.arange(L, device=device)
+            rows = [pos, pos.flip(0)]
+            if self.directions == 4:
+                col = to_column_major(pos.view(1, 1, L), hw, cls_index).view(L)
+                rows += [col, col.flip(0)]
+            cache[key] = torch.stack(rows[: self.directions])
+        return cache[key]
+
+    def _check_grid(self, L: int, hw, cls_index) -> None:
+        if self.directions == 4:
+            if hw is None:
+                raise ConfigError("a 4-direction mixer needs the patch grid: pass hw=(h, w)")
+            if hw[0] * hw[1] + (cls_index is not None) != L:
+                raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {L}")
+
+    def _forward_fused(self, xz: Tensor, hw, cls_index) -> Tensor:
+        """All directions in one call of the fused CPU scan, channels-last, no flips or transposes of the
+        activations: each direction's conv runs in its scan order on a gather of x, the scan reads the shared
+        gate z and writes the (summed) output at each step's raster position. (B, L, 2Di) -> (B, L, Di)."""
+        Bsz, L, _ = xz.shape
+        G, Di, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
+        x, z = xz.split(Di, dim=-1)  # (B, L, Di) views
+        order = self.scan_orders(L, hw, cls_index, xz.device) if G > 1 else None
+        us = []
+        for g, s in enumerate(self.suffixes):
+            conv = getattr(self, f"conv1d{s}")
+            xg = x if g == 0 else x.index_select(1, order[g])  # (B, L, Di) in direction g's order
+            us.append(causal_conv1d_fn(xg.transpose(1, 2), conv.weight.squeeze(1), conv.bias, "silu").transpose(1, 2))
+        u = torch.stack(us) if G > 1 else us[0].unsqueeze(0)  # (G, B, L, Di)
+        u = u.contiguous()
+        w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in self.suffixes])  # (G, R + 2N, Di)
+        w_dt = torch.stack([getattr(self, f"dt_proj{s}").weight for s in self.suffixes])  # (G, Di, R)
+        x_dbl = torch.matmul(u.view(G, Bsz * L, Di), w_x.transpose(1, 2).to(u.dtype))  # (G, B*L, R + 2N)
+        delta = torch.matmul(x_dbl[..., :R], w_dt.transpose(1, 2).to(u.dtype)).view(G, Bsz, L, Di)
+        b = x_dbl[..., R:R + N].view(G, Bsz, L, N)
+        c = x_dbl[..., R + N:].view(G, Bsz, L, N)
+        A = -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in self.suffixes]).float())  # (G*Di, N)
+        D = torch.cat([getattr(self, f"D{s}") for s in self.suffixes]).float()
+        bias = torch.cat([getattr(self, f"dt_proj{s}").bias for s in self.suffixes]).float()
+        y = selective_scan_groups(u, delta, A, b, c, D, z, bias, order)  # (B, L, Di)
+        return y / G if G > 1 else y
+
     def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2*Di, L)
+        self._check_grid(x.shape[1], hw, cls_index)
+        xz = self.in_proj(x)  # (B, L, 2*Di)
+        if resolve_backend("selective_scan", None, xz.is_cuda, xz.dtype) == "cpu":
+            return self.out_proj(self._forward_fused(xz, hw, cls_index))
+        xz = xz.transpose(1, 2)  # (B, 2*Di, L)
         y = self._scan(xz, "")
         if self.directions >= 2:
             y = y + self._scan(xz.flip(-1), "_b").flip(-1)
         if self.directions == 4:
-            if hw is None:
-                raise ConfigError("a 4-direction mixer needs the patch grid: pass hw=(h, w)")
-            n_tokens = hw[0] * hw[1] + (cls_index is not None)
-            if n_tokens != x.shape[1]:
-                raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {x.shape[1]}")
             xc = to_column_major(xz, hw, cls_index)
             yc = self._scan(xc, "_c") + self._scan(xc.flip(-1), "_c_b").flip(-1)
             y = y + from_column_major(yc, hw, cls_index)

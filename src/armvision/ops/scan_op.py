@@ -210,7 +210,7 @@ torch.library.register_autograd("armvision::selective_scan_fwd", _backward, setu
 # ---------------------------------------------------------------------------------------------------------
 @torch.library.custom_op("armvision::selective_scan_groups_fwd", mutates_args=())
 def selective_scan_groups_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                              delta_bias: Tensor, index: Tensor) -> Tuple[Tensor, Tensor]:
+                              delta_bias: Tensor, index: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """out (batch, L, Dg) = silu(z) * sum_g scan_g (softplus dt); returns (out, saved)."""
     G, batch, L, Dg = u.shape
     out = torch.empty(batch, L, Dg, dtype=torch.float32)
@@ -230,7 +230,8 @@ def _(u, delta, A, B, C, D, z, delta_bias, index):
 
 @torch.library.custom_op("armvision::selective_scan_groups_bwd", mutates_args=())
 def selective_scan_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                              delta_bias: Tensor, index: Tensor, saved: Tensor, dout: Tensor) -> List[Tensor]:
+                              delta_bias: Tensor, index: Optional[Tensor], saved: Tensor,
+                              dout: Tensor) -> List[Tensor]:
     G = u.shape[0]
     z4 = z.float().unsqueeze(0).expand(G, -1, -1, -1)
     d4 = dout.float().contiguous().unsqueeze(0).expand(G, -1, -1, -1)
@@ -266,11 +267,13 @@ torch.library.register_autograd("armvision::selective_scan_groups_fwd", _backwar
 
 
 def selective_scan_groups(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                          delta_bias: Tensor, index: Tensor) -> Tensor:
+                          delta_bias: Tensor, index: Optional[Tensor] = None) -> Tensor:
     """Several scan directions over one sequence in one CPU-kernel call (softplus dt, z gate shared).
 
     u, delta: (G, batch, L, Dg) in each group's scan order (channels contiguous); B, C: (G, batch, L, N) views
     in scan order; A: (G * Dg, N); D, delta_bias: (G * Dg,); z: (batch, L, Dg) in raster order; index (G, L):
-    raster position of each group's step t. Returns silu(z) * sum_g (y_g + D_g u_g) as (batch, L, Dg).
+    raster position of each group's step t (None: every group in raster order). Returns
+    silu(z) * sum_g (y_g + D_g u_g) as (batch, L, Dg).
     """
-    return selective_scan_groups_fwd(u, delta, A, B, C, D, z, delta_bias, index.to(torch.int32))[0]
+    index = None if index is None else index.to(torch.int32)
+    return selective_scan_groups_fwd(u, delta, A, B, C, D, z, delta_bias, index)[0]
