@@ -1,5 +1,5 @@
 # `make run`: the main job on the embedded default data. `make test`: the test suite.
-# Both create and use .venv in the repo root, installing the exact pins of requirements/lock.txt.
+# Both create and use .venv in the repo root, installing the exact pins of requirements/dev.txt (= lock.txt + dev tools).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,9 +8,9 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install bench clean
 
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements/lock.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -8,10 +8,10 @@
 __version__ = "0.1.0"
 
 from .models import (ARMClassifier, ARMPretrainer, MAEPretrainer, build_model, create_classifier, create_mae,
-                     create_pretrainer, from_pretrained, load_checkpoint, load_model, save_pretrained)
+                     create_pretrainer, from_pretrained, load_checkpoint, load_model, push_to_hub, save_pretrained)
 
 __all__ = [
     "__version__", "ARMClassifier", "ARMPretrainer", "MAEPretrainer", "build_model", "create_classifier", "create_mae",
     "create_pretrainer",
-    "from_pretrained", "load_checkpoint", "load_model", "save_pretrained",
+    "from_pretrained", "load_checkpoint", "load_model", "push_to_hub", "save_pretrained",
 ]

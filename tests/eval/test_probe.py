@@ -70,7 +70,7 @@ def test_extract_features_layers_and_pooling():
     loader = DataLoader(TensorDataset(imgs, labels), batch_size=4)
     feats, ys = extract_features(model, loader, layer=2)
     with torch.no_grad():
-        tokens = model.forward_features(imgs, layers=[2])[0]  # (B, N, D)
+        tokens = model.encoder_outputs(imgs, layers=[2])[0]  # (B, N, D)
     want = F.layer_norm(tokens, tokens.shape[-1:]).mean(1)
     torch.testing.assert_close(feats, want)
     assert ys.tolist() == labels.tolist() and feats.shape == (6, 32)
@@ -83,7 +83,7 @@ def test_extract_features_layers_and_pooling():
     pooled, _ = extract_features(clf, loader)
     hooked, _ = extract_features(clf, loader, layer=2)
     with torch.no_grad():
-        torch.testing.assert_close(pooled, clf.forward_features(imgs))
+        torch.testing.assert_close(pooled, clf.forward_pooled(imgs))
         torch.testing.assert_close(hooked, clf.forward_tokens(imgs).mean(1), atol=1e-5, rtol=1e-5)
 
 

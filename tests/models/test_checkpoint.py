@@ -13,7 +13,7 @@ def test_save_pretrained_roundtrip(tmp_path):
     torch.manual_seed(0)
     m = tiny_pretrainer(ordering="random", order_seed=3).eval()
     armvision.save_pretrained(m, tmp_path / "p")
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     m2 = armvision.from_pretrained(tmp_path / "p").eval()
     assert m2.config == m.config
     x = torch.randn(2, 3, 32, 32)

@@ -4,17 +4,19 @@ import torch
 
 import armvision
 from armtest import tiny_classifier
-from armvision.errors import ConfigError
+from armvision.errors import CheckpointError, ConfigError
 
 
 def test_forward_shapes_and_cls_in_the_middle():
     torch.manual_seed(0)
     m = tiny_classifier().eval()
     x = torch.randn(2, 3, 32, 32)
-    tokens = m.forward_tokens(x)
+    tokens = m.forward_tokens(x)  # the order the model runs: cls at N//2
     assert tokens.shape == (2, 17, 32)
-    torch.testing.assert_close(m.forward_features(x), tokens[:, 8])
-    torch.testing.assert_close(m(x), m.forward_head(m.forward_features(x)))
+    feats = m.forward_features(x)  # timm order: cls first, then the raster patches
+    torch.testing.assert_close(feats, torch.cat([tokens[:, 8:9], tokens[:, :8], tokens[:, 9:]], dim=1))
+    torch.testing.assert_close(m.forward_head(feats, pre_logits=True), tokens[:, 8])
+    torch.testing.assert_close(m(x), m.forward_head(feats))
     # the cls token enters at index N//2: its embedding only reaches the sequence there
     m2 = tiny_classifier().eval()
     m2.load_state_dict(m.state_dict())
@@ -28,7 +30,7 @@ def test_global_pool_is_mean_of_the_two_halves():
     m = tiny_classifier(global_pool=True).eval()
     x = torch.randn(2, 3, 32, 32)
     t = m.forward_tokens(x)
-    torch.testing.assert_close(m.forward_features(x), (t[:, :8].mean(1) + t[:, 9:].mean(1)) / 2)
+    torch.testing.assert_close(m.forward_pooled(x), (t[:, :8].mean(1) + t[:, 9:].mean(1)) / 2)
 
 
 def test_drop_path_schedule():
@@ -56,6 +58,6 @@ def test_timm_registration():
     assert isinstance(m, armvision.ARMClassifier) and m(torch.randn(1, 3, 32, 32)).shape == (1, 4)
     p = timm.create_model("arm_tiny_pretrain", img_size=32, patch_size=8, cluster_size=2, depth=1, embed_dim=16, decoder_embed_dim=16)
     assert isinstance(p, armvision.ARMPretrainer)
-    with pytest.raises(ConfigError, match="cannot download"):
-        timm.create_model("arm_base", pretrained=True)
+    with pytest.raises(CheckpointError, match="no weights are known"):
+        timm.create_model("arm_tiny", pretrained=True)  # no official tiny weights
     assert "arm_huge" in timm.list_models("arm_*")

@@ -115,7 +115,7 @@ def test_decoder_depth_and_feature_layers_configurable():
 
 def test_forward_features_layers():
     m = tiny_pretrainer()
-    f2, f4 = m.forward_features(torch.randn(2, 3, 32, 32), layers=[2, 4])
+    f2, f4 = m.encoder_outputs(torch.randn(2, 3, 32, 32), layers=[2, 4])
     assert f2.shape == f4.shape == (2, 16, 32) and not torch.allclose(f2, f4)
 
 

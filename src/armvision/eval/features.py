@@ -44,14 +44,16 @@ def forward_pooled(model: nn.Module, imgs: torch.Tensor, layer: Optional[int] = 
     A pretrainer gives the tokens of encoder layer `layer` (1-based; None = last layer), mean-pooled. A classifier
     gives its pooled feature (cls token or global pool) when `layer` is None, else the tokens of block `layer`.
     """
+    if layer is not None and not 1 <= layer <= len(model.layers):
+        raise ValueError(f"layer {layer} out of range 1..{len(model.layers)}")
     if model_kind(model) != "classifier":
-        layers = None if layer is None else [layer]
-        return _pool(model.forward_features(imgs, layers=layers), pool, norm)
+        if layer is None:
+            return _pool(model.forward_features(imgs), pool, norm)  # (B, N, D) tokens of the last layer
+        tokens = model.forward_intermediates(imgs, indices=[layer - 1], output_fmt="NLC", intermediates_only=True)
+        return _pool(tokens, pool, norm)
     if layer is None:
-        return _pool(model.forward_features(imgs), pool, norm)
+        return model.forward_head(model.forward_features(imgs), pre_logits=True)  # cls token or global pool
     blocks = model.layers
-    if not 1 <= layer <= len(blocks):
-        raise ValueError(f"layer {layer} out of range 1..{len(blocks)}")
     captured: list[torch.Tensor] = []
     hook = blocks[layer - 1].register_forward_hook(lambda m, i, o: captured.append(o))
     try:

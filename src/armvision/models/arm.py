@@ -6,7 +6,7 @@ Reads like the paper: `patchify` -> `to_clusters` / `order` -> `forward_encoder`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +139,8 @@ class ARMPretrainer(MambaBackbone):
         # Sequence order: clusters in prediction order, patches raster inside each cluster.
         self.register_buffer("cluster_order", cluster_order_for(cfg.ordering, self.cluster_grid, cfg.order_seed), persistent=False)
         self.register_buffer("token_order", self._token_order(), persistent=False)
+        self.register_buffer("raster_index", torch.argsort(self.token_order), persistent=False)  # sequence -> raster
+        self.num_classes = 0
 
         d, dd = cfg.embed_dim, cfg.decoder_embed_dim
         n_tok = h * w
@@ -189,19 +191,41 @@ class ARMPretrainer(MambaBackbone):
         b, _, d = tokens.shape
         return self.order(tokens).reshape(b, self.num_clusters, self.tokens_per_cluster, d)
 
-    def forward_features(self, imgs: Tensor, layers: Optional[Sequence[int]] = None, causal_input: bool = False) -> List[Tensor]:
-        """Encoder outputs (B, L, D) of the 1-based `layers` (default: last) over the ordered sequence.
+    def _embed(self, imgs: Tensor) -> Tensor:
+        self.check_images(imgs)
+        return self.order(self.patch_embed(imgs) + self.pos_embed)  # (B, N, D), sequence order
+
+    def encoder_outputs(self, imgs: Tensor, layers: Optional[Sequence[int]] = None, causal_input: bool = False) -> List[Tensor]:
+        """Encoder outputs (B, L, D) of the 1-based `layers` (default: last) in *sequence* (cluster) order.
 
         causal_input=True feeds clusters 1..n-1 only (as in pretraining); False feeds the whole image.
         """
-        self.check_images(imgs)
-        x = self.order(self.patch_embed(imgs) + self.pos_embed)  # (B, N, D)
+        x = self._embed(imgs)
         if causal_input:
             x = x[:, : (self.num_clusters - 1) * self.tokens_per_cluster]
         return self.layer_outputs(x, layers)
 
     def forward_encoder(self, imgs: Tensor) -> List[Tensor]:
-        return self.forward_features(imgs, self.feature_layers, causal_input=True)
+        return self.encoder_outputs(imgs, self.feature_layers, causal_input=True)
+
+    # ---- timm interface: tokens and dense maps in raster order ---------------------------------------------------
+    def forward_features(self, imgs: Tensor) -> Tensor:
+        """Last encoder layer over the whole image, (B, N, D) tokens in *raster* order (no cls token, no final norm:
+        the pretrainer has neither). The encoder still runs in cluster order; only the output is permuted back."""
+        return self.encoder_outputs(imgs)[-1][:, self.raster_index]
+
+    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """Block outputs (0-based `indices`; int n = last n; None = all) over the whole image as raster-order maps
+        (B, D, h, w) or tokens (B, h*w, D); norm=True layer-norms them without affine parameters."""
+        return self._encoder_intermediates(self._embed(x), indices, norm, stop_early, output_fmt, intermediates_only,
+                                           to_raster=self.raster_index)
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the encoder blocks after the last wanted one (the decoder then no longer runs: a feature extractor)."""
+        return self._prune_blocks(indices)
 
     def forward_decoder(self, feats: Sequence[Tensor]) -> Tensor:
         """Encoder features -> predicted pixels (B, T, p*p*C) of clusters 2..n."""

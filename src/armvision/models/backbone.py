@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..nn import MambaMixer, MambaMLPBlock, PatchEmbed
 from ..errors import ConfigError
@@ -24,10 +26,44 @@ def normalize_patches(x: Tensor, eps: float = 1e-6) -> Tensor:
     return (x - mean) / (var + eps) ** 0.5
 
 
+def take_indices(num_blocks: int, indices: Optional[Union[int, Sequence[int]]] = None) -> Tuple[List[int], int]:
+    """timm's block-index convention: None = all blocks, an int n = the last n, a list = those 0-based indices
+    (negative ones count from the end). Returns (sorted-as-given absolute indices, the largest)."""
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ConfigError(f"asked for the last {indices} blocks of a model with {num_blocks}")
+        taken = list(range(num_blocks - indices, num_blocks))
+    else:
+        taken = []
+        for i in indices:
+            j = num_blocks + i if i < 0 else i
+            if not 0 <= j < num_blocks:
+                raise ConfigError(f"block index {i} is out of range for a model with {num_blocks} blocks")
+            taken.append(j)
+    return taken, max(taken)
+
+
+def tokens_to_format(tokens: Tensor, hw: Tuple[int, int], output_fmt: str) -> Tensor:
+    """Raster tokens (B, h*w, D) -> "NLC" as is, or "NCHW" (B, D, h, w) feature maps."""
+    if output_fmt == "NLC":
+        return tokens
+    if output_fmt == "NCHW":
+        b, _, d = tokens.shape
+        return tokens.reshape(b, hw[0], hw[1], d).permute(0, 3, 1, 2).contiguous()
+    raise ConfigError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+
+
 class MambaBackbone(nn.Module):
-    """Owns `patch_embed` and `layers` (parameter names as in the reference checkpoints)."""
+    """Owns `patch_embed` and `layers` (parameter names as in the reference checkpoints).
+
+    Also the timm model interface shared by all our models: `num_features`, `set_grad_checkpointing`,
+    `group_matcher` (layer-wise lr decay), `feature_info`, `forward_intermediates`, `prune_intermediate_layers`.
+    """
 
     directions = 1
+    num_prefix_tokens = 0  # tokens before the raster patch tokens in `forward_features` (timm convention)
 
     def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
         super().__init__()
@@ -44,6 +80,10 @@ class MambaBackbone(nn.Module):
             )
             for i in range(cfg.depth)
         )
+        self.num_features = self.head_hidden_size = cfg.embed_dim
+        self.grad_checkpointing = False
+        reduction = self.patch_embed.patch_size[0]
+        self.feature_info = [dict(module=f"layers.{i}", num_chs=cfg.embed_dim, reduction=reduction) for i in range(cfg.depth)]
 
     @property
     def grid_size(self):
@@ -75,14 +115,69 @@ class MambaBackbone(nn.Module):
             eh, ew = self.patch_embed.img_size
             raise ConfigError(f"this model was built for {eh}x{ew} images, got {h}x{w}; resize the images or build the model with img_size={h}")
 
-    def run_layers(self, x: Tensor, collect: Sequence[int] = (), **mixer_kwargs) -> List[Tensor]:
-        """Run all blocks on (B, L, D); return the outputs of the 1-based layers in `collect`, plus the last."""
+    # ---- timm interface ----------------------------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations (training only)."""
+        self.grad_checkpointing = bool(enable)
+
+    def group_matcher(self, coarse: bool = False) -> Dict:
+        """timm's grouping for layer-wise lr decay: embeddings first, one group per block; everything else (final
+        norm, head, decoder) falls into the last group, as in train/optim.py's `classifier_layer_id`."""
+        return dict(stem=r"^cls_token|^pos_embed|^patch_embed",
+                    blocks=r"^layers\.(\d+)" if coarse else [(r"^layers\.(\d+)", None)])
+
+    def _block(self, layer: nn.Module, x: Tensor, **mixer_kwargs) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return checkpoint(layer, x, use_reentrant=False, **mixer_kwargs)
+        return layer(x, **mixer_kwargs)
+
+    def run_layers(self, x: Tensor, collect: Sequence[int] = (), stop: Optional[int] = None, **mixer_kwargs) -> List[Tensor]:
+        """Run the blocks (the first `stop`, default all) on (B, L, D); return the outputs of the 1-based layers in
+        `collect`, plus the last one run."""
         feats = []
-        for i, layer in enumerate(self.layers, start=1):
-            x = layer(x, **mixer_kwargs)
+        layers = self.layers if stop is None else self.layers[:stop]
+        for i, layer in enumerate(layers, start=1):
+            x = self._block(layer, x, **mixer_kwargs)
             if i in collect:
                 feats.append(x)
         return feats + [x]
+
+    def _encoder_intermediates(self, seq: Tensor, indices, norm: bool, stop_early: bool, output_fmt: str,
+                               intermediates_only: bool, to_raster: Optional[Tensor] = None):
+        """forward_intermediates of the models without a cls token or final norm (pretrainers). `seq` is the embedded
+        sequence; `to_raster` (if given) permutes sequence positions back to raster order. norm=True layer-norms each
+        token without affine parameters (these models have no final norm of their own)."""
+        take, max_index = take_indices(len(self.layers), indices)
+        stop = max_index + 1 if (stop_early or intermediates_only) else None
+        outs = self.run_layers(seq, collect=[i + 1 for i in take], stop=stop)
+        last = outs.pop()
+        by_index = dict(zip(sorted(set(take)), outs))
+
+        def raster(t: Tensor) -> Tensor:
+            return t if to_raster is None else t[:, to_raster]
+
+        intermediates = []
+        for i in take:
+            t = by_index[i]
+            if norm:
+                t = F.layer_norm(t, t.shape[-1:])
+            intermediates.append(tokens_to_format(raster(t), self.grid_size, output_fmt))
+        if intermediates_only:
+            return intermediates
+        return raster(last), intermediates
+
+    def _prune_blocks(self, indices) -> List[int]:
+        take, max_index = take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        self.feature_info = self.feature_info[: max_index + 1]
+        return take
+
+    def get_classifier(self) -> nn.Module:
+        return nn.Identity()
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pretrainers have no head: the mean of the `forward_features` tokens (B, D)."""
+        return x.mean(1) if x.ndim == 3 else x
 
     def layer_outputs(self, x: Tensor, layers: Optional[Sequence[int]] = None) -> List[Tensor]:
         """Outputs (B, L, D) of the 1-based `layers` (default: the last), in the order asked, repeats allowed."""

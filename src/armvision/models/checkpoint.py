@@ -262,11 +262,13 @@ def _size_summary(sd: Mapping[str, Tensor]) -> str:
         return "an unknown geometry"
 
 
-def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", strict: bool = True) -> LoadReport:
+def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", strict: bool = True,
+                    exclude: Tuple[str, ...] = ()) -> LoadReport:
     """Load weights from `source` (path, directory, or already-loaded dict) into `model`.
 
     key: "model" or "model_ema"/"ema" (EMA weights). strict: shape mismatches and unexplained missing or unexpected
-    keys raise CheckpointError; with strict=False they are skipped and listed in the report.
+    keys raise CheckpointError; with strict=False they are skipped and listed in the report. exclude: key prefixes
+    (e.g. ("head.",) for a new number of classes) neither loaded nor expected.
     """
     where = str(source) if not isinstance(source, Mapping) else "the given dict"
     sd = select_state_dict(read_checkpoint(source), key, where)
@@ -276,6 +278,13 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
         _adapt_for_classifier(model, sd, report)
     elif kind in ("pretrainer", "mae"):
         _adapt_for_fixed_tables(model, sd, report)
+    exclude = tuple(exclude)
+    if exclude:
+        dropped = [k for k in sd if k.startswith(exclude)]
+        for k in dropped:
+            del sd[k]
+        if dropped:
+            report.converted.append(f"left out {', '.join(dropped)}")
     own = model.state_dict()
     mismatched = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if mismatched and strict:
@@ -290,7 +299,7 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
     expected_new = {"cls_token", "norm_f.weight", "norm_f.bias", "head.weight", "head.bias"} if report.source != "classifier" else set()
     report.missing = sorted(k for k in own if k not in sd and k not in mismatched)
     report.unexpected = sorted(k for k in sd if k not in own)
-    unexplained = [k for k in report.missing if k not in expected_new]
+    unexplained = [k for k in report.missing if k not in expected_new and not (exclude and k.startswith(exclude))]
     if strict and (unexplained or report.unexpected):
         raise CheckpointError(
             f"{where} ({report.source} weights) does not match this {kind or type(model).__name__}: "
@@ -316,8 +325,10 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike]) -> Path:
-    """Write `config.json` + `model.safetensors` so `from_pretrained(directory)` rebuilds the model."""
+def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], model_card: bool = True,
+                    **card: Any) -> Path:
+    """Write `config.json` + `model.safetensors` (+ a `README.md` model card unless model_card=False) so
+    `from_pretrained(directory)` rebuilds the model. `card`: repo_id, description, accuracy (dict), training (text)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -325,6 +336,11 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike]) -> Pat
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
     meta = {"format_version": FORMAT_VERSION, "library": "armvision", "model_config": dataclasses.asdict(model.config)}
     atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+    if model_card:
+        from .hub import model_card as make_card
+
+        text = make_card(model, **card)
+        atomic_write(directory / "README.md", lambda p: Path(p).write_text(text))
     return directory
 
 
@@ -344,6 +360,14 @@ def load_model(source: PathOrDict, key: str = "model", strict: bool = True, **ov
     return model, load_checkpoint(model, {key: sd}, key=key, strict=strict)
 
 
-def from_pretrained(directory: Union[str, os.PathLike], **overrides: Any) -> nn.Module:
-    """Rebuild a model saved by `save_pretrained` (or from any checkpoint `load_model` understands)."""
-    return load_model(directory, **overrides)[0]
+def from_pretrained(source: Union[str, os.PathLike], filename: Union[str, None] = None, revision: Union[str, None] = None,
+                    cache_dir: Union[str, os.PathLike, None] = None, key: str = "model", **overrides: Any) -> nn.Module:
+    """Rebuild a model from a `save_pretrained` directory, any checkpoint `load_model` understands, or the Hugging Face
+    Hub: "hf-hub:owner/name[@revision]" with `filename` (e.g. a reference .pth) or without (config.json +
+    model.safetensors), downloaded through huggingface_hub's cache (HF_HUB_OFFLINE=1 reads the cache only)."""
+    if isinstance(source, str) and source.startswith("hf-hub:"):
+        from .hub import from_hub
+
+        return from_hub(source, filename=filename, revision=revision, cache_dir=cache_dir, key=key, **overrides)
+    path = Path(source) / filename if filename else source
+    return load_model(path, key=key, **overrides)[0]

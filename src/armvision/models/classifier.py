@@ -1,13 +1,14 @@
 """ARM classifier: the backbone with 4-direction mixers, a middle cls token, and a linear head."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import resample_with_middle_token
-from .backbone import MambaBackbone
+from ..errors import ConfigError
+from .backbone import MambaBackbone, take_indices, tokens_to_format
 from .config import ClassifierConfig
 
 
@@ -17,7 +18,8 @@ class ARMClassifier(MambaBackbone):
     def __init__(self, cfg: ClassifierConfig):
         dpr = [cfg.drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # linspace(0, rate, depth)
         super().__init__(cfg, [0.0] + dpr[:-1])  # layer i gets linspace(0, rate, depth)[i-1], layer 0 gets 0
-        self.num_classes, self.global_pool = cfg.num_classes, cfg.global_pool
+        self.num_classes = cfg.num_classes
+        self.num_prefix_tokens = 1
         n = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.embed_dim))
@@ -38,9 +40,32 @@ class ARMClassifier(MambaBackbone):
             nn.init.trunc_normal_(self.head.weight, std=self.config.head_init_std)
             nn.init.zeros_(self.head.bias)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    # ---- timm head interface ------------------------------------------------------------------------------------
+    @property
+    def global_pool(self) -> str:
+        """timm's name of the pooling: "token" (the cls token, the reference) or "avg" (``global_pool=True``)."""
+        return "avg" if self.config.global_pool else "token"
+
+    @global_pool.setter
+    def global_pool(self, value) -> None:
+        if value in ("avg", True):
+            self.config.global_pool = True
+        elif value in ("token", False):
+            self.config.global_pool = False
+        else:
+            raise ConfigError(f"global_pool must be 'token' (cls token) or 'avg' (mean of the patch tokens), got {value!r}")
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
+        """New head for `num_classes` (0: identity), on the old head's device and dtype; optionally new pooling."""
+        if global_pool is not None:
+            self.global_pool = global_pool
+        ref = self.cls_token
         self.num_classes = self.config.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = (nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+                     if num_classes > 0 else nn.Identity())
         self._init_head()
 
     def _pos_embed_for(self, hw: Tuple[int, int]) -> Tensor:
@@ -48,31 +73,94 @@ class ARMClassifier(MambaBackbone):
             return self.pos_embed
         return resample_with_middle_token(self.pos_embed, self.grid_size, hw)  # other input sizes
 
-    def forward_tokens(self, imgs: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, N+1, D) after the final norm; the cls token sits at index N//2."""
+    def _embed(self, imgs: Tensor):
         hw = self.patch_embed.grid_for(imgs)
         x = self.patch_embed(imgs)  # (B, N, D)
         mid = x.shape[1] // 2
         x = torch.cat([x[:, :mid], self.cls_token.expand(x.shape[0], -1, -1), x[:, mid:]], dim=1)
-        x = x + self._pos_embed_for(hw)
+        return x + self._pos_embed_for(hw), hw, mid
+
+    @staticmethod
+    def cls_first(tokens: Tensor) -> Tensor:
+        """Sequence order (cls at index N//2, where ARM runs it) -> timm order (cls at 0, then raster patches)."""
+        mid = (tokens.shape[1] - 1) // 2
+        return torch.cat([tokens[:, mid : mid + 1], tokens[:, :mid], tokens[:, mid + 1 :]], dim=1)
+
+    def forward_tokens(self, imgs: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, N+1, D) after the final norm, in the order the model runs them: cls at index N//2."""
+        x, hw, mid = self._embed(imgs)
         x = self.run_layers(x, hw=hw, cls_index=mid)[-1]
         return self.norm_f(x)
 
-    def pool(self, tokens: Tensor) -> Tensor:
-        mid = (tokens.shape[1] - 1) // 2
-        if self.global_pool:
-            return (tokens[:, :mid].mean(1) + tokens[:, mid + 1 :].mean(1)) / 2
-        return tokens[:, mid]
-
     def forward_features(self, imgs: Tensor) -> Tensor:
-        """Pooled feature (B, D): the cls token, or the mean of the two halves' means with global_pool."""
-        return self.pool(self.forward_tokens(imgs))
+        """(B, C, H, W) -> tokens (B, 1+N, D) after the final norm, timm layout: the cls token first
+        (``num_prefix_tokens`` = 1), then the N patch tokens in raster order. (The model itself runs the cls token in
+        the middle of the sequence; `forward_tokens` gives that order.)"""
+        return self.cls_first(self.forward_tokens(imgs))
 
-    def forward_head(self, feats: Tensor) -> Tensor:
-        return self.head(feats)
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """`forward_features` tokens -> logits; pre_logits=True: the pooled feature (B, D). Pooling is the cls token,
+        or with global_pool the mean of the two halves' means (the reference's avg, exact for odd N too).
+        An already pooled (B, D) input goes straight to the head."""
+        if x.ndim == 3:
+            if self.config.global_pool:
+                n = x.shape[1] - 1
+                mid = n // 2
+                x = (x[:, 1 : 1 + mid].mean(1) + x[:, 1 + mid :].mean(1)) / 2
+            else:
+                x = x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward_pooled(self, imgs: Tensor) -> Tensor:
+        """Pooled feature (B, D): what the head sees (cls token, or the global pool)."""
+        return self.forward_head(self.forward_features(imgs), pre_logits=True)
 
     def forward(self, imgs: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(imgs))
+
+    # ---- dense features (timm features_only) ---------------------------------------------------------------------
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Outputs of the blocks `indices` (0-based; an int n = the last n; None = all) as raster feature maps
+        (B, D, h, w) ("NCHW") or tokens (B, h*w, D) ("NLC"), the cls token removed (returned alongside with
+        return_prefix_tokens, as (map, cls (B, 1, D)) pairs). norm=True applies the final norm to each.
+        Returns the list, or (forward_features output, list) unless intermediates_only."""
+        take, max_index = take_indices(len(self.layers), indices)
+        x, hw, mid = self._embed(x)
+        stop = max_index + 1 if (stop_early or intermediates_only) else None
+        outs = self.run_layers(x, collect=[i + 1 for i in take], stop=stop, hw=hw, cls_index=mid)
+        last = outs.pop()
+        by_index = dict(zip(sorted(set(take)), outs))
+        intermediates = []
+        for i in take:
+            t = by_index[i]
+            if norm:
+                t = self.norm_f(t)
+            spatial = tokens_to_format(torch.cat([t[:, :mid], t[:, mid + 1 :]], dim=1), hw, output_fmt)
+            intermediates.append((spatial, t[:, mid : mid + 1]) if return_prefix_tokens else spatial)
+        if intermediates_only:
+            return intermediates
+        return self.cls_first(self.norm_f(last)), intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the blocks after the last wanted one (and the final norm / head): a feature extractor."""
+        take, max_index = take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        self.feature_info = self.feature_info[: max_index + 1]
+        if prune_norm:
+            self.norm_f = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
     def no_weight_decay(self) -> set:
         return {"pos_embed", "cls_token"}

@@ -51,6 +51,7 @@ class MAEPretrainer(MambaBackbone):
         h, w = self.grid_size
         d, dd = cfg.embed_dim, cfg.decoder_embed_dim
         self.mask_ratio = cfg.mask_ratio
+        self.num_classes = 0
         self.pos_embed = nn.Parameter(sincos_2d(d, (h, w)).unsqueeze(0), requires_grad=False)
         self.norm_1 = nn.LayerNorm(d)
         self.decoder_embed = nn.Linear(d, dd)
@@ -103,11 +104,25 @@ class MAEPretrainer(MambaBackbone):
         latent, ids_keep, mask = self.forward_encoder(imgs, generator)
         return self.forward_loss(imgs, self.forward_decoder(latent, ids_keep), mask)
 
-    def forward_features(self, imgs: Tensor, layers=None):
+    def encoder_outputs(self, imgs: Tensor, layers=None):
         """Encoder outputs of the 1-based `layers` (default: last) over all patches, raster order, no masking."""
         self.check_images(imgs)
         x = self.patch_embed(imgs) + self.pos_embed
         return self.layer_outputs(x, layers)
+
+    def forward_features(self, imgs: Tensor) -> Tensor:
+        """Last encoder layer over all patches (no masking), (B, N, D) raster tokens, no norm (timm convention)."""
+        return self.encoder_outputs(imgs)[-1]
+
+    def forward_intermediates(self, x: Tensor, indices=None, return_prefix_tokens: bool = False, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """As ARMPretrainer.forward_intermediates: raster maps of the 0-based blocks `indices`, no masking."""
+        self.check_images(x)
+        return self._encoder_intermediates(self.patch_embed(x) + self.pos_embed, indices, norm, stop_early,
+                                           output_fmt, intermediates_only)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        return self._prune_blocks(indices)
 
     def no_weight_decay(self) -> set:
         return {"pos_embed", "decoder_pos_embed", "mask_token"}
