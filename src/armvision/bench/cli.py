@@ -12,6 +12,7 @@ from ..errors import ConfigError
 # name -> (module, one-line help)
 BENCHMARKS = {
     "scan": ("armvision.bench.scan", "selective scan: fast path vs reference, mambapy pscan, mamba_ssm"),
+    "block": ("armvision.bench.block", "one MambaMLP block, fwd+bwd, per scan backend and without the scan"),
     "model": ("armvision.bench.model", "whole models: forward / forward+backward time and memory"),
     "train-step": ("armvision.bench.train_step", "one optimizer step of pretraining / finetuning"),
 }

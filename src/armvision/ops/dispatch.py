@@ -238,6 +238,11 @@ def selective_scan_fn(
     """
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend("selective_scan", backend, u.is_cuda, u.dtype)
+    if name == "cpu" and A.shape[1] > cpu_kernel.MAX_STATE:
+        if backend not in (None, "auto") or os.environ.get(ENV_BACKEND, "").strip():
+            raise ValueError(f"selective_scan: the CPU kernel supports state sizes N <= {cpu_kernel.MAX_STATE}, "
+                             f"got N={A.shape[1]} (A {_shape(A)}); use backend 'torch'")
+        name = "torch"
     if name == "torch" and (chunk_size is not None or compile is not None):  # tuning knobs of the PyTorch path
         if B.dim() == 3 and C.dim() == 3:
             return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,

@@ -22,7 +22,9 @@ from torch import Tensor
 
 from . import scan_cpu
 
-NO_GRAD = torch.empty(0)  # stands for "no gradient" among a custom op's outputs
+def _no_grad(like: Tensor) -> Tensor:
+    """Stands for "no gradient" among a custom op's outputs (a fresh empty tensor each time: outputs may not alias)."""
+    return like.new_empty(0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -91,8 +93,8 @@ def _cpu_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast):
         None if z is None else _seq4(z, G), None if delta_bias is None else delta_bias.float(), None, softplus,
         saved, _seq4(dout, G), dlast)
     return [_from4(du, u), _from4(ddelta, delta), dA.to(A.dtype), _bc_grad(dB, B), _bc_grad(dC, C),
-            NO_GRAD if D is None else dD.to(D.dtype), NO_GRAD if z is None else _from4(dz, z),
-            NO_GRAD if delta_bias is None else ddb.to(delta_bias.dtype)]
+            _no_grad(u) if D is None else dD.to(D.dtype), _no_grad(u) if z is None else _from4(dz, z),
+            _no_grad(u) if delta_bias is None else ddb.to(delta_bias.dtype)]
 
 
 def _saved_shape(u: Tensor, A: Tensor, B: Tensor, C: Tensor, backend: str) -> Tuple[int, ...]:
@@ -134,7 +136,7 @@ def _recompute_grads(u, delta, A, B, C, D, z, delta_bias, softplus, backend, dou
     res = []
     for t in leaves:
         g = None if t is None else next(got)
-        res.append(NO_GRAD if t is None else (torch.zeros_like(t) if g is None else g))
+        res.append(_no_grad(u) if t is None else (torch.zeros_like(t) if g is None else g))
     return res
 
 
@@ -174,14 +176,14 @@ def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     if backend == "triton":
         from .triton_scan import triton_scan_bwd
         grads = triton_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast)
-        return [NO_GRAD if g is None else g for g in grads]
+        return [_no_grad(u) if g is None else g for g in grads]
     raise ValueError(f"selective_scan_bwd: backend {backend!r} keeps no state; its backward recomputes")
 
 
 @selective_scan_bwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, softplus, backend, saved, dout, dlast):
     like = [u, delta, A, B, C, D, z, delta_bias]
-    return [NO_GRAD.to(u.device) if t is None else torch.empty_like(t) for t in like]
+    return [_no_grad(u) if t is None else torch.empty_like(t) for t in like]
 
 
 def _setup(ctx, inputs, output):
