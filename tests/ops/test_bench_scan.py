@@ -31,19 +31,21 @@ def test_quick_run_prints_table_and_ratios(capsys):
     assert cli.main(["bench", "scan", "--quick"]) == 0
     text = capsys.readouterr().out
     assert "tiny: batch 2, D 16, L 24, N 4" in text
-    for name in ("fast (torch, eager)", "reference (ours)", "mambapy pscan", "mamba_ssm selective_scan_ref"):
+    for name in ("fast: fused CPU kernel", "torch chunked (eager)", "reference (ours)", "mambapy pscan",
+                 "mamba_ssm selective_scan_ref"):
         assert f"| {name}" in text
-    assert "fast (torch, eager) vs reference (ours): fwd" in text
+    assert "fast: fused CPU kernel vs torch chunked (eager): fwd" in text
+    assert "fast: fused CPU kernel vs reference (ours): fwd" in text
     assert "not installed" in text  # mamba_ssm is not a dependency
     errs = [float(line.split("|")[6]) for line in text.splitlines()
-            if line.startswith("| fast") or line.startswith("| mambapy")]
+            if line.startswith(("| fast", "| torch", "| mambapy"))]
     assert errs and max(errs) < 1e-5
 
 
 def test_bench_command_runs_scan_through_main_cli(capsys):
     assert cli.main(["bench", "scan", "--quick", "--skip", "pscan", "reference"]) == 0
     out = capsys.readouterr().out
-    assert "| fast (torch, eager)" in out and "skipped" in out
+    assert "| fast: fused CPU kernel" in out and "| torch chunked (eager)" in out and "skipped" in out
 
 
 def test_missing_benchmark_module_is_a_clear_error(monkeypatch, capsys):

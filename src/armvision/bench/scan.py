@@ -1,6 +1,7 @@
 """`armvision bench scan`: time and memory of the selective scan implementations on ARM's shapes.
 
-Rows: our fast PyTorch path (eager, and torch.compile'd with --compile), our sequential reference, mambapy's
+Rows: the fused CPU kernel (on CPU) or Triton (on CUDA), our chunked PyTorch path (eager, and torch.compile'd
+with --compile), our sequential reference, mambapy's
 parallel scan (`mambapy.pscan.pscan`, wrapped the way mambapy's own `selective_scan` uses it), mamba_ssm's
 `selective_scan_ref` and CUDA kernel when importable. All rows compute the same function (Mamba's setting:
 delta_softplus, delta_bias, D, z gating) from the same inputs; `err` is the max relative error against our reference.
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..ops import selective_scan_ref, selective_scan_torch
+from ..ops import available_backends, cpu_kernel, selective_scan_fn, selective_scan_ref, selective_scan_torch
 from ..ops.selective_scan import DEFAULT_CHUNK
 from ..ops.dispatch import _kernel
 
@@ -81,6 +82,10 @@ class Method:
     note: str = ""
 
 
+def backend(name: str) -> Callable:
+    return lambda *a: selective_scan_fn(*a, delta_softplus=True, backend=name)
+
+
 def methods(args, device: str) -> List[Method]:
     def ours(compile_: bool):
         return lambda *a: selective_scan_torch(*a, delta_softplus=True, chunk_size=args.chunk, compile=compile_)
@@ -88,9 +93,17 @@ def methods(args, device: str) -> List[Method]:
     def chunk(compile_: bool) -> str:
         return f"chunk {args.chunk or DEFAULT_CHUNK[compile_]}"
 
-    out = [Method("fast (torch, eager)", ours(False), chunk(False))]
+    out = []
+    if device == "cpu":
+        if "cpu" in available_backends():
+            out.append(Method("fast: fused CPU kernel", backend("cpu"), "C, channels as vector lanes, states in registers"))
+        else:
+            out.append(Method("fast: fused CPU kernel", None, f"unavailable: {cpu_kernel.unavailable_reason()}"))
+    elif "triton" in available_backends():
+        out.append(Method("fast: Triton", backend("triton"), "one program per (batch, channel block)"))
+    out.append(Method("torch chunked (eager)", ours(False), chunk(False) + "; the pure-PyTorch fallback"))
     if args.compile:
-        out.append(Method("fast (torch.compile)", ours(True), chunk(True) + ", step kernels compiled"))
+        out.append(Method("torch chunked (torch.compile)", ours(True), chunk(True) + ", step kernels compiled"))
     out.append(Method("reference (ours)", lambda *a: selective_scan_ref(*a, delta_softplus=True),
                       "sequential; same math as mamba_ssm's selective_scan_ref"))
     try:
