@@ -44,15 +44,17 @@ def _kernel(op: str) -> Optional[Callable]:
 
 
 def triton_available() -> bool:
-    try:
-        from .triton_scan import triton_available as available
-    except Exception:
-        return False
-    return bool(available())
+    """Whether the triton package can be imported (the Triton scan then runs on CUDA tensors)."""
+    from .triton_scan import triton_importable
+
+    return triton_importable()
 
 
 def _triton_on_cpu() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether Triton's interpreter can run the kernels on CPU tensors (TRITON_INTERPRET=1 before triton's import)."""
+    from .triton_scan import interpreter_enabled
+
+    return interpreter_enabled()
 
 
 def available_backends(op: str = "selective_scan") -> List[str]:
@@ -70,7 +72,22 @@ def available_backends(op: str = "selective_scan") -> List[str]:
 
 
 def resolve_backend(op: str, backend: Optional[str], on_cuda: bool, dtype: Optional[torch.dtype] = None) -> str:
-    """The concrete backend for `op` given the argument, the env var, the device and (for "cpu") the dtype."""
+    """The concrete backend for `op` given the argument, the env var, the device and (for "cpu") the dtype.
+
+    Under torch.compile / torch.export the choice is made once, at trace time, and baked into the graph (the
+    environment variable and the kernel's availability are not guarded: set them before compiling)."""
+    if torch.compiler.is_compiling():
+        return _resolve_at_trace(op, backend, on_cuda, dtype)
+    return _resolve(op, backend, on_cuda, dtype)
+
+
+@torch.compiler.assume_constant_result
+def _resolve_at_trace(op: str, backend: Optional[str], on_cuda: bool, dtype: Optional[torch.dtype]) -> str:
+    """Dynamo runs this in Python at trace time (env reads, the kernel's build lock) and keeps the string."""
+    return _resolve(op, backend, on_cuda, dtype)
+
+
+def _resolve(op: str, backend: Optional[str], on_cuda: bool, dtype: Optional[torch.dtype] = None) -> str:
     source = "backend argument"
     if backend is None or backend == "auto":
         env = os.environ.get(ENV_BACKEND, "").strip().lower()
@@ -112,7 +129,8 @@ def resolve_backend(op: str, backend: Optional[str], on_cuda: bool, dtype: Optio
                               f"be imported here; use backend 'torch'")
         if not on_cuda and not _triton_on_cpu():
             raise ConfigError(f"{op}: backend 'triton' (from the {source}) needs CUDA tensors (or TRITON_INTERPRET=1 "
-                              f"to interpret the kernels on CPU tensors); use backend 'cpu' or 'torch'")
+                              f"in the environment before the process starts, to interpret the kernels on CPU "
+                              f"tensors); use backend 'cpu' or 'torch'")
     return backend
 
 
