@@ -370,8 +370,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="study", help="study folder: cells/, results.json, REPORT.md, plots")
     parser.add_argument("--quick", action="store_true", help="a smoke test of every kind of cell (< 5 minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the main comparison")
-    parser.add_argument("--pretrain-steps", type=int, default=None)
-    parser.add_argument("--finetune-steps", type=int, default=None)
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="optimizer steps of each pretraining cell "
+                        "(default: the plan's)")
+    parser.add_argument("--finetune-steps", type=int, default=None, help="optimizer steps of each finetuning cell "
+                        "(default: the plan's)")
     parser.add_argument("--report-only", action="store_true", help="rewrite REPORT.md from the finished cells")
 
 

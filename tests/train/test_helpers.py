@@ -135,15 +135,17 @@ def test_checkpoint_errors(tmp_path):
         ck.resume_path(str(tmp_path / "x.pth"), tmp_path)
 
 
-def test_progress_lines_and_log_truncation_on_resume(tmp_path, capsys):
+def test_progress_lines_and_log_truncation_on_resume(tmp_path, caplog):
     import json
+    import logging
 
     from armvision.train.logging import Progress, RunLogger
 
     p = Progress(4, every=2, desc="pretrain", use_bar=False)
-    for step in range(1, 5):
-        p.update(step, loss=1.0 / step, lr=0.1) if step % 2 == 0 else p.update(step, lr=0.1)
-    lines = capsys.readouterr().out.splitlines()
+    with caplog.at_level(logging.INFO, logger="armvision"):  # plain lines go through logging (--quiet hides them)
+        for step in range(1, 5):
+            p.update(step, loss=1.0 / step, lr=0.1) if step % 2 == 0 else p.update(step, lr=0.1)
+    lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and lines[0].startswith("pretrain step 2/4 ") and "eta" in lines[0]
     assert "loss 0.5 " in lines[0] and "lr 0.1 " in lines[0] and "loss 0.25 " in lines[1]
     log = RunLogger(tmp_path, tensorboard=False)
@@ -154,3 +156,20 @@ def test_progress_lines_and_log_truncation_on_resume(tmp_path, capsys):
         f.write('{"kind": "train", "st')  # the torn last line of a killed run
     RunLogger(tmp_path, tensorboard=False, resume_step=2).close()
     assert [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_weight_decay_of_mamba_parameters_follows_the_reference_rule():
+    """Issue 13: the docstring said A_log gets no decay; the code (and the reference's MAE-style groups: ndim <= 1,
+    `.bias`, no_weight_decay()) decay A_log (2-D) and not D (1-D). Both now say the same; this pins the code."""
+    import armvision
+
+    m = armvision.create_pretrainer("tiny", embed_dim=16, depth=2, decoder_embed_dim=16, decoder_depth=1,
+                                    img_size=16, patch_size=8, cluster_size=1)
+    by_name = {n: g["weight_decay"] for g in param_groups(m, 0.05) for n in g["names"]}
+    params = dict(m.named_parameters())
+    for name, wd in by_name.items():
+        ref = 0.0 if (params[name].ndim <= 1 or name.endswith(".bias") or name in m.no_weight_decay()) else 0.05
+        assert wd == ref, name
+    assert by_name["layers.0.mixer.A_log"] == 0.05 and params["layers.0.mixer.A_log"].ndim == 2
+    assert by_name["layers.0.mixer.D"] == 0.0 and by_name["layers.0.mixer.in_proj.weight"] == 0.05
+    assert "A_log" not in param_groups.__doc__.split("Everything else")[0]  # not listed among the no-decay ones

@@ -1,6 +1,7 @@
 """Tiny runs in-process: pretraining lowers the loss, finetuning from it beats chance, run outputs, bad data,
 a non-finite loss."""
 import json
+import logging
 
 import pytest
 import torch
@@ -55,18 +56,20 @@ def test_tiny_pretrain_lowers_the_loss_then_finetune_beats_chance(tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_data_folder_trains_and_reports_skipped_files(tmp_path, capsys, caplog):
+def test_bad_data_folder_trains_and_reports_skipped_files(tmp_path, caplog):
     data = make_bad_folder(tmp_path / "data")
     cfg = PretrainConfig(model="tiny", embed_dim=16, depth=2, decoder_embed_dim=16, decoder_depth=2, img_size=16,
                          patch_size=8, cluster_size=1, batch_size=4, epochs=2, warmup_epochs=0.5, data=str(data),
                          tensorboard=False, output=str(tmp_path / "out"), **QUIET)
-    s = train_pretrain(cfg)
+    with caplog.at_level(logging.INFO, logger="armvision"):
+        s = train_pretrain(cfg)
     assert s["step"] == 8  # 16 usable images / batch 4, 2 epochs
-    out = capsys.readouterr().out
-    assert "3 file(s) skipped when scanning" in out and "failed to decode" in out
+    assert "3 file(s) skipped when scanning" in caplog.text and "1 failed to decode" in caplog.text
     assert "empty.jpg" in caplog.text and "notes.txt" in caplog.text and "corrupt.jpg" in caplog.text
+    # issue 13 (4): the corrupt file is named once, not once per epoch (or per worker)
+    assert sum("corrupt.jpg" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING) == 1
     with pytest.raises(DataError, match="strict-data"):
-        train_pretrain(PretrainConfig(**{**cfg.__dict__, "strict_data": True}))
+        train_pretrain(PretrainConfig(**{**cfg.__dict__, "strict_data": True, "output": str(tmp_path / "strict")}))
 
 
 class _Toy(nn.Module):
@@ -147,15 +150,16 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path):
             torch.testing.assert_close(w[k], finals[0][0][k], rtol=1e-5, atol=1e-6)
 
 
-def test_init_from_the_reference_pretraining_checkpoint(fixtures_dir, capsys):
+def test_init_from_the_reference_pretraining_checkpoint(fixtures_dir, caplog):
     from armtest import load_fixture
 
     from armvision.train.finetune import build_classifier, init_from
 
     cfg = FinetuneConfig(model="tiny", embed_dim=32, depth=12, img_size=64, patch_size=16)
     model = build_classifier(cfg, num_classes=5)
-    init_from(model, str(fixtures_dir / "reference_pretrain_checkpoint.pth"))
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="armvision"):
+        init_from(model, str(fixtures_dir / "reference_pretrain_checkpoint.pth"))
+    out = caplog.text
     assert "pretrainer weights" in out and "head.weight" in out and "pos_embed" in out
     sd = load_fixture("reference_pretrain_checkpoint.pth")["model"]  # the oracle: the raw reference tensors
     own = model.state_dict()

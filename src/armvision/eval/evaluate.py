@@ -203,6 +203,8 @@ def append_json(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..argcheck import DEVICE, FRACTION, NONNEG_INT, POS_INT
+
     parser.add_argument("--checkpoint", required=True,
                         help="our .pth, a save_pretrained directory, or a reference finetuning .pth")
     parser.add_argument("--data", default=None,
@@ -211,23 +213,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="class handling: imagenet-a/-r restrict the 1000 logits to their 200 classes; "
                              "folder: the folder's classes in sorted order (integer names = class indices)")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    parser.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's)")
-    parser.add_argument("--crop-pct", type=float, default=0.875, help="center-crop fraction (resize to size/crop)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--img-size", type=POS_INT, default=None, help="resolution (default: the checkpoint's)")
+    parser.add_argument("--crop-pct", type=FRACTION, default=0.875,
+                        help="center-crop fraction in (0, 1]: resize to size / crop-pct, then crop (default: 0.875)")
+    parser.add_argument("--batch-size", type=POS_INT, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--device", type=DEVICE, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--num-workers", type=NONNEG_INT, default=4, help="data-loading workers (default: 4)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    parser.add_argument("--model", default=None, help="size name (tiny..huge), checked against the checkpoint's widths")
-    parser.add_argument("--num-classes", type=int, default=None, help="default: from the checkpoint's head")
+    parser.add_argument("--model", default=None, choices=("tiny", "small", "base", "large", "huge"),
+                        help="size name, checked against the checkpoint's widths")
+    parser.add_argument("--num-classes", type=POS_INT, default=None, help="default: from the checkpoint's head")
     parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.num_workers < 0:
-        raise ConfigError("--batch-size must be >= 1 and --num-workers >= 0")
-    if not 0 < args.crop_pct <= 1:
-        raise ConfigError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    from ..argcheck import check_output_file
+
+    if args.output_json:  # before loading anything: a result that cannot be saved is a wasted evaluation
+        check_output_file(args.output_json, "--output-json")
     record = evaluate_checkpoint(
         args.checkpoint, data=args.data, dataset=args.dataset, ema=args.ema, img_size=args.img_size,
         batch_size=args.batch_size, device=args.device, num_workers=args.num_workers, model_size=args.model,

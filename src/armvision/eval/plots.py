@@ -185,22 +185,25 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, smooth_n: int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..argcheck import POS_INT
+
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding log.jsonl "
                         "(or log.jsonl files)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots for one run, "
                         "runs/plots for several)")
-    parser.add_argument("--smooth", type=int, default=1, metavar="N",
+    parser.add_argument("--smooth", type=POS_INT, default=1, metavar="N",
                         help="also draw a trailing moving average over N points of per-step curves "
                         "(default 1: raw only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.smooth < 1:
-        raise DataError(f"--smooth must be >= 1, got {args.smooth}")
+    from ..argcheck import check_output_dir
+
     out = args.out
     if out is None:
         first = Path(args.run_dirs[0])
         out = (first.parent if first.is_file() else first) / "plots" if len(args.run_dirs) == 1 else "runs/plots"
+    check_output_dir(out, "--out", create=False)
     for p in plot_runs(args.run_dirs, out, smooth_n=args.smooth):
         print(p)
     return 0

@@ -200,35 +200,41 @@ def format_probe(record: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..argcheck import DEVICE, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT
+
     parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours, save_pretrained dir, "
                                                             "or reference .pth); a classifier works too")
     parser.add_argument("--data", default=None, help="folder with train/ and val/ ImageFolders; "
                                                      "default: the embedded digits")
-    parser.add_argument("--layer", type=int, default=None, help="1-based encoder layer (default: the last)")
-    parser.add_argument("--knn-k", type=int, default=20)
-    parser.add_argument("--temperature", type=float, default=0.07)
-    parser.add_argument("--epochs", type=int, default=100, help="linear-probe epochs on the precomputed features")
-    parser.add_argument("--lr", type=float, default=0.1, help="linear-probe SGD learning rate (cosine to 0)")
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--max-images", type=int, default=None,
+    parser.add_argument("--layer", type=POS_INT, default=None, help="1-based encoder layer (default: the last)")
+    parser.add_argument("--knn-k", type=POS_INT, default=20, help="neighbours of the k-NN classifier (default: 20)")
+    parser.add_argument("--temperature", type=POS_FLOAT, default=0.07,
+                        help="k-NN vote temperature (default: 0.07, as DINO)")
+    parser.add_argument("--epochs", type=NONNEG_INT, default=100,
+                        help="linear-probe epochs on the precomputed features (default: 100)")
+    parser.add_argument("--lr", type=POS_FLOAT, default=0.1,
+                        help="linear-probe SGD learning rate, cosine to 0 (default: 0.1)")
+    parser.add_argument("--weight-decay", type=NONNEG_FLOAT, default=0.0, help="linear-probe weight decay (default: 0)")
+    parser.add_argument("--max-images", type=POS_INT, default=None,
                         help="use a fixed random subset of at most this many images per split (quick checks)")
-    parser.add_argument("--no-knn", action="store_true")
-    parser.add_argument("--no-linear", action="store_true")
+    parser.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation")
+    parser.add_argument("--no-linear", action="store_true", help="skip the linear probe")
     parser.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
-    parser.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--img-size", type=POS_INT, default=None, help="resolution (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=POS_INT, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--device", type=DEVICE, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--num-workers", type=NONNEG_INT, default=4, help="data-loading workers (default: 4)")
     parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..argcheck import check_output_file
     from .evaluate import append_json
 
-    if args.knn_k < 1 or args.temperature <= 0 or args.epochs < 0 or args.batch_size < 1 or \
-            (args.max_images is not None and args.max_images < 1):
-        raise ConfigError("--knn-k, --batch-size and --max-images must be >= 1, --temperature > 0, --epochs >= 0")
+    if args.output_json:
+        check_output_file(args.output_json, "--output-json")
     record = probe_checkpoint(
         args.checkpoint, data=args.data, layer=args.layer, knn_k=args.knn_k, temperature=args.temperature,
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, img_size=args.img_size,

@@ -209,20 +209,25 @@ def load_pretrainer(checkpoint: str, size: Optional[str] = None, key: str = "mod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..argcheck import DEVICE, POS_INT
+
     parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint (.pth, .safetensors or a "
                         "save_pretrained directory)")
-    parser.add_argument("--model", default=None, metavar="SIZE", help="registry size to build for a reference "
-                        ".pth (tiny/small/base/large/huge); default: read the architecture from the checkpoint")
+    parser.add_argument("--model", default=None, metavar="SIZE", choices=("tiny", "small", "base", "large", "huge"),
+                        help="registry size to build for a reference .pth (tiny/small/base/large/huge); default: "
+                        "read the architecture from the checkpoint")
     parser.add_argument("--key", default="model", help="weights inside the checkpoint: model (default) or model_ema")
     parser.add_argument("--images", nargs="+", default=None, help="image files (default: embedded digits val split)")
-    parser.add_argument("--num-images", type=int, default=4, help="how many embedded images without --images")
+    parser.add_argument("--num-images", type=POS_INT, default=4, help="how many embedded images without --images "
+                        "(default: 4)")
     parser.add_argument("--output", default="runs/visualize", help="output folder (default runs/visualize)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", type=DEVICE, default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.num_images < 1:
-        raise DataError(f"--num-images must be >= 1, got {args.num_images}")
+    from ..argcheck import check_output_dir
+
+    check_output_dir(args.output, "--output", create=False)  # before loading anything
     model = load_pretrainer(args.checkpoint, args.model, args.key).to(args.device)
     from ..models.config import img_hw
 

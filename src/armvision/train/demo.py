@@ -19,7 +19,7 @@ def demo_configs(output: Path, pretrain_epochs: int, finetune_epochs: int, devic
                  max_steps: int | None = None) -> tuple[PretrainConfig, FinetuneConfig]:
     """The two runs of the demo (pretraining recipe of the reference, scaled down; lighter finetuning)."""
     common = dict(**MODEL, device=device, num_workers=num_workers, batch_size=64, max_steps=max_steps,
-                  log_every=10, save_every=200)
+                  log_every=10, save_every=200, overwrite=True)  # a re-run moves the previous demo aside
     pt = PretrainConfig(**common, decoder_embed_dim=64, decoder_depth=2, cluster_size=2, epochs=pretrain_epochs,
                         warmup_epochs=1, blr=1e-2, output=str(output / "pretrain"))
     ft = FinetuneConfig(**common, init=str(output / "pretrain" / "checkpoint-last.pth"), epochs=finetune_epochs,
@@ -30,12 +30,15 @@ def demo_configs(output: Path, pretrain_epochs: int, finetune_epochs: int, devic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--pretrain-epochs", type=int, default=12, help="pretraining epochs (default: 12)")
-    parser.add_argument("--finetune-epochs", type=int, default=4, help="finetuning epochs (default: 4)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap each run at N steps (smoke tests)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--num-workers", type=int, default=1, help="data-loading workers (default: 1)")
+    from ..argcheck import DEVICE, NONNEG_INT, POS_INT
+
+    parser.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo); a previous demo "
+                        "there is moved aside to OUTPUT/pretrain.old-DATE-TIME etc., never deleted")
+    parser.add_argument("--pretrain-epochs", type=POS_INT, default=12, help="pretraining epochs (default: 12)")
+    parser.add_argument("--finetune-epochs", type=POS_INT, default=4, help="finetuning epochs (default: 4)")
+    parser.add_argument("--max-steps", type=POS_INT, default=None, help="cap each run at N steps (smoke tests)")
+    parser.add_argument("--device", type=DEVICE, default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--num-workers", type=NONNEG_INT, default=1, help="data-loading workers (default: 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    out = Path(args.output)
+    from ..argcheck import check_output_dir
+
+    out = check_output_dir(args.output, "--output")
     # Leave one core per data worker: oversubscribed OpenMP threads crawl on a small shared CPU.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.num_workers))
     pt, ft = demo_configs(out, args.pretrain_epochs, args.finetune_epochs, args.device, args.num_workers,

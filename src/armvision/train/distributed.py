@@ -1,9 +1,13 @@
 """Process groups (torchrun: nccl on GPU, gloo on CPU), data sharding, reductions, DDP / FSDP wrapping."""
 from __future__ import annotations
 
+import datetime
+import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -11,6 +15,8 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,22 +48,89 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the torchrun process group when WORLD_SIZE > 1; otherwise a single process."""
+def init_distributed(device: str = "auto", timeout: float = 1800.0) -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1; otherwise a single process.
+
+    timeout: seconds joining the group, and later any collective, may wait for the other processes before the
+    job fails (instead of hanging forever on a frozen or lost process). Under torchrun each process also exits
+    when the launcher dies (`watch_parent`).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
+        watch_parent()
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=float(timeout)))
     return DistInfo(rank, world, local_rank, dev)
+
+
+_parent_watch: Optional[threading.Thread] = None
+
+
+def watch_parent(interval: float = 1.0) -> None:
+    """Exit this process soon after its parent (the torchrun launcher) dies, e.g. killed with SIGKILL.
+
+    A daemon thread polls the parent pid: when the process is re-parented, the launcher is gone and nobody will
+    ever stop this process, so it says so on stderr and exits (code 1). Checkpoints stay whole (atomic saves).
+    """
+    global _parent_watch
+    if _parent_watch is not None:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                rank = os.environ.get("RANK", "?")
+                log.error("rank %s: the launcher (pid %d) has exited; stopping this process", rank, parent)
+                os._exit(1)
+
+    _parent_watch = threading.Thread(target=watch, name="armvision-parent-watch", daemon=True)
+    _parent_watch.start()
+
+
+class StallWatchdog:
+    """Warns (once per stall, on stderr) when no training step has finished for `after` seconds.
+
+    In a distributed run that almost always means another process is frozen or gone and this one waits in a
+    collective; the message says so, and that the job fails when --dist-timeout runs out.
+    """
+
+    def __init__(self, after: float, rank: int, timeout: float, poll: Optional[float] = None):
+        self.after, self.rank, self.timeout = float(after), rank, float(timeout)
+        self.last, self.step, self.warned = time.monotonic(), 0, False
+        self._stop = threading.Event()
+        self._poll = poll if poll is not None else max(0.2, min(5.0, self.after / 4))
+        self._thread = threading.Thread(target=self._run, name="armvision-stall-watchdog", daemon=True)
+        self._thread.start()
+
+    def beat(self, step: int) -> None:
+        if self.warned:
+            log.warning("rank %d: training continues at step %d", self.rank, step)
+        self.last, self.step, self.warned = time.monotonic(), step, False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll):
+            idle = time.monotonic() - self.last
+            if idle >= self.after and not self.warned:
+                self.warned = True
+                msg = (f"rank {self.rank}: no training step has finished for {idle:.0f} s (last: step "
+                       f"{self.step}); another process is probably frozen or gone and this one waits for it. The "
+                       f"job fails when --dist-timeout ({self.timeout:.0f} s) runs out")
+                log.warning(msg)
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def run_distributed(train_fn: Any, cfg: Any) -> Any:
     """train_fn(cfg, info) inside a set-up process group (torn down afterwards); its summary on rank 0, else None."""
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, getattr(cfg, "dist_timeout", 1800.0))
     try:
         summary = train_fn(cfg, info)
     finally:

@@ -8,19 +8,23 @@ EMA on val after each epoch, checkpoint-best.pth (best model top-1) and checkpoi
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .config import FinetuneConfig, add_config_arguments, resolve_config
 from .distributed import DistInfo, ShardSampler, all_reduce, init_distributed, run_distributed
-from .engine import Trainer, resolve_precision
+from .engine import Trainer, resolve_precision, run_folder
 from .optim import param_groups
 from .pretrain import model_config_dict
+
+log = logging.getLogger("armvision.train")
 
 
 def build_classifier(cfg: FinetuneConfig, num_classes: int) -> nn.Module:
@@ -43,8 +47,8 @@ def init_from(model: nn.Module, path: str, verbose: bool = True) -> None:
 
     report = armvision.load_checkpoint(model, path, strict=True)  # raises CheckpointError if it does not fit
     if verbose:
-        print(f"initialised from {path} ({report.source} weights): new {report.missing}, "
-              f"resized {report.resized}", flush=True)
+        log.info("initialised from %s (%s weights): new %s, resized %s", path, report.source, report.missing,
+                 report.resized)
 
 
 def make_loss(cfg: FinetuneConfig, num_classes: int):
@@ -139,33 +143,40 @@ def label_subset(dataset: Dataset, fraction: float, seed: int = 0) -> Subset:
 
 
 def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
-    """Finetune according to `cfg`; returns the Trainer summary (best top-1, last metrics, checkpoint)."""
+    """Finetune according to `cfg`; returns the Trainer summary (best top-1, last metrics, checkpoint).
+
+    The output folder is claimed (lock, no silent overwrite, writable) before the data is scanned."""
     from ..data import AugmentSeeded, build_dataset, eval_transform, finetune_transform
     from .checkpoint import resume_path
 
-    info = info or init_distributed(cfg.device)
-    train_tf = finetune_transform(cfg.img_size, cfg.auto_augment, cfg.reprob, min_scale=cfg.min_scale,
-                                  hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
-    val_tf = eval_transform(cfg.img_size, cfg.crop_pct, cfg.mean, cfg.std)
-    train_raw = build_dataset(cfg.data, "train", train_tf, cfg.img_size, cfg.strict_data)
-    val_set = build_dataset(cfg.data, "val", val_tf, cfg.img_size, cfg.strict_data)
-    num_classes = cfg.num_classes or len(train_raw.classes)
-    if cfg.label_fraction < 1.0:
-        train_raw = label_subset(train_raw, cfg.label_fraction)
-    if getattr(val_set, "classes", None) not in (None, train_raw.classes):
-        raise ConfigError(f"--data {cfg.data}: train/ and val/ have different class folders")
-    torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg, num_classes)
-    resuming = resume_path(cfg.resume, cfg.output) is not None
-    if cfg.init and not resuming:
-        init_from(model, cfg.init, verbose=info.is_main)
-    model = model.to(info.device)
-    trainer = Trainer(cfg, info, model, AugmentSeeded(train_raw, cfg.seed), make_loss(cfg, num_classes),
-                      make_groups=lambda m: param_groups(m, cfg.weight_decay, layer_decay=cfg.layer_decay,
-                                                         depth=getattr(m, "depth", None)),
-                      evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
-                      model_config=model_config_dict(model), kind="finetune", best_key="acc1")
-    return trainer.fit()
+    info = info or init_distributed(cfg.device, cfg.dist_timeout)
+    if cfg.init and not Path(cfg.init).exists() and resume_path(cfg.resume, cfg.output) is None:
+        raise CheckpointError(f"--init {cfg.init}: file not found")  # before the output folder is claimed
+    with run_folder(cfg, info):
+        train_tf = finetune_transform(cfg.img_size, cfg.auto_augment, cfg.reprob, min_scale=cfg.min_scale,
+                                      hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
+        val_tf = eval_transform(cfg.img_size, cfg.crop_pct, cfg.mean, cfg.std)
+        train_raw = build_dataset(cfg.data, "train", train_tf, cfg.img_size, cfg.strict_data,
+                                  max_pixels=cfg.max_image_pixels)
+        val_set = build_dataset(cfg.data, "val", val_tf, cfg.img_size, cfg.strict_data,
+                                max_pixels=cfg.max_image_pixels)
+        num_classes = cfg.num_classes or len(train_raw.classes)
+        if cfg.label_fraction < 1.0:
+            train_raw = label_subset(train_raw, cfg.label_fraction)
+        if getattr(val_set, "classes", None) not in (None, train_raw.classes):
+            raise ConfigError(f"--data {cfg.data}: train/ and val/ have different class folders")
+        torch.manual_seed(cfg.seed)
+        model = build_classifier(cfg, num_classes)
+        resuming = resume_path(cfg.resume, cfg.output) is not None
+        if cfg.init and not resuming:
+            init_from(model, cfg.init, verbose=info.is_main)
+        model = model.to(info.device)
+        trainer = Trainer(cfg, info, model, AugmentSeeded(train_raw, cfg.seed), make_loss(cfg, num_classes),
+                          make_groups=lambda m: param_groups(m, cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                                             depth=getattr(m, "depth", None)),
+                          evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
+                          model_config=model_config_dict(model), kind="finetune", best_key="acc1")
+        return trainer.fit(claim=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

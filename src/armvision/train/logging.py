@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+log = logging.getLogger("armvision.train")
 
 
 class RunLogger:
@@ -76,7 +79,7 @@ class Progress:
         self.total, self.step, self.enabled, self.every, self.desc = total, initial, enabled, max(1, every), desc
         self.start_step, self.t0, self.stats = initial, time.time(), {}
         if use_bar is None:
-            use_bar = sys.stderr.isatty()
+            use_bar = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
         self.bar = None
         if enabled and use_bar:
             from tqdm import tqdm
@@ -98,7 +101,7 @@ class Progress:
             rate = (step - self.start_step) / max(1e-9, time.time() - self.t0)
             eta = (self.total - step) / rate if rate > 0 else float("inf")
             parts = " ".join(f"{k} {v}" for k, v in shown.items())
-            print(f"{self.desc} step {step}/{self.total} {parts} eta {_fmt_time(eta)}", flush=True)
+            log.info(f"{self.desc} step {step}/{self.total} {parts} eta {_fmt_time(eta)}")
 
     def write(self, line: str) -> None:
         if not self.enabled:
@@ -106,7 +109,7 @@ class Progress:
         if self.bar is not None:
             self.bar.write(line)
         else:
-            print(line, flush=True)
+            log.info(line)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -1,4 +1,5 @@
-"""AdamW with no-decay groups (biases, norms, embeddings) and optional layer-wise lr decay."""
+"""AdamW with no-decay groups (biases, norms, D, embeddings; A_log is decayed, as in the reference) and optional
+layer-wise lr decay."""
 from __future__ import annotations
 
 import re
@@ -28,8 +29,13 @@ def param_groups(
 ) -> list[dict]:
     """Parameter groups with `weight_decay` and `lr_scale`.
 
-    No decay on 1-D tensors (biases, norms, A_log, D) and names in `no_weight_decay`. With `layer_decay`, a
-    parameter of layer l (0..depth+1) gets lr_scale = layer_decay ** (depth + 1 - l).
+    The reference recipe's rule (MAE / timm `param_groups_weight_decay`, which ARM's training scripts call with
+    the model's `no_weight_decay()` names): no decay on tensors with ndim <= 1 (biases, norm weights, Mamba's `D`),
+    on names ending in `.bias`, and on the names in `no_weight_decay` / `model.no_weight_decay()` (position
+    embeddings, cls / ar tokens). Everything else is decayed, including Mamba's `A_log` (and `A_b_log`, ...), which
+    is 2-D (d_inner x d_state): the reference decays it too, since that rule ignores mamba_ssm's
+    `_no_weight_decay` attribute. With `layer_decay`, a parameter of layer l (0..depth+1) gets
+    lr_scale = layer_decay ** (depth + 1 - l).
     """
     skip = set(no_weight_decay)
     if hasattr(model, "no_weight_decay"):

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import ConfigError
 from .config import PretrainConfig, add_config_arguments, resolve_config
 from .distributed import DistInfo, init_distributed, run_distributed
-from .engine import Trainer
+from .engine import Trainer, run_folder
 from .optim import param_groups
 
 
@@ -53,18 +53,24 @@ def pretrain_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor)
 
 
 def train_pretrain(cfg: PretrainConfig, info: DistInfo | None = None) -> dict:
-    """Pretrain according to `cfg`; returns the Trainer summary (step, loss, checkpoint path)."""
+    """Pretrain according to `cfg`; returns the Trainer summary (step, loss, checkpoint path).
+
+    Order: build the model (a geometry that cannot work fails first), claim the output folder (lock, no silent
+    overwrite, writable), then scan the data and train."""
     from ..data import AugmentSeeded, build_dataset, pretrain_transform
 
-    info = info or init_distributed(cfg.device)
-    transform = pretrain_transform(cfg.img_size, cfg.min_scale, cfg.mean, cfg.std)
-    train_set = AugmentSeeded(build_dataset(cfg.data, "train", transform, cfg.img_size, cfg.strict_data), cfg.seed)
+    info = info or init_distributed(cfg.device, cfg.dist_timeout)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_pretrainer(cfg).to(info.device)
-    trainer = Trainer(cfg, info, model, train_set, pretrain_loss,
-                      make_groups=lambda m: param_groups(m, cfg.weight_decay),
-                      model_config=model_config_dict(model), kind="pretrain")
-    return trainer.fit()
+    model = build_pretrainer(cfg)
+    with run_folder(cfg, info):
+        transform = pretrain_transform(cfg.img_size, cfg.min_scale, cfg.mean, cfg.std)
+        train_set = AugmentSeeded(build_dataset(cfg.data, "train", transform, cfg.img_size, cfg.strict_data,
+                                                max_pixels=cfg.max_image_pixels), cfg.seed)
+        model = model.to(info.device)
+        trainer = Trainer(cfg, info, model, train_set, pretrain_loss,
+                          make_groups=lambda m: param_groups(m, cfg.weight_decay),
+                          model_config=model_config_dict(model), kind="pretrain")
+        return trainer.fit(claim=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,132 @@
+"""Argument checks shared by every command: ranges and finiteness of numbers, device names, output paths.
+
+Each check returns None for a good value or a short reason ("must be >= 1"); `argtype` turns a check into an
+argparse `type=` so that a bad flag ends at parse time with one line naming the flag and the value (exit 2).
+Output paths are checked for writability before any work starts (`check_output_dir`, `check_output_file`).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .errors import ConfigError
+
+Check = Callable[[Any], Optional[str]]
+
+
+def number(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+           hi_open: bool = False) -> Check:
+    """A finite number in [lo, hi] (or (lo, hi) with the *_open flags); either bound may be None."""
+    def check(v: Any) -> Optional[str]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return "must be a number"
+        if not math.isfinite(v):
+            return "must be a finite number"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo:g}" + (f" and {'<' if hi_open else '<='} {hi:g}"
+                                                                      if hi is not None else "")
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'<' if hi_open else '<='} {hi:g}" + (f" and {'>' if lo_open else '>='} {lo:g}"
+                                                                      if lo is not None else "")
+        return None
+    return check
+
+
+def items(n: Optional[int], each: Check) -> Check:
+    """A list of exactly `n` values (any length when None, but at least one), each passing `each`."""
+    def check(v: Any) -> Optional[str]:
+        if not isinstance(v, (list, tuple)) or not v:
+            return "must be a list of values"
+        if n is not None and len(v) != n:
+            return f"needs exactly {n} values, got {len(v)}"
+        for x in v:
+            why = each(x)
+            if why:
+                return f"each value {why}"
+        return None
+    return check
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device(v: Any) -> Optional[str]:
+    return None if isinstance(v, str) and _DEVICE.match(v) else "choose auto, cpu, mps, cuda or cuda:N"
+
+
+def argtype(kind: type, check: Optional[Check] = None) -> Callable[[str], Any]:
+    """argparse `type=`: convert with `kind`, then apply `check`; errors name the value."""
+    def convert(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        why = check(v) if check else None
+        if why:
+            raise argparse.ArgumentTypeError(f"{text!r}: {why}")
+        return v
+    convert.__name__ = kind.__name__  # argparse names the type in its own messages
+    return convert
+
+
+POS_INT = argtype(int, number(1))
+NONNEG_INT = argtype(int, number(0))
+POS_FLOAT = argtype(float, number(0, lo_open=True))
+NONNEG_FLOAT = argtype(float, number(0))
+FRACTION = argtype(float, number(0, 1, lo_open=True))  # (0, 1]
+DEVICE = argtype(str, device)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe_writable(folder: Path, flag: str, shown: Path) -> None:
+    """Create and remove a small file in `folder`: the only reliable test (root ignores permission bits)."""
+    probe = folder / f".armvision-write-test-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{flag} {shown}: cannot write there ({e.strerror or e})") from None
+
+
+def check_output_dir(path: str | os.PathLike, flag: str, create: bool = True) -> Path:
+    """Make sure `path` is (or can become) a writable folder, before any work starts; returns it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: exists and is not a folder; give a folder path")
+    anc = _existing_ancestor(path)
+    if not anc.is_dir():
+        raise ConfigError(f"{flag} {path}: {anc} is a file, not a folder")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+        _probe_writable(path, flag, path)
+    else:
+        _probe_writable(anc, flag, path)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Make sure the file `path` can be written (its folder exists or can be made, it is not a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name")
+    anc = _existing_ancestor(path.parent)
+    if not anc.is_dir():
+        raise ConfigError(f"{flag} {path}: {anc} is a file, not a folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path}: the file is not writable")
+    _probe_writable(anc, flag, path)
+    return path
