@@ -74,7 +74,9 @@ def _build(cc: str) -> Path:
     src = SOURCE.read_bytes()
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     errors = []
+    extra = os.environ.get("ARMVISION_CPU_CFLAGS", "").split()  # for experiments, e.g. -DW=8
     for flags in FLAG_SETS:
+        flags = [*flags, *extra]
         key = hashlib.sha256(src + cc.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
         lib = cache_dir() / f"scan_cpu-{key}{suffix}"
         if lib.exists():
@@ -106,6 +108,7 @@ def load():
             else:
                 try:
                     lib = ctypes.CDLL(str(_build(cc)))
+                    lib.armv_lanes.restype = ctypes.c_int
                     for name in ("armv_scan_fwd", "armv_scan_bwd"):
                         getattr(lib, name).argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p)]
                         getattr(lib, name).restype = ctypes.c_int
@@ -141,6 +144,11 @@ def _call(fn_name: str, ints: dict, ptrs: dict) -> None:
 
 def _ptr(t: Optional[Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
+
+
+def lanes() -> int:
+    """Channels per work item (the kernel's vector width W)."""
+    return int(load().armv_lanes())
 
 
 def threads() -> int:

@@ -251,7 +251,7 @@ def selective_scan_fn(
     (batch, G, N, L) (channel d uses group d // (D / G)), as in mamba_ssm.
     Returns out (batch, D, L) in u's dtype, and last_state (batch, D, N) (float32, float64 for float64 u)
     if return_last_state. `chunk_size` and `compile` (torch.compile of the chunk kernels, default from env
-    ARMVISION_SCAN_COMPILE) only affect the "torch" backend. Every backend runs through the custom op
+    ARMVISION_SCAN_COMPILE) only affect the "torch" backend. Every backend but the plain "ref" oracle runs through the custom op
     armvision::selective_scan_fwd (scan_op.py), so torch.compile and torch.export see one op.
     """
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
@@ -261,6 +261,8 @@ def selective_scan_fn(
             raise ValueError(f"selective_scan: the CPU kernel supports state sizes N <= {cpu_kernel.MAX_STATE}, "
                              f"got N={A.shape[1]} (A {_shape(A)}); use backend 'torch'")
         name = "torch"
+    if name == "ref":  # the oracle stays plain autograd over plain ops (traceable, and FLOP counters see its math)
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "torch" and (chunk_size is not None or compile is not None):  # tuning knobs of the PyTorch path
         if B.dim() == 3 and C.dim() == 3:
             return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,

@@ -56,7 +56,7 @@ def selective_scan_ref(
     for t in range(L):
         dt = delta[:, :, t]  # (batch, dim)
         state = torch.exp(dt[:, :, None] * A) * state + (dt * u[:, :, t])[:, :, None] * B[..., t]
-        ys.append((state * C[..., t]).sum(-1))
+        ys.append(torch.matmul(state.unsqueeze(-2), C[..., t].unsqueeze(-1))[..., 0, 0])  # y = C.h (a matmul)
     out = torch.stack(ys, dim=-1)  # (batch, dim, L)
     if D is not None:
         out = out + u * D.to(cd)[None, :, None]

@@ -84,7 +84,7 @@ def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast,
     ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk)
     G, batch, L, Dg = u.shape
     N, CH = A.shape[1], G * Dg
-    nblk = -(-Dg // 16)
+    nblk = -(-Dg // cpu_kernel.lanes())
     ints.update(_strides(dout, "o"))
     du, ddelta = u.new_empty(G, batch, L, Dg), u.new_empty(G, batch, L, Dg)
     ints.update(_strides(du, "du"), **_strides(ddelta, "dd"))

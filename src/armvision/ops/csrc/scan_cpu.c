@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define W 16     /* lanes (channels) per work item */
+#ifndef W
+#define W 16 /* lanes (channels) per work item */
+#endif
 #define NMAX 64  /* largest state size */
 
 #if defined(__clang__)
@@ -97,7 +99,10 @@ INLINE void reduce_rows(int N, const float (*P)[W], float *out) {
     int n = 0;
     for (; n + 8 <= N; n += 8) {
         __m256 a[8];
-        for (int r = 0; r < 8; r++) a[r] = _mm256_add_ps(_mm256_loadu_ps(P[n + r]), _mm256_loadu_ps(P[n + r] + 8));
+        for (int r = 0; r < 8; r++) {
+            a[r] = _mm256_loadu_ps(P[n + r]);
+            for (int h = 8; h < W; h += 8) a[r] = _mm256_add_ps(a[r], _mm256_loadu_ps(P[n + r] + h));
+        }
         __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
         __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
         __m256 q0 = _mm256_hadd_ps(h01, h23), q1 = _mm256_hadd_ps(h45, h67);
@@ -219,13 +224,14 @@ INLINE const float (*lanes_bc(const scan_ctx *c, int which, int64_t g, int64_t b
 
 /* one step forward for lanes: updates h (and stores the decays in da if given); y = sum_n C h */
 INLINE void step_fwd(int N, const float (*A)[W], const float (*Bl)[W], const float (*Cl)[W], const float *dt,
-                     const float *du, float (*h)[W], float *y, float (*da)[W]) {
+                     const float *du, const float (*h_in)[W], float (*h)[W], float *y, float (*da)[W]) {
     LANES(j) y[j] = 0.0f;
     for (int n = 0; n < N; n++) {
         LANES(j) {
             float a = v_exp(dt[j] * A[n][j]);
-            h[n][j] = a * h[n][j] + du[j] * Bl[n][j];
-            y[j] += h[n][j] * Cl[n][j];
+            float hn = a * h_in[n][j] + du[j] * Bl[n][j];
+            h[n][j] = hn;
+            y[j] += hn * Cl[n][j];
             if (da) da[n][j] = a;
         }
     }
@@ -265,7 +271,8 @@ INLINE void fwd_item(const scan_ctx *c, int64_t item, const int N) {
             load_dt(c, &k, dlp + t * IP(I_DL_ST), w, raw, dt);
             LANES(j) du[j] = dt[j] * uu[j];
             step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
-                     lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, h, y, NULL);
+                     lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, (const float (*)[W])h, h, y,
+                     NULL);
             LANES(j) y[j] += k.Dv[j] * uu[j];
             const int64_t pos = position(c, g, t);
             if (z) {
@@ -291,6 +298,8 @@ INLINE void fwd_item(const scan_ctx *c, int64_t item, const int N) {
 
 #define FWD_BODY(c, item, N, ws) fwd_item(c, item, N)
 SPECIALISE(fwd_run, FWD_BODY)
+
+int armv_lanes(void) { return W; }
 
 int armv_scan_fwd(const int64_t *ip, void *const *pp) {
     if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
@@ -337,9 +346,9 @@ INLINE void bwd_item(const scan_ctx *c, int64_t item, const int N, float *ws) {
                 load_lanes(uu, up + t * IP(I_U_ST), w);
                 load_dt(c, &k, dlp + t * IP(I_DL_ST), w, raw, dt);
                 LANES(j) du[j] = dt[j] * uu[j];
-                for (int n = 0; n < N; n++) LANES(j) H[i + 1][n][j] = H[i][n][j];
                 step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
-                         lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, H[i + 1], y, DA[i]);
+                         lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, (const float (*)[W])H[i],
+                         H[i + 1], y, DA[i]);
                 LANES(j) Y[i][j] = y[j] + k.Dv[j] * uu[j];
             }
             for (int64_t t = t1 - 1; t >= t0; t--) { /* adjoint, backwards */
