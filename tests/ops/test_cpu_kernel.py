@@ -163,3 +163,24 @@ def test_fallback_when_no_kernel_can_be_built(tmp_path, env, reason):
     assert res.stdout.strip() == "OK"
     notices = [line for line in res.stderr.splitlines() if "fused CPU scan kernel unavailable" in line]
     assert len(notices) == 1 and reason in notices[0], res.stderr
+
+
+@pytest.mark.parametrize("G,K,dim,L", [(1, 4, 20, 9), (4, 4, 33, 13), (2, 2, 16, 3), (4, 3, 5, 1)])
+def test_conv_groups_equals_gathered_conv1d(G, K, dim, L):
+    """The mixer's fused conv (causal depthwise conv + SiLU in each direction's order, channels-last) against
+    a gather + F.conv1d per order: values and the gradients of x, weight and bias (dx summed over orders)."""
+    from armvision.ops.scan_op import conv_groups, conv_groups_torch
+
+    g = torch.Generator().manual_seed(G * 100 + K)
+    x = torch.randn(3, L, 2 * dim, generator=g)[..., :dim].requires_grad_()  # channels-last view, like the mixer's
+    w = torch.randn(G * dim, K, generator=g).requires_grad_()
+    b = torch.randn(G * dim, generator=g).requires_grad_()
+    index = torch.stack([torch.randperm(L, generator=g) for _ in range(G)]) if G > 1 else None
+    out = conv_groups(x, w, b, index)
+    want = conv_groups_torch(x, w, b, index)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    gout = torch.randn(out.shape, generator=g)
+    got = torch.autograd.grad((out * gout).sum(), [x, w, b])
+    exp = torch.autograd.grad((want * gout).sum(), [x, w, b])
+    for name, a, e in zip(("x", "weight", "bias"), got, exp):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m: f"gradient of {name}: {m}")

@@ -44,6 +44,11 @@ INT_SLOTS = ("batch L G Dg N chunk softplus threads u_sg u_sb u_st dl_sg dl_sb d
 PTR_SLOTS = ("u delta A B C D bias z idx out ckpt last dout dlast du ddelta dz dBp dCp dAp dDp dbiasp "
              "dB dC dA dD dbias").split()
 
+CONV_INT_SLOTS = "batch L G Dg K threads x_sb x_st".split()
+CONV_PTR_SLOTS = "x w bias idx u du dx dwp dbp dw db".split()
+SLOTS = {"armv_scan_fwd": (INT_SLOTS, PTR_SLOTS), "armv_scan_bwd": (INT_SLOTS, PTR_SLOTS),
+         "armv_conv_fwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS), "armv_conv_bwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS)}
+
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -109,7 +114,7 @@ def load():
                 try:
                     lib = ctypes.CDLL(str(_build(cc)))
                     lib.armv_lanes.restype = ctypes.c_int
-                    for name in ("armv_scan_fwd", "armv_scan_bwd"):
+                    for name in SLOTS:
                         getattr(lib, name).argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p)]
                         getattr(lib, name).restype = ctypes.c_int
                 except Exception as e:  # compiler error, unwritable cache, unloadable library
@@ -135,8 +140,9 @@ def _call(fn_name: str, ints: dict, ptrs: dict) -> None:
     lib = load()
     if lib is None:
         raise RuntimeError(f"fused CPU kernel unavailable: {_state.get('why')}")
-    ip = (ctypes.c_int64 * len(INT_SLOTS))(*[int(ints.get(k, 0)) for k in INT_SLOTS])
-    pp = (ctypes.c_void_p * len(PTR_SLOTS))(*[_ptr(ptrs.get(k)) for k in PTR_SLOTS])
+    int_slots, ptr_slots = SLOTS[fn_name]
+    ip = (ctypes.c_int64 * len(int_slots))(*[int(ints.get(k, 0)) for k in int_slots])
+    pp = (ctypes.c_void_p * len(ptr_slots))(*[_ptr(ptrs.get(k)) for k in ptr_slots])
     rc = getattr(lib, fn_name)(ip, pp)
     if rc != 0:
         raise RuntimeError(f"{fn_name} failed (code {rc}: out of memory or unsupported state size)")

@@ -111,3 +111,40 @@ def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast,
     if C.dim() != 2:
         dC = dC.transpose(0, 1)
     return du, ddelta, ptrs["dA"], dB, dC, ptrs["dD"], dz, ptrs["dbias"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Depthwise causal conv1d + SiLU in several orders of one sequence (the Mamba mixer's conv, channels-last)
+# ---------------------------------------------------------------------------------------------------------
+def _conv_ints(x: Tensor, weight: Tensor, G: int) -> dict:
+    batch, L, Dg = x.shape
+    if x.stride(-1) != 1:
+        raise ValueError(f"conv_cpu: x must have contiguous channels, got strides {x.stride()}")
+    if weight.shape[1] > 8:
+        raise ValueError(f"conv_cpu: kernel width {weight.shape[1]} > 8 is not supported")
+    return dict(batch=batch, L=L, G=G, Dg=Dg, K=weight.shape[1], threads=cpu_kernel.threads(),
+                x_sb=x.stride(0), x_st=x.stride(1))
+
+
+def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[Tensor]) -> Tensor:
+    """x (batch, L, Dg) float32 (channels contiguous), weight (G * Dg, K), bias (G * Dg,), index (G, L) int32 or
+    None -> u (G, batch, L, Dg): silu of the causal conv of x visited in each group's order."""
+    G = weight.shape[0] // x.shape[2]
+    u = x.new_empty(G, *x.shape)
+    cpu_kernel._call("armv_conv_fwd", _conv_ints(x, weight, G),
+                     dict(x=x, w=weight.contiguous(), bias=None if bias is None else bias.contiguous(),
+                          idx=index, u=u))
+    return u
+
+
+def conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[Tensor], du: Tensor):
+    """Gradients (dx (batch, L, Dg), dweight (G * Dg, K), dbias (G * Dg,)) of conv_fwd given du (G, batch, L, Dg)."""
+    G = weight.shape[0] // x.shape[2]
+    batch, L, Dg = x.shape
+    K = weight.shape[1]
+    dx, dw, db = x.new_empty(batch, L, Dg), x.new_empty(G * Dg, K), x.new_empty(G * Dg)
+    cpu_kernel._call("armv_conv_bwd", _conv_ints(x, weight, G),
+                     dict(x=x, w=weight.contiguous(), bias=None if bias is None else bias.contiguous(), idx=index,
+                          du=du.contiguous(), dx=dx, dwp=x.new_empty(batch * G * Dg * K),
+                          dbp=x.new_empty(batch * G * Dg), dw=dw, db=db))
+    return dx, dw, db
