@@ -9,9 +9,10 @@ __version__ = "0.1.0"
 
 from .models import (ARMClassifier, ARMPretrainer, MAEPretrainer, build_model, create_classifier, create_mae,
                      create_pretrainer, from_pretrained, load_checkpoint, load_model, push_to_hub, save_pretrained)
+from .deploy import export
 
 __all__ = [
     "__version__", "ARMClassifier", "ARMPretrainer", "MAEPretrainer", "build_model", "create_classifier", "create_mae",
-    "create_pretrainer",
+    "create_pretrainer", "export",
     "from_pretrained", "load_checkpoint", "load_model", "push_to_hub", "save_pretrained",
 ]

@@ -26,6 +26,7 @@ COMMANDS = {
     "plot": ("armvision.eval.plots", "loss / lr / accuracy curves from the log.jsonl of one or more runs"),
     "bench": ("armvision.bench.cli", "benchmarks: scan, model, train-step"),
     "convert": ("armvision.models.convert", "convert a reference .pth checkpoint to armvision's safetensors format"),
+    "export": ("armvision.deploy.cli", "export a classifier or encoder to torch.export (.pt2) or ONNX, checked vs eager"),
     "study": ("armvision.study", "small-scale study of ARM's claims (supervised vs ARM vs MAE, ablations)"),
     "demo": ("armvision.train.demo", "pretrain then finetune a tiny model on the embedded data (make run)"),
 }

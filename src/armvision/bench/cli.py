@@ -15,6 +15,7 @@ BENCHMARKS = {
     "block": ("armvision.bench.block", "one MambaMLP block, fwd+bwd, per scan backend and without the scan"),
     "model": ("armvision.bench.model", "whole models: forward / forward+backward time and memory"),
     "train-step": ("armvision.bench.train_step", "one optimizer step of pretraining / finetuning"),
+    "export": ("armvision.bench.export", "exported ARM (onnxruntime) and torch.compile vs eager and a ViT, CPU"),
 }
 
 

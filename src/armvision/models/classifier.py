@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import resample_with_middle_token
+from ..nn.pos_embed import same_grid
 from ..errors import ConfigError
 from .backbone import MambaBackbone, take_indices, tokens_to_format
 from .config import ClassifierConfig
@@ -69,7 +70,7 @@ class ARMClassifier(MambaBackbone):
         self._init_head()
 
     def _pos_embed_for(self, hw: Tuple[int, int]) -> Tensor:
-        if tuple(hw) == tuple(self.grid_size):
+        if same_grid(hw, self.grid_size):  # (symbolic sizes under torch.export: always resample, exact at grid_size)
             return self.pos_embed
         return resample_with_middle_token(self.pos_embed, self.grid_size, hw)  # other input sizes
 

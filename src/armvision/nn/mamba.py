@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..ops import causal_conv1d_fn, resolve_backend, selective_scan_fn
-from ..ops.scan_op import selective_scan_groups
+from ..ops import scan_decomposed
+from ..ops.scan_op import conv_groups, selective_scan_groups
 
 DIRECTION_SUFFIXES = ("", "_b", "_c", "_c_b")  # row fwd, row bwd, column fwd, column bwd
 
@@ -115,17 +116,24 @@ class MambaMixer(nn.Module):
 
     def scan_orders(self, L: int, hw: Optional[Tuple[int, int]], cls_index: Optional[int], device) -> Tensor:
         """(directions, L) int64: the sequence position that each direction visits at step t. Row-major forward
-        and backward; column-major forward and backward over the (h, w) grid, a cls token keeping its index."""
+        and backward; column-major forward and backward over the (h, w) grid, a cls token keeping its index.
+        Cached per shape in eager mode; under torch.compile / torch.export built in the graph (sizes may be
+        symbolic there, and a traced tensor must not outlive its trace)."""
+        if torch.compiler.is_compiling():
+            return self._make_orders(L, hw, cls_index, device)
         key = (L, hw, cls_index, str(device))
         cache = self.__dict__.setdefault("_orders", {})
         if key not in cache:
-            pos = torch.arange(L, device=device)
-            rows = [pos, pos.flip(0)]
-            if self.directions == 4:
-                col = to_column_major(pos.view(1, 1, L), hw, cls_index).view(L)
-                rows += [col, col.flip(0)]
-            cache[key] = torch.stack(rows[: self.directions])
+            cache[key] = self._make_orders(L, hw, cls_index, device)
         return cache[key]
+
+    def _make_orders(self, L: int, hw: Optional[Tuple[int, int]], cls_index: Optional[int], device) -> Tensor:
+        pos = torch.arange(L, device=device)
+        rows = [pos, pos.flip(0)]
+        if self.directions == 4:
+            col = to_column_major(pos.view(1, 1, L), hw, cls_index).view(L)
+            rows += [col, col.flip(0)]
+        return torch.stack(rows[: self.directions])
 
     def _check_grid(self, L: int, hw, cls_index) -> None:
         if self.directions == 4:
@@ -135,20 +143,17 @@ class MambaMixer(nn.Module):
                 raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {L}")
 
     def _forward_fused(self, xz: Tensor, hw, cls_index) -> Tensor:
-        """All directions in one call of the fused CPU scan, channels-last, no flips or transposes of the
-        activations: each direction's conv runs in its scan order on a gather of x, the scan reads the shared
-        gate z and writes the (summed) output at each step's raster position. (B, L, 2Di) -> (B, L, Di)."""
+        """All directions in one call of the fused scan (the CPU kernel, or one Triton launch), channels-last, no
+        flips or transposes of the activations: each direction's conv runs in its scan order on a gather of x,
+        the scan reads the shared gate z and writes the (summed) output at each step's raster position.
+        (B, L, 2Di) -> (B, L, Di)."""
         Bsz, L, _ = xz.shape
         G, Di, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
         x, z = xz.split(Di, dim=-1)  # (B, L, Di) views
         order = self.scan_orders(L, hw, cls_index, xz.device) if G > 1 else None
-        us = []
-        for g, s in enumerate(self.suffixes):
-            conv = getattr(self, f"conv1d{s}")
-            xg = x if g == 0 else x.index_select(1, order[g])  # (B, L, Di) in direction g's order
-            us.append(causal_conv1d_fn(xg.transpose(1, 2), conv.weight.squeeze(1), conv.bias, "silu").transpose(1, 2))
-        u = torch.stack(us) if G > 1 else us[0].unsqueeze(0)  # (G, B, L, Di)
-        u = u.contiguous()
+        convs = [getattr(self, f"conv1d{s}") for s in self.suffixes]
+        u = conv_groups(x, torch.cat([c.weight.squeeze(1) for c in convs]),  # (G, B, L, Di), each in its order
+                        torch.cat([c.bias for c in convs]), order)
         w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in self.suffixes])  # (G, R + 2N, Di)
         w_dt = torch.stack([getattr(self, f"dt_proj{s}").weight for s in self.suffixes])  # (G, Di, R)
         x_dbl = torch.matmul(u.view(G, Bsz * L, Di), w_x.transpose(1, 2).to(u.dtype))  # (G, B*L, R + 2N)
@@ -164,7 +169,8 @@ class MambaMixer(nn.Module):
     def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
         self._check_grid(x.shape[1], hw, cls_index)
         xz = self.in_proj(x)  # (B, L, 2*Di)
-        if resolve_backend("selective_scan", None, xz.is_cuda, xz.dtype) == "cpu":
+        fused = resolve_backend("selective_scan", None, xz.is_cuda, xz.dtype) in ("cpu", "triton")
+        if fused or scan_decomposed.active():
             return self.out_proj(self._forward_fused(xz, hw, cls_index))
         xz = xz.transpose(1, 2)  # (B, 2*Di, L)
         y = self._scan(xz, "")

@@ -28,9 +28,17 @@ def sincos_2d(embed_dim: int, grid_size: Tuple[int, int]) -> Tensor:
     return emb.float()  # (h*w, D)
 
 
+def same_grid(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
+    """a == b for concrete sizes; False when either is symbolic (torch.export with a dynamic image size), where the
+    comparison would pin the exported graph to one size. Resampling a grid to its own size is exact anyway."""
+    if any(isinstance(s, torch.SymInt) for s in (*a, *b)):
+        return False
+    return tuple(a) == tuple(b)
+
+
 def resample_grid(pos: Tensor, old_hw: Tuple[int, int], new_hw: Tuple[int, int]) -> Tensor:
     """Bicubic resampling of a raster (1, h*w, D) grid of embeddings to a new grid (align_corners=False)."""
-    if tuple(old_hw) == tuple(new_hw):
+    if same_grid(old_hw, new_hw):
         return pos
     d = pos.shape[-1]
     grid = pos.reshape(1, old_hw[0], old_hw[1], d).permute(0, 3, 1, 2).float()  # (1, D, h, w)
