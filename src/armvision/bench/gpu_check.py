@@ -9,7 +9,8 @@ Sections (each in its own try/except: one failure is recorded and the rest still
      "torch" = the chunked PyTorch path) against the sequential reference, values and all gradients, fp32 and
      bf16, on the small cases of `armvision.ops.scan_check`.
   2. scan speed: forward and forward+backward at ARM-B's pretraining shape (batch 64, D 768, L 128, N 16, with z,
-     D, delta_bias, softplus), per backend, timed with CUDA events; ratios between backends.
+     D, delta_bias, softplus), per backend, timed with CUDA events; ratios between backends; and the 4-direction
+     finetuning scan (batch 8, Dg 768, L 197, N 16) in one Triton launch vs 4 separate Triton calls.
   3. models: ARM-B classifier vs timm ViT-B at 224 px, batch 64, fp32 and bf16 autocast: forward images/s (eval,
      no grad), train-step images/s (forward + backward + AdamW), peak memory.
   4. pretraining: ARM-B pretrainer at 192 px on synthetic data, AdamW, bf16 autocast, a few warm-up steps then
@@ -276,12 +277,113 @@ def section_scan_speed(cfg: dict, report: dict) -> dict:
         del inp, args, gout
     if "triton" in scan_backends(device) and cfg["tune"]:
         res["triton_tuning"] = _triton_tuning(cfg, shape, timer)
+    if "triton" in scan_backends(device) and cfg.get("groups_shape"):
+        res["triton_groups"] = _triton_groups_timing(cfg, timer)
     by = {(r["backend"], r["dtype"]): r.get("fwd_bwd_ms") for r in res["rows"]}
     for dname in ("float32", "bfloat16"):
         for a, b in (("triton", "cuda"), ("torch", "triton"), ("torch", "cuda")):
             ta, tb = by.get((a, dname)), by.get((b, dname))
             if ta and tb:
                 res["ratios"][f"{dname}: {a} / {b} (fwd+bwd time)"] = round(ta / tb, 3)
+    return res
+
+
+def _groups_orders(L: int, device):
+    """The mixer's 4 scan orders for L = h * h + 1 (a square grid and a cls token at index 0), else
+    forward, backward and two random permutations."""
+    import math
+
+    import torch
+
+    h = math.isqrt(max(L - 1, 0))
+    if h * h == L - 1 and h > 0:
+        from ..nn.mamba import MambaMixer
+
+        return MambaMixer(8, d_state=2, directions=4).scan_orders(L, (h, h), 0, device).to(torch.int32)
+    g = torch.Generator().manual_seed(0)
+    pos = torch.arange(L)
+    return torch.stack([pos, pos.flip(0), torch.randperm(L, generator=g), torch.randperm(L, generator=g)]).to(
+        device=device, dtype=torch.int32)
+
+
+def _triton_groups_timing(cfg: dict, timer) -> dict:
+    """The 4-direction finetuning scan (batch, Dg, L, N) = cfg["groups_shape"]: all directions in one Triton
+    launch (armvision::selective_scan_groups_triton_fwd, + backward through autograd) against 4 separate
+    selective_scan_triton calls on the same data (each direction's z already in its scan order; the
+    separate path's gathers, flips and output sums are not timed, so the ratio favours it)."""
+    import torch
+
+    from ..ops import scan_op
+    from ..ops.triton_scan import selective_scan_triton
+
+    device = cfg["device"]
+    batch, Dg, L, N = cfg["groups_shape"]
+    G = 4
+    res: Dict[str, object] = {"shape": {"G": G, "batch": batch, "Dg": Dg, "L": L, "N": N}, "rows": [], "ratios": {}}
+    idx = _groups_orders(L, device)
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g)).to(device)
+
+    for dname, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        u = rnd(G, batch, L, Dg).to(dtype)
+        delta = rnd(G, batch, L, Dg, scale=0.5).to(dtype)
+        x_dbl = rnd(G, batch, L, 2 * N + 48).to(dtype)  # B, C: slices of x_proj's output, as in the mixer
+        B, C = x_dbl[..., 48:48 + N], x_dbl[..., 48 + N:]
+        z = rnd(batch, L, 2 * Dg).to(dtype)[..., Dg:]  # the gate half of in_proj's output
+        A = -torch.exp(rnd(G * Dg, N, scale=0.5))
+        D, bias = rnd(G * Dg), rnd(G * Dg, scale=0.1)
+        leaves = [t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
+        gout = rnd(batch, L, Dg).to(dtype)
+        # 4 separate calls: mamba_ssm layout (batch, Dg, L) views with contiguous channels
+        z_g = [z[:, idx[k].long()] for k in range(G)]
+        sep = []
+        for k in range(G):
+            sl = slice(k * Dg, (k + 1) * Dg)
+            sep.append([t.detach().requires_grad_() for t in (
+                u[k].transpose(1, 2), delta[k].transpose(1, 2), A[sl], B[k].transpose(1, 2), C[k].transpose(1, 2),
+                D[sl], z_g[k].transpose(1, 2), bias[sl])])
+        gout_t = gout.transpose(1, 2)
+
+        def clear():
+            for t in leaves + [t for a in sep for t in a]:
+                t.grad = None
+
+        def groups_fwd():
+            with torch.no_grad():
+                scan_op.selective_scan_groups_triton_fwd(*leaves, idx)
+
+        def groups_fwd_bwd():
+            scan_op.selective_scan_groups_triton_fwd(*leaves, idx)[0].backward(gout)
+
+        def separate_fwd():
+            with torch.no_grad():
+                for a in sep:
+                    selective_scan_triton(*a, delta_softplus=True)
+
+        def separate_fwd_bwd():
+            for a in sep:
+                selective_scan_triton(*a, delta_softplus=True).backward(gout_t)
+
+        for name, fwd, fwd_bwd in (("triton-groups (1 launch)", groups_fwd, groups_fwd_bwd),
+                                   ("triton x4 (separate)", separate_fwd, separate_fwd_bwd)):
+            row = {"impl": name, "dtype": dname}
+            try:
+                reset_peak(device)
+                row["fwd_ms"] = round(1000 * timer(fwd, cfg["scan_warmup"], cfg["scan_iters"])[0], 3)
+                row["fwd_bwd_ms"] = round(1000 * timer(fwd_bwd, cfg["scan_warmup"], cfg["scan_iters"], clear)[0], 3)
+                row["peak_mb"] = peak_mb(device)
+            except Exception as e:
+                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            res["rows"].append(row)
+            log(f"scan groups {dname}: {row}")
+        by = {r["impl"]: r for r in res["rows"] if r["dtype"] == dname}
+        a, b = by.get("triton-groups (1 launch)", {}), by.get("triton x4 (separate)", {})
+        for key in ("fwd_ms", "fwd_bwd_ms"):
+            if a.get(key) and b.get(key):
+                res["ratios"][f"{dname}: groups / separate ({key[:-3]} time)"] = round(a[key] / b[key], 3)
+        del u, delta, x_dbl, B, C, z, leaves, sep, z_g, gout, gout_t
     return res
 
 
@@ -500,6 +602,7 @@ def make_config(args: argparse.Namespace) -> dict:
     device = "cuda" if (torch.cuda.is_available() and not args.dry_run) else "cpu"
     cfg = {"device": device, "size": "base", "model_backend": args.model_backend or None,
            "check_cases": None, "scan_shape": (64, 768, 128, 16), "scan_warmup": 3, "scan_iters": 10,
+           "groups_shape": (8, 768, 197, 16),  # 4-direction finetuning: (batch, Dg, L, N)
            "img": 224, "model_batch": 64, "model_warmup": 2, "model_iters": 5, "vit_name": "vit_base_patch16_224",
            "arm_overrides": {}, "vit_overrides": {},
            "pre_img": 192, "pre_batch": args.pretrain_batch, "pre_warmup": 3, "pre_steps": args.pretrain_steps,
@@ -509,6 +612,7 @@ def make_config(args: argparse.Namespace) -> dict:
     if args.dry_run:  # tiny everything, on the CPU, Triton through its interpreter
         cfg.update(size="tiny", check_cases=["const-bare"],
                    scan_shape=(1, 8, 8, 4), scan_warmup=0, scan_iters=1, tune=[(4, 1, 4)], img=16, model_batch=1,
+                   groups_shape=(1, 8, 5, 4),
                    model_warmup=0, model_iters=1, vit_name="vit_tiny_patch16_224",
                    arm_overrides=dict(embed_dim=32, depth=1, patch_size=8),
                    vit_overrides=dict(patch_size=8, depth=1, embed_dim=32, num_heads=2),
@@ -572,6 +676,12 @@ def markdown(report: dict) -> str:
             md += ["Triton, fp32 inputs, per channels per program, warps and chunk:", "",
                    _table(sp["triton_tuning"], ["block_d", "num_warps", "chunk", "fwd_ms", "fwd_bwd_ms", "error"]),
                    ""]
+        tg = sp.get("triton_groups")
+        if tg:
+            md += [f"4-direction finetuning scan {tg.get('shape')}: one Triton launch for all directions vs 4 "
+                   "separate Triton calls (fwd+bwd through autograd):", "",
+                   _table(tg.get("rows", []), ["impl", "dtype", "fwd_ms", "fwd_bwd_ms", "peak_mb", "error"]), ""]
+            md += [f"- {k}: {v}" for k, v in tg.get("ratios", {}).items()] + [""]
     m = s.get("models", {})
     md += ["## 3. ARM-B classifier vs ViT-B", ""]
     if "error" in m:

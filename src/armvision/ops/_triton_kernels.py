@@ -11,6 +11,12 @@ g_t = C_t gy_t + a_{t+1} g_{t+1} backwards over the chunk, reading h_{t-1} and h
 Reductions over channels (dB, dC of the time-varying forms) are written as per-program partials, reductions
 over batch (dA, dD, ddelta_bias, dB / dC of the (D, N) form) as per-batch-row partials; the host sums them.
 No atomics: the results are bitwise deterministic.
+
+Layouts come as strides: sequence tensors are addressed as (batch, segment, channel-in-segment, time), with a
+segment stride per tensor (the plain scan passes DSEG * its channel stride; the multi-direction scan of
+`triton_groups` passes the group stride of its (G, batch, L, Dg) tensors, one segment per group, and 0 for the
+shared z / dout). With HAS_IDX, z, out, dout and dz are read / written at position idx[segment, t] instead of t
+(the group's scan order -> raster order); u, delta, du, ddelta, B, C stay in scan order.
 """
 import triton
 import triton.language as tl
@@ -33,14 +39,15 @@ def _sigmoid(x):
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-    out_ptr, last_ptr, ckpt_ptr,
+    out_ptr, last_ptr, ckpt_ptr, idx_ptr,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
+    s_ug, s_dg, s_zg, s_og, s_ig,  # segment (group) strides; plain scan: DSEG * channel stride
     s_Ad, s_An,
     s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,  # time-varying forms; (D, N) form: s_Bb = s_Bd, s_Bn
     L, N, DSEG, NBLK, DPG_B, DPG_C, N_CHUNKS, BATCH, DIM,
     CHUNK, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VARY: tl.constexpr, C_VARY: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_IDX: tl.constexpr = False,
 ):
     pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: tensors may exceed 2^31 elements
     pid_c = tl.program_id(1)
@@ -67,10 +74,12 @@ def _scan_fwd_kernel(
     else:
         Cc = tl.load(C_ptr + offs_d[:, None] * s_Cb + offs_n[None, :] * s_Cn, mask=mask_dn, other=0.0).to(tl.float32)
 
-    up = u_ptr + pid_b * s_ub + offs_d * s_ud
-    dp = dl_ptr + pid_b * s_db + offs_d * s_dd
-    zp = z_ptr + pid_b * s_zb + offs_d * s_zd
-    op = out_ptr + pid_b * s_ob + offs_d * s_od
+    seg64 = seg.to(tl.int64)
+    up = u_ptr + pid_b * s_ub + seg64 * s_ug + offs_j * s_ud
+    dp = dl_ptr + pid_b * s_db + seg64 * s_dg + offs_j * s_dd
+    zp = z_ptr + pid_b * s_zb + seg64 * s_zg + offs_j * s_zd  # z and out: at position p (index map)
+    op = out_ptr + pid_b * s_ob + seg64 * s_og + offs_j * s_od
+    ip = idx_ptr + seg64 * s_ig
     st_off = pid_b * DIM * N + offs_d[:, None] * N + offs_n[None, :]  # (batch, D, N) contiguous
 
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
@@ -97,10 +106,14 @@ def _scan_fwd_kernel(
             y = tl.sum(h * Ct, axis=1)
             if HAS_D:
                 y = y + Dv * u
+            if HAS_IDX:
+                p = tl.load(ip + t)
+            else:
+                p = t
             if HAS_Z:
-                zv = tl.load(zp + t * s_zl, mask=mask_d, other=0.0).to(tl.float32)
+                zv = tl.load(zp + p * s_zl, mask=mask_d, other=0.0).to(tl.float32)
                 y = y * zv * _sigmoid(zv)
-            tl.store(op + t * s_ol, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+            tl.store(op + p * s_ol, y.to(out_ptr.dtype.element_ty), mask=mask_d)
     tl.store(last_ptr + st_off, h, mask=mask_dn)
 
 
@@ -108,16 +121,18 @@ def _scan_fwd_kernel(
 def _scan_bwd_kernel(
     u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     ckpt_ptr, gout_ptr, glast_ptr, scratch_ptr,
-    du_ptr, ddl_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr,
+    du_ptr, ddl_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, idx_ptr,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
+    s_ug, s_dg, s_zg, s_gg, s_ig,  # segment (group) strides; plain scan: DSEG * channel stride
+    s_xb, s_xg, s_xd, s_xl,  # du, ddelta, dz (outputs, one layout); plain scan: contiguous (batch, D, L)
     s_Ad, s_An,
     s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
     L, N, DSEG, NBLK, DPG_B, DPG_C, N_CHUNKS, BATCH, DIM,
     CHUNK, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VARY: tl.constexpr, C_VARY: tl.constexpr, HAS_GLAST: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_IDX: tl.constexpr = False,
 ):
-    """Outputs: du, ddelta, dz (batch, D, L) contiguous, in the inputs' dtypes; per batch row (fp32):
+    """Outputs: du, ddelta, dz (layout from the s_x* strides), in the outputs' dtypes; per batch row (fp32):
     dA (batch, D, N), dD and ddelta_bias (batch, D), and dB / dC of the (D, N) form (batch, D, N); per program
     (fp32): dB / dC of the time-varying forms (batch, n_programs, N, L)."""
     pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: tensors may exceed 2^31 elements
@@ -151,11 +166,13 @@ def _scan_bwd_kernel(
         dC_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
 
-    up = u_ptr + pid_b * s_ub + offs_d * s_ud
-    dp = dl_ptr + pid_b * s_db + offs_d * s_dd
-    zp = z_ptr + pid_b * s_zb + offs_d * s_zd
-    gp = gout_ptr + pid_b * s_gb + offs_d * s_gd
-    go = pid_b * DIM * L + offs_d * L  # du, ddelta, dz: contiguous (batch, D, L)
+    seg64 = seg.to(tl.int64)
+    up = u_ptr + pid_b * s_ub + seg64 * s_ug + offs_j * s_ud
+    dp = dl_ptr + pid_b * s_db + seg64 * s_dg + offs_j * s_dd
+    zp = z_ptr + pid_b * s_zb + seg64 * s_zg + offs_j * s_zd  # z, gout and dz: at position p (index map)
+    gp = gout_ptr + pid_b * s_gb + seg64 * s_gg + offs_j * s_gd
+    go = pid_b * s_xb + seg64 * s_xg + offs_j * s_xd  # du, ddelta (at step t), dz (at position p)
+    ip = idx_ptr + seg64 * s_ig
     st_off = pid_b * DIM * N + offs_d[:, None] * N + offs_n[None, :]
     prog = pid_b * n_prog + pid_c
     part_off = prog * N * L + offs_n * L  # dB / dC partials (batch * n_prog, N, L)
@@ -206,15 +223,19 @@ def _scan_bwd_kernel(
                 Ct = tl.load(Cp + t * s_Cl, mask=mask_n, other=0.0).to(tl.float32)[None, :]
             else:
                 Ct = Cc
-            gy = tl.load(gp + t * s_gl, mask=mask_d, other=0.0).to(tl.float32)
+            if HAS_IDX:
+                p = tl.load(ip + t)
+            else:
+                p = t
+            gy = tl.load(gp + p * s_gl, mask=mask_d, other=0.0).to(tl.float32)
             if HAS_Z:  # out = pre * silu(z), pre = y + D u
-                zv = tl.load(zp + t * s_zl, mask=mask_d, other=0.0).to(tl.float32)
+                zv = tl.load(zp + p * s_zl, mask=mask_d, other=0.0).to(tl.float32)
                 pre = tl.sum(h * Ct, axis=1)
                 if HAS_D:
                     pre = pre + Dv * u
                 sig = _sigmoid(zv)
                 dz = gy * pre * sig * (1.0 + zv * (1.0 - sig))
-                tl.store(dz_ptr + go + t, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
+                tl.store(dz_ptr + go + p * s_xl, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
                 gy = gy * zv * sig
             # direct gradients of y_t = sum_n C_t h_t
             if C_VARY:
@@ -243,8 +264,8 @@ def _scan_bwd_kernel(
                 ddt = ddt * _sigmoid(raw)
             if HAS_BIAS:
                 dbias_acc += ddt
-            tl.store(du_ptr + go + t, du.to(du_ptr.dtype.element_ty), mask=mask_d)
-            tl.store(ddl_ptr + go + t, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d)
+            tl.store(du_ptr + go + t * s_xl, du.to(du_ptr.dtype.element_ty), mask=mask_d)
+            tl.store(ddl_ptr + go + t * s_xl, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d)
             g = g * a
             h = h_prev
         tl.debug_barrier()

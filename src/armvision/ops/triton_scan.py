@@ -122,6 +122,11 @@ def _launch_ctx(t: Tensor):
     return contextlib.nullcontext()
 
 
+def _seg_strides(dseg: int, *xs: Tensor):
+    """Per-segment strides of (batch, D, L) tensors: segment k starts at channel k * dseg."""
+    return [dseg * x.stride(1) for x in xs]
+
+
 def _vec(t: Optional[Tensor], like: Tensor) -> Tensor:
     return like if t is None else t.contiguous()
 
@@ -149,12 +154,13 @@ def triton_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     with _launch_ctx(u):
         k._scan_fwd_kernel[(batch, lay.n_prog)](
             u, delta, A, B, C, _vec(D, u), zz, _vec(delta_bias, u),
-            out, last, ckpt,
+            out, last, ckpt, u,
             *u.stride(), *delta.stride(), *zz.stride(), *out.stride(),
+            *_seg_strides(lay.dseg, u, delta, zz, out), 0,
             *A.stride(), *lay.b_strides, *lay.c_strides,
             L, N, lay.dseg, lay.nblk, lay.dpg_b, lay.dpg_c, n_chunks, batch, dim, chunk,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            B_VARY=lay.b_vary, C_VARY=lay.c_vary, BLOCK_D=lay.block_d, BLOCK_N=lay.block_n,
+            B_VARY=lay.b_vary, C_VARY=lay.c_vary, BLOCK_D=lay.block_d, BLOCK_N=lay.block_n, HAS_IDX=False,
             num_warps=lay.num_warps,
         )
     return out, last, ckpt
@@ -216,13 +222,15 @@ def triton_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
             u, delta, A, B, C, _vec(D, u), zz, _vec(delta_bias, u),
             ckpt, dout, ckpt if glast is None else glast, scratch,
             du, ddelta, du if dz is None else dz, dA_p, dB_p, dC_p,
-            dA_p if dD_p is None else dD_p, dA_p if db_p is None else db_p,
+            dA_p if dD_p is None else dD_p, dA_p if db_p is None else db_p, u,
             *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
+            *_seg_strides(lay.dseg, u, delta, zz, dout), 0,
+            dim * L, lay.dseg * L, L, 1,  # du, ddelta, dz: contiguous (batch, D, L)
             *A.stride(), *lay.b_strides, *lay.c_strides,
             L, N, lay.dseg, lay.nblk, lay.dpg_b, lay.dpg_c, n_chunks, batch, dim, steps,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
             B_VARY=lay.b_vary, C_VARY=lay.c_vary, HAS_GLAST=glast is not None,
-            BLOCK_D=lay.block_d, BLOCK_N=lay.block_n, num_warps=lay.num_warps,
+            BLOCK_D=lay.block_d, BLOCK_N=lay.block_n, HAS_IDX=False, num_warps=lay.num_warps,
         )
     dA = dA_p.sum(0).to(A.dtype)
     dB = _reduce_bc(dB_p, B, lay.b_vary, batch)
