@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 # Tiny models everywhere: 16-32 px, patch 8, width 16-32, depth 2.
 TINY_PRETRAIN = ["--model", "tiny", "--embed-dim", "16", "--depth", "2", "--decoder-embed-dim", "16",
@@ -114,3 +115,14 @@ def start_and_kill(args, out, rng, mid_save, timeout=120):
     else:
         assert p.returncode == -signal.SIGKILL, (p.returncode, text[-3000:])
     return how, text
+
+
+class Toy(nn.Module):
+    """A one-layer model for engine tests that need no ARM model."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.lin(x)

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from armvision.cli import main
@@ -22,19 +21,10 @@ from armvision.train.engine import CheckpointSaveError, Trainer, TrainingDiverge
 from armvision.train.optim import param_groups
 from armvision.train.rundir import LOCK, claim_run_dir
 
-from .conftest import QUIET, TINY_PRETRAIN
+from .conftest import QUIET, TINY_PRETRAIN, Toy
 
 TOY = dict(num_workers=0, progress=False, log_every=1, tensorboard=False, epochs=1, warmup_epochs=0, blr=0.1,
            clip_grad=None)
-
-
-class _Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.lin(x)
 
 
 def _toy_trainer(out, loss_fn=None, **cfg):
@@ -42,7 +32,7 @@ def _toy_trainer(out, loss_fn=None, **cfg):
     data = TensorDataset(torch.randn(64, 4), torch.zeros(64, dtype=torch.long))
     loss_fn = loss_fn or (lambda m, x, y: m(x).pow(2).mean())
     conf = PretrainConfig(output=str(out), **{**TOY, "batch_size": 8, **cfg})
-    model = _Toy()
+    model = Toy()
     return Trainer(conf, DistInfo(), model, data, loss_fn, make_groups=lambda m: param_groups(m, 0.0)), model
 
 

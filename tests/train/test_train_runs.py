@@ -18,6 +18,7 @@ from armvision.train.optim import param_groups
 from armvision.train.pretrain import train_pretrain
 
 from ..data.conftest import make_bad_folder
+from .conftest import Toy
 
 QUIET = dict(num_workers=0, progress=False, log_every=5)
 
@@ -72,15 +73,6 @@ def test_bad_data_folder_trains_and_reports_skipped_files(tmp_path, caplog):
         train_pretrain(PretrainConfig(**{**cfg.__dict__, "strict_data": True, "output": str(tmp_path / "strict")}))
 
 
-class _Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(64, 4), torch.zeros(64, dtype=torch.long))
@@ -93,7 +85,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     cfg = PretrainConfig(batch_size=8, epochs=1, warmup_epochs=0, blr=0.1, save_every=4, tensorboard=False,
                          output=str(tmp_path), **QUIET)
-    trainer = Trainer(cfg, DistInfo(), _Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.0))
+    trainer = Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.0))
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 6 .*checkpoint-last.pth"):
         trainer.fit()
     ck = load_file(tmp_path / "checkpoint-last.pth")
@@ -140,7 +132,7 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path):
         torch.manual_seed(1)
         cfg = PretrainConfig(batch_size=bs, accum_iter=accum, epochs=2, warmup_epochs=0.5, blr=0.5, clip_grad=1.0,
                              tensorboard=False, output=str(tmp_path / f"a{accum}"), **{**QUIET, "log_every": 1})
-        s = Trainer(cfg, DistInfo(), _Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.05)).fit()
+        s = Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.05)).fit()
         assert s["step"] == 8  # 64 / 16 per step, 2 epochs
         finals.append((load_file(tmp_path / f"a{accum}" / "checkpoint-last.pth")["model"],
                        [r["loss"] for r in _log(tmp_path / f"a{accum}")]))
