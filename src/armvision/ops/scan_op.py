@@ -269,13 +269,14 @@ def _setup_groups(ctx, inputs, output):
     ctx.save_for_backward(*inputs, output[1])
 
 
-def _backward_groups(ctx, dout, _dsaved):
-    u, delta, A, B, C, D, z, delta_bias, index, saved = ctx.saved_tensors
-    grads = selective_scan_groups_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout)
-    return (*grads, None)
+def _groups_backward(bwd_op):
+    """The autograd backward of a groups forward op: its saved inputs and state into `bwd_op` (no grad for index)."""
+    def backward(ctx, dout, _dsaved):
+        return (*bwd_op(*ctx.saved_tensors, dout), None)
+    return backward
 
 
-torch.library.register_autograd("armvision::selective_scan_groups_fwd", _backward_groups,
+torch.library.register_autograd("armvision::selective_scan_groups_fwd", _groups_backward(selective_scan_groups_bwd),
                                 setup_context=_setup_groups)
 
 
@@ -320,14 +321,8 @@ def _(u, delta, A, B, C, D, z, delta_bias, index, saved, dout):
             z.new_empty(z.shape), delta_bias.new_empty(delta_bias.shape)]
 
 
-def _backward_groups_triton(ctx, dout, _dsaved):
-    u, delta, A, B, C, D, z, delta_bias, index, saved = ctx.saved_tensors
-    grads = selective_scan_groups_triton_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout)
-    return (*grads, None)
-
-
-torch.library.register_autograd("armvision::selective_scan_groups_triton_fwd", _backward_groups_triton,
-                                setup_context=_setup_groups)
+torch.library.register_autograd("armvision::selective_scan_groups_triton_fwd",
+                                _groups_backward(selective_scan_groups_triton_bwd), setup_context=_setup_groups)
 
 
 def _groups_on_triton(u: Tensor) -> bool:
