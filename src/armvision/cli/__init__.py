@@ -48,7 +48,7 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="armvision", description=__doc__.splitlines()[0])
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"armvision {__version__}")
     add_verbosity(parser)
@@ -114,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.progress = False
         if hasattr(args, "no_progress"):
             args.no_progress = True
-    from .errors import ArmVisionError
+    from ..errors import ArmVisionError
 
     try:
         return int(module.run(args) or 0)
@@ -129,6 +129,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"armvision {name}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
