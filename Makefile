@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) benchmarks/scan.py
+	$(VENV)/bin/armvision bench scan
 
 clean:
 	rm -rf $(VENV) runs build dist src/*.egg-info

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check in one command (see src/armvision/bench/gpu_check.py): scan correctness per backend, scan speed,
+# GPU check in one command (see src/armvision/bench/gpu_check/): scan correctness per backend, scan speed,
 # ARM-B vs ViT-B, a short ARM-B pretraining run; writes report.json + report.md.
 #   benchmarks/gpu_check.sh [OUT_DIR] [extra options, e.g. --dry-run]      (default OUT_DIR: runs/gpu_check)
 # Uses .venv/bin/python when it exists, else $PYTHON or python3, with this checkout's src/ first on the path.

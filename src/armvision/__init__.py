@@ -5,7 +5,7 @@
     armvision.load_checkpoint(model, "arm_base_finetuned.pth", key="model_ema")
     logits = model(images)
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 from .models import (ARMClassifier, ARMPretrainer, MAEPretrainer, build_model, create_classifier, create_mae,
                      create_pretrainer, from_pretrained, load_checkpoint, load_model, push_to_hub, save_pretrained)

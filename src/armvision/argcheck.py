@@ -1,12 +1,11 @@
-"""Argument checks shared by every command: ranges and finiteness of numbers, device names, output paths.
+"""Value checks shared by configs and commands: ranges and finiteness of numbers, device names, output paths.
 
-Each check returns None for a good value or a short reason ("must be >= 1"); `argtype` turns a check into an
-argparse `type=` so that a bad flag ends at parse time with one line naming the flag and the value (exit 2).
+Each check returns None for a good value or a short reason ("must be >= 1"); config fields name their check in
+their metadata (`armvision.fields.knob`), and `armvision.cli.argtypes.argtype` turns one into an argparse `type=`.
 Output paths are checked for writability before any work starts (`check_output_dir`, `check_output_file`).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -58,29 +57,6 @@ def device(v: Any) -> Optional[str]:
     return None if isinstance(v, str) and _DEVICE.match(v) else "choose auto, cpu, mps, cuda or cuda:N"
 
 
-def argtype(kind: type, check: Optional[Check] = None) -> Callable[[str], Any]:
-    """argparse `type=`: convert with `kind`, then apply `check`; errors name the value."""
-    def convert(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        why = check(v) if check else None
-        if why:
-            raise argparse.ArgumentTypeError(f"{text!r}: {why}")
-        return v
-    convert.__name__ = kind.__name__  # argparse names the type in its own messages
-    return convert
-
-
-POS_INT = argtype(int, number(1))
-NONNEG_INT = argtype(int, number(0))
-POS_FLOAT = argtype(float, number(0, lo_open=True))
-NONNEG_FLOAT = argtype(float, number(0))
-FRACTION = argtype(float, number(0, 1, lo_open=True))  # (0, 1]
-DEVICE = argtype(str, device)
-
-
 def _existing_ancestor(path: Path) -> Path:
     p = path.absolute()
     while not p.exists() and p != p.parent:
@@ -130,3 +106,4 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
         raise ConfigError(f"{flag} {path}: the file is not writable")
     _probe_writable(anc, flag, path)
     return path
+

@@ -9,12 +9,13 @@ import torch
 import torch.nn as nn
 
 from armvision.bench import model as bm
+from armvision.cli.bench import model as model_cli
 from armvision.errors import ConfigError
 
 
 def _args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    bm.add_arguments(p)
+    model_cli.add_arguments(p)
     return p.parse_args(list(argv))
 
 
@@ -36,21 +37,21 @@ def test_check_img_size():
 
 
 def test_cases_from_args_defaults_quick_and_skips():
-    cases, notes = bm.cases_from_args(_args("--device", "cpu"))
+    cases, notes = model_cli.cases_from_args(_args("--device", "cpu"))
     assert len(cases) == 3 * 3 * 2 and not notes
     assert {(c.family, c.img_size) for c in cases} == {("arm", 224), ("arm-pretrain", 192), ("vit", 224)}
-    cases, _ = bm.cases_from_args(_args("--device", "cpu", "--quick"))
+    cases, _ = model_cli.cases_from_args(_args("--device", "cpu", "--quick"))
     assert {c.size for c in cases} == {"tiny"} and {c.batch_size for c in cases} == {2}
     assert {(c.family, c.img_size) for c in cases} == {("arm", 64), ("arm-pretrain", 128), ("vit", 64)}
-    cases, notes = bm.cases_from_args(_args("--device", "cpu", "--img-size", "224", "256", "--sizes", "small"))
+    cases, notes = model_cli.cases_from_args(_args("--device", "cpu", "--img-size", "224", "256", "--sizes", "small"))
     assert {(c.family, c.img_size) for c in cases} == {
         ("arm", 224), ("arm", 256), ("vit", 224), ("vit", 256), ("arm-pretrain", 256)}
     assert notes == ["skipped arm-pretrain-small at 224 px: pretrainer needs a multiple of 64 px "
                      "(clusters of 4x4 patches), >= 128"]
     with pytest.raises(ConfigError, match="no case left"):
-        bm.cases_from_args(_args("--device", "cpu", "--models", "arm-pretrain", "--img-size", "224"))
+        model_cli.cases_from_args(_args("--device", "cpu", "--models", "arm-pretrain", "--img-size", "224"))
     with pytest.raises(ConfigError, match="--batch-size"):
-        bm.cases_from_args(_args("--device", "cpu", "--batch-size", "0"))
+        model_cli.cases_from_args(_args("--device", "cpu", "--batch-size", "0"))
 
 
 class _FakeMixer(nn.Module):
@@ -139,7 +140,7 @@ def test_report_table_and_vit_ratio():
 
 def test_run_quick_vit_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bm.run(_args("--quick", "--models", "vit", "--modes", "forward", "--device", "cpu", "--no-isolate",
+    assert model_cli.run(_args("--quick", "--models", "vit", "--modes", "forward", "--device", "cpu", "--no-isolate",
                         "--img-size", "32", "--json", str(out))) == 0
     data = json.loads(out.read_text())
     assert data["environment"]["torch"] == torch.__version__ and data["environment"]["device"] == "cpu"

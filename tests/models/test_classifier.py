@@ -61,3 +61,15 @@ def test_timm_registration():
     with pytest.raises(CheckpointError, match="no weights are known"):
         timm.create_model("arm_tiny", pretrained=True)  # no official tiny weights
     assert "arm_huge" in timm.list_models("arm_*")
+
+
+def test_checkpoint_filter_fn_timm_style():
+    """checkpoint_filter_fn(state_dict, model) adapts a pretraining state dict by the classifier's own names."""
+    from armtest import tiny_pretrainer
+
+    pre, cls = tiny_pretrainer(depth=2), tiny_classifier()
+    sd = armvision.models.checkpoint_filter_fn(pre.state_dict(), cls)
+    assert set(cls.state_dict()) - set(sd) == {"cls_token", "norm_f.weight", "norm_f.bias", "head.weight", "head.bias"}
+    assert set(sd) <= set(cls.state_dict())
+    assert torch.equal(sd["layers.1.mixer.A_c_b_log"], pre.layers[1].mixer.A_log)
+    assert sd["pos_embed"].shape == cls.pos_embed.shape

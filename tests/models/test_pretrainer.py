@@ -147,3 +147,16 @@ def test_bad_inputs():
 def test_wrong_image_size_is_one_clear_error():
     with pytest.raises(ConfigError, match="built for 32x32 images, got 48x48"):
         tiny_pretrainer()(torch.randn(1, 3, 48, 48))
+
+
+def test_causal_cluster_mask_and_shift():
+    from armvision.models.arm import causal_cluster_mask, causal_shift
+
+    mask = causal_cluster_mask(3, 2)  # 3 input clusters of 2 tokens
+    allowed = (mask == 0).int()
+    assert allowed.tolist() == [[1, 1, 0, 0, 0, 0]] * 2 + [[1, 1, 1, 1, 0, 0]] * 2 + [[1] * 6] * 2
+    m = tiny_pretrainer()
+    assert torch.equal(m.mask, causal_cluster_mask(m.num_clusters - 1, m.tokens_per_cluster))
+    clusters = torch.arange(4 * 3).reshape(1, 4, 3)  # (B, n, k*k)
+    inputs, targets = causal_shift(clusters)
+    assert inputs.tolist() == [list(range(9))] and targets.tolist() == [list(range(3, 12))]

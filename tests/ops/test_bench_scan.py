@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from armvision import cli
-from armvision.bench import cli as bench_cli
+from armvision.cli import bench as bench_cli
 from armvision.bench import scan as bench_scan
 from armvision.errors import ConfigError
 from armvision.ops import selective_scan_ref

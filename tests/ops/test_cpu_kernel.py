@@ -169,7 +169,7 @@ def test_fallback_when_no_kernel_can_be_built(tmp_path, env, reason):
 def test_conv_groups_equals_gathered_conv1d(G, K, dim, L):
     """The mixer's fused conv (causal depthwise conv + SiLU in each direction's order, channels-last) against
     a gather + F.conv1d per order: values and the gradients of x, weight and bias (dx summed over orders)."""
-    from armvision.ops.scan_op import conv_groups, conv_groups_torch
+    from armvision.ops.groups_op import conv_groups, conv_groups_torch
 
     g = torch.Generator().manual_seed(G * 100 + K)
     x = torch.randn(3, L, 2 * dim, generator=g)[..., :dim].requires_grad_()  # channels-last view, like the mixer's

@@ -15,12 +15,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from armvision.ops import triton_scan
+from armvision.ops import groups_op, triton_groups as tg, triton_scan
 
 pytestmark = pytest.mark.skipif(not triton_scan.triton_importable(), reason="triton is not installed")
 
@@ -79,8 +80,6 @@ def test_cases_cover_the_spec():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cuda_matches_reference(dtype):
     """Compiled kernels on the GPU: every group in one launch, index map, the default chunk crossed."""
-    from armvision.ops import triton_groups as tg
-
     dt = getattr(torch, dtype)
     args, idx = _inputs(4, 2, 197, Dg=40, N=16, dtype=dt, seed=3)
     dout = torch.randn(2, 197, 40, generator=torch.Generator().manual_seed(1)).to(dt)
@@ -147,8 +146,6 @@ def _close(name, got, want, tol):
 
 
 def _case(G, batch, L, with_index, chunk, dtype):
-    from armvision.ops import scan_op, triton_groups as tg
-
     dt = getattr(torch, dtype)
     args, idx = _inputs(G, batch, L, index=with_index, dtype=dt, seed=G * 100 + L)
     kw = {} if chunk is None else {"chunk": chunk}
@@ -167,136 +164,144 @@ def _case(G, batch, L, with_index, chunk, dtype):
         _close(f"{n} vs ref", gx, gr, tol)
     # (a) the CPU kernel (float32)
     if dt == torch.float32:
-        cpu_out, cpu_grads = _grads(lambda *a: scan_op.selective_scan_groups(*a, idx), f32, dout)
+        cpu_out, cpu_grads = _grads(lambda *a: groups_op.selective_scan_groups(*a, idx), f32, dout)
         _close("out vs cpu", out, cpu_out, 1e-4)
         for n, gx, gr in zip(GRADS, grads, cpu_grads):
             _close(f"{n} vs cpu", gx, gr, 1e-4)
 
 
-def _properties(res: dict) -> None:
-    import time
-
-    from armvision.ops import scan_op, triton_groups as tg
-
+def _fixture() -> dict:
+    """The properties' shared inputs (G = 2, L = 13, index map) and their outputs and gradients, chunks 5 and 64."""
     args, idx = _inputs(2, 1, 13, seed=7)
     dout = torch.randn(1, 13, 10, generator=torch.Generator().manual_seed(2))
     o5, s5 = tg.triton_groups_fwd(*args, idx, chunk=5)
     g5 = tg.triton_groups_bwd(*args, idx, s5, dout, chunk=5)
     o64, s64 = tg.triton_groups_fwd(*args, idx)
     g64 = tg.triton_groups_bwd(*args, idx, s64, dout)
+    return dict(args=args, idx=idx, dout=dout, o5=o5, s5=s5, g5=g5, o64=o64, s64=s64, g64=g64)
 
-    def deterministic():
-        o2, s2 = tg.triton_groups_fwd(*args, idx, chunk=5)
-        assert torch.equal(o5, o2) and torch.equal(s5, s2)
-        for a, b in zip(g5, tg.triton_groups_bwd(*args, idx, s2, dout, chunk=5)):
-            assert torch.equal(a, b)
 
-    def chunk_invariant():
-        assert s5.shape == (3, 1, 20, 4) and s64.shape == (1, 1, 20, 4)
-        assert torch.equal(s5[0], torch.zeros_like(s5[0]))
-        torch.testing.assert_close(o5, o64, rtol=1e-5, atol=1e-5)
-        for a, b in zip(g5, g64):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+def _deterministic(args, idx, dout, o5, s5, g5, **_rest) -> None:
+    o2, s2 = tg.triton_groups_fwd(*args, idx, chunk=5)
+    assert torch.equal(o5, o2) and torch.equal(s5, s2)
+    for a, b in zip(g5, tg.triton_groups_bwd(*args, idx, s2, dout, chunk=5)):
+        assert torch.equal(a, b)
 
-    def absent_inputs():  # D, z, delta_bias None: no skip, no gate, no bias
-        a2, i2 = _inputs(2, 1, 6, seed=3)
-        u, delta, A, B, C, _, _, _ = a2
-        bare = [u, delta, A, B, C, None, None, None]
-        out, saved = tg.triton_groups_fwd(*bare, i2, chunk=4)
-        d2 = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
-        grads = tg.triton_groups_bwd(*bare, i2, saved, d2, chunk=4)
-        assert [g is None for g in grads] == [False] * 5 + [True] * 3
-        ref_out, ref_grads = _grads(lambda *a: _plain_ref(*a, None, None, None, i2), bare[:5], d2)
-        _close("out", out, ref_out, 1e-4)
-        for n, gx, gr in zip(GRADS, grads, ref_grads):
-            _close(n, gx, gr, 1e-4)
 
-    def dispatch_custom_op():  # selective_scan_groups on CPU tensors with the backend forced to triton
-        os.environ["ARMVISION_SCAN_BACKEND"] = "triton"
+def _chunk_invariant(o5, s5, g5, o64, s64, g64, **_rest) -> None:
+    assert s5.shape == (3, 1, 20, 4) and s64.shape == (1, 1, 20, 4)
+    assert torch.equal(s5[0], torch.zeros_like(s5[0]))
+    torch.testing.assert_close(o5, o64, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g5, g64):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _absent_inputs(**_rest) -> None:
+    """D, z, delta_bias None: no skip, no gate, no bias."""
+    a2, i2 = _inputs(2, 1, 6, seed=3)
+    u, delta, A, B, C, _, _, _ = a2
+    bare = [u, delta, A, B, C, None, None, None]
+    out, saved = tg.triton_groups_fwd(*bare, i2, chunk=4)
+    d2 = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
+    grads = tg.triton_groups_bwd(*bare, i2, saved, d2, chunk=4)
+    assert [g is None for g in grads] == [False] * 5 + [True] * 3
+    ref_out, ref_grads = _grads(lambda *a: _plain_ref(*a, None, None, None, i2), bare[:5], d2)
+    _close("out", out, ref_out, 1e-4)
+    for n, gx, gr in zip(GRADS, grads, ref_grads):
+        _close(n, gx, gr, 1e-4)
+
+
+def _dispatch_custom_op(args, idx, dout, o64, g64, **_rest) -> None:
+    """selective_scan_groups on CPU tensors with the backend forced to triton."""
+    os.environ["ARMVISION_SCAN_BACKEND"] = "triton"
+    try:
+        assert groups_op._groups_on_triton(args[0])
+        out, grads = _grads(lambda *a: groups_op.selective_scan_groups(*a, idx), args, dout)
+    finally:
+        del os.environ["ARMVISION_SCAN_BACKEND"]
+    assert not groups_op._groups_on_triton(args[0])
+    assert torch.equal(out, o64)
+    for n, gx, gw in zip(GRADS, grads, g64):
+        assert torch.equal(gx, gw), n
+
+
+def _opcheck(**_rest) -> None:
+    """Schema, fake impl (shapes, strides), autograd registration."""
+    a3, i3 = _inputs(2, 1, 3, Dg=4, N=2, seed=5)
+    leaves = [t.detach().clone().requires_grad_() for t in a3]
+    torch.library.opcheck(groups_op.selective_scan_groups_triton_fwd, (*leaves, i3),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    out, saved = groups_op.selective_scan_groups_triton_fwd(*a3, i3)
+    torch.library.opcheck(groups_op.selective_scan_groups_triton_bwd, (*a3, i3, saved, torch.ones_like(out)),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def _mixer_4_directions(**_rest) -> None:
+    from armvision.nn.mamba import MambaMixer
+
+    torch.manual_seed(0)
+    m = MambaMixer(10, d_state=4, d_conv=3, directions=4)
+    x = torch.randn(1, 10, 10, generator=torch.Generator().manual_seed(6))  # 3 x 3 grid + cls at index 4
+    got = {}
+    for backend in ("triton", "torch"):
+        os.environ["ARMVISION_SCAN_BACKEND"] = backend
         try:
-            assert scan_op._groups_on_triton(args[0])
-            out, grads = _grads(lambda *a: scan_op.selective_scan_groups(*a, idx), args, dout)
-        finally:
-            del os.environ["ARMVISION_SCAN_BACKEND"]
-        assert not scan_op._groups_on_triton(args[0])
-        assert torch.equal(out, o64)
-        for n, gx, gw in zip(GRADS, grads, g64):
-            assert torch.equal(gx, gw), n
-
-    def opcheck():  # schema, fake impl (shapes, strides), autograd registration
-        a3, i3 = _inputs(2, 1, 3, Dg=4, N=2, seed=5)
-        leaves = [t.detach().clone().requires_grad_() for t in a3]
-        torch.library.opcheck(scan_op.selective_scan_groups_triton_fwd, (*leaves, i3),
-                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
-        out, saved = scan_op.selective_scan_groups_triton_fwd(*a3, i3)
-        torch.library.opcheck(scan_op.selective_scan_groups_triton_bwd, (*a3, i3, saved, torch.ones_like(out)),
-                              test_utils=("test_schema", "test_faketensor"))
-
-    def mixer_4_directions():
-        from armvision.nn.mamba import MambaMixer
-
-        torch.manual_seed(0)
-        m = MambaMixer(10, d_state=4, d_conv=3, directions=4)
-        x = torch.randn(1, 10, 10, generator=torch.Generator().manual_seed(6))  # 3 x 3 grid + cls at index 4
-        got = {}
-        for backend in ("triton", "torch"):
-            os.environ["ARMVISION_SCAN_BACKEND"] = backend
-            try:
-                m.zero_grad()
-                xi = x.clone().requires_grad_()
-                y = m(xi, hw=(3, 3), cls_index=4)
-                (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-            finally:
-                del os.environ["ARMVISION_SCAN_BACKEND"]
-            got[backend] = [y.detach(), xi.grad] + [p.grad.clone() for _, p in m.named_parameters()]
-        names = ["out", "dx"] + [n for n, _ in m.named_parameters()]
-        for n, a, b in zip(names, got["triton"], got["torch"]):
-            _close(n, a, b, 1e-4)
-
-    def compile_mixer():  # torch.compile traces the mixer's Triton path through the fake impls, whole graph
-        from armvision.nn.mamba import MambaMixer
-
-        torch.manual_seed(0)
-        m = MambaMixer(10, d_state=4, d_conv=3, directions=4)
-        x = torch.randn(1, 10, 10, generator=torch.Generator().manual_seed(8))
-        os.environ["ARMVISION_SCAN_BACKEND"] = "triton"
-        try:
-            want = m(x, hw=(3, 3), cls_index=4)
+            m.zero_grad()
             xi = x.clone().requires_grad_()
-            got = torch.compile(m, backend="aot_eager", fullgraph=True)(xi, hw=(3, 3), cls_index=4)
-            got.sum().backward()
+            y = m(xi, hw=(3, 3), cls_index=4)
+            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         finally:
             del os.environ["ARMVISION_SCAN_BACKEND"]
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        assert xi.grad is not None and torch.isfinite(xi.grad).all()
+        got[backend] = [y.detach(), xi.grad] + [p.grad.clone() for _, p in m.named_parameters()]
+    names = ["out", "dx"] + [n for n, _ in m.named_parameters()]
+    for n, a, b in zip(names, got["triton"], got["torch"]):
+        _close(n, a, b, 1e-4)
 
-    for fn in (deterministic, chunk_invariant, absent_inputs, dispatch_custom_op, opcheck, mixer_4_directions,
-               compile_mixer):
-        t = time.time()
-        try:
-            fn()
-            res[fn.__name__] = "ok"
-        except Exception as e:  # reported, not raised: every check runs
-            res[fn.__name__] = f"{type(e).__name__}: {e}"
-        print(f"# {fn.__name__}: {res[fn.__name__]} ({time.time() - t:.1f} s)", file=sys.stderr, flush=True)
+
+def _compile_mixer(**_rest) -> None:
+    """torch.compile traces the mixer's Triton path through the fake impls, whole graph."""
+    from armvision.nn.mamba import MambaMixer
+
+    torch.manual_seed(0)
+    m = MambaMixer(10, d_state=4, d_conv=3, directions=4)
+    x = torch.randn(1, 10, 10, generator=torch.Generator().manual_seed(8))
+    os.environ["ARMVISION_SCAN_BACKEND"] = "triton"
+    try:
+        want = m(x, hw=(3, 3), cls_index=4)
+        xi = x.clone().requires_grad_()
+        got = torch.compile(m, backend="aot_eager", fullgraph=True)(xi, hw=(3, 3), cls_index=4)
+        got.sum().backward()
+    finally:
+        del os.environ["ARMVISION_SCAN_BACKEND"]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert xi.grad is not None and torch.isfinite(xi.grad).all()
+
+
+_PROPERTIES = (_deterministic, _chunk_invariant, _absent_inputs, _dispatch_custom_op, _opcheck, _mixer_4_directions,
+               _compile_mixer)
+
+
+def _record(res: dict, name: str, fn) -> None:
+    """Runs one check: res[name] = "ok" or the failure (reported, not raised: every check runs)."""
+    t = time.time()
+    try:
+        fn()
+        res[name] = "ok"
+    except Exception as e:
+        res[name] = f"{type(e).__name__}: {e}"
+    print(f"# {name}: {res[name]} ({time.time() - t:.1f} s)", file=sys.stderr, flush=True)
 
 
 def _main() -> None:
-    import time
-
     triton_scan.MAX_BLOCK_D = MAX_BLOCK_D
     assert triton_scan.interpreter_enabled(), "TRITON_INTERPRET=1 must be set before triton is imported"
     res = {}
-    for name, G, batch, L, with_index, chunk, dtype in CASES:
-        t = time.time()
-        try:
-            _case(G, batch, L, with_index, chunk, dtype)
-            res[name] = "ok"
-        except Exception as e:
-            res[name] = f"{type(e).__name__}: {e}"
-        print(f"# {name}: {res[name]} ({time.time() - t:.1f} s)", file=sys.stderr, flush=True)
+    for name, *case in CASES:
+        _record(res, name, lambda case=case: _case(*case))
     t = time.time()
-    _properties(res)
+    fx = _fixture()
+    for fn in _PROPERTIES:
+        _record(res, fn.__name__.lstrip("_"), lambda fn=fn: fn(**fx))
     print(f"# properties ({time.time() - t:.1f} s)", file=sys.stderr, flush=True)
     print(json.dumps(res), flush=True)
 

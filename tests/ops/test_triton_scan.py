@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from armvision.ops import scan_check
+from armvision.ops import scan_check, selective_scan_ref
+from armvision.ops.scan_check import ARG_NAMES, Case, make_inputs
 from armvision.ops import triton_scan
 
 pytestmark = pytest.mark.skipif(not triton_scan.triton_importable(), reason="triton is not installed")
@@ -134,125 +135,138 @@ def _slice_t(x, t):
     return None if x is None else (x[..., :t] if x.dim() >= 3 else x)
 
 
-def _properties() -> dict:
-    from armvision.ops import selective_scan_ref
-    from armvision.ops.scan_check import ARG_NAMES, Case, make_inputs
-
-    ts = triton_scan
-    ts.MAX_BLOCK_D = MAX_BLOCK_D
-    res = {}
-
-    def check(name, fn):
-        try:
-            fn()
-            res[name] = "ok"
-        except Exception as e:  # reported, not raised: every property gets checked
-            res[name] = f"{type(e).__name__}: {e}"
-
+def _fixture() -> dict:
+    """The properties' shared inputs: one case, its forward with chunk 5, and cotangents of out and last_state."""
     case = Case("p", dim=8, L=13, b_form="shared", c_form="groups2")
     inp = make_inputs(case)
     args = [None if inp[k] is None else inp[k].detach() for k in ARG_NAMES]
-    out, last, ck = ts.triton_scan_fwd(*args, True, chunk=5)
+    out, last, ck = triton_scan.triton_scan_fwd(*args, True, chunk=5)
     g = torch.Generator().manual_seed(5)
     dout = torch.randn(out.shape, generator=g)
     dlast = torch.randn(last.shape, generator=g)
+    return dict(case=case, inp=inp, args=args, out=out, last=last, ck=ck, dout=dout, dlast=dlast)
 
-    def checkpoints():
-        assert ck.shape == (3, 2, 8, 4) and ck.dtype == torch.float32
-        assert torch.equal(ck[0], torch.zeros_like(ck[0]))
-        for c in (1, 2):
-            sl = [_slice_t(a, 5 * c) for a in args]
-            _, state = selective_scan_ref(*sl, delta_softplus=True, return_last_state=True)
-            torch.testing.assert_close(ck[c], state, rtol=1e-5, atol=1e-5)
-        _, state = selective_scan_ref(*args, delta_softplus=True, return_last_state=True)
-        torch.testing.assert_close(last, state, rtol=1e-5, atol=1e-5)
 
-    def deterministic():
-        a = ts.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
-        b = ts.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
+def _checkpoints(args, last, ck, **_rest) -> None:
+    assert ck.shape == (3, 2, 8, 4) and ck.dtype == torch.float32
+    assert torch.equal(ck[0], torch.zeros_like(ck[0]))
+    for c in (1, 2):
+        sl = [_slice_t(a, 5 * c) for a in args]
+        _, state = selective_scan_ref(*sl, delta_softplus=True, return_last_state=True)
+        torch.testing.assert_close(ck[c], state, rtol=1e-5, atol=1e-5)
+    _, state = selective_scan_ref(*args, delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(last, state, rtol=1e-5, atol=1e-5)
+
+
+def _deterministic(args, out, last, ck, dout, dlast, **_rest) -> None:
+    a = triton_scan.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
+    b = triton_scan.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    o2, l2, c2 = triton_scan.triton_scan_fwd(*args, True, chunk=5)
+    assert torch.equal(o2, out) and torch.equal(l2, last) and torch.equal(c2, ck)
+
+
+def _chunk_invariant(args, out, ck, dout, dlast, **_rest) -> None:
+    a = triton_scan.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
+    for chunk in (64,):
+        o, l, c = triton_scan.triton_scan_fwd(*args, True, chunk=chunk)
+        assert c.shape[0] == 1
+        torch.testing.assert_close(o, out, rtol=1e-5, atol=1e-5)
+        b = triton_scan.triton_scan_bwd(*args, True, c, dout, dlast, chunk=chunk)
         for x, y in zip(a, b):
-            assert torch.equal(x, y)
-        o2, l2, c2 = ts.triton_scan_fwd(*args, True, chunk=5)
-        assert torch.equal(o2, out) and torch.equal(l2, last) and torch.equal(c2, ck)
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
-    def chunk_invariant():
-        a = ts.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
-        for chunk in (64,):
-            o, l, c = ts.triton_scan_fwd(*args, True, chunk=chunk)
-            assert c.shape[0] == 1
-            torch.testing.assert_close(o, out, rtol=1e-5, atol=1e-5)
-            b = ts.triton_scan_bwd(*args, True, c, dout, dlast, chunk=chunk)
-            for x, y in zip(a, b):
-                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
-    def dlast_none_is_zero():
-        a = ts.triton_scan_bwd(*args, True, ck, dout, None, chunk=5)
-        b = ts.triton_scan_bwd(*args, True, ck, dout, torch.zeros_like(last), chunk=5)
-        for x, y in zip(a, b):
-            assert torch.equal(x, y)
+def _dlast_none_is_zero(args, last, ck, dout, **_rest) -> None:
+    a = triton_scan.triton_scan_bwd(*args, True, ck, dout, None, chunk=5)
+    b = triton_scan.triton_scan_bwd(*args, True, ck, dout, torch.zeros_like(last), chunk=5)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
 
-    def grad_forms_and_dtypes():
-        du, ddelta, dA, dB, dC, dD, dz, ddb = ts.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
-        u, delta, A, B, C, D, z, bias = args
-        for gx, x in ((du, u), (ddelta, delta), (dA, A), (dB, B), (dC, C), (dD, D), (dz, z), (ddb, bias)):
-            assert gx.shape == x.shape and gx.dtype == x.dtype, (gx.shape, x.shape)
 
-    def absent_inputs_give_none():
-        c2 = Case("bare", dim=9, L=6, b_form="const", c_form="groups3", has_D=False, has_z=False, has_bias=False,
-                  softplus=False)
-        i2 = make_inputs(c2)
-        a2 = [None if i2[k] is None else i2[k].detach() for k in ARG_NAMES]
-        o, l, c = ts.triton_scan_fwd(*a2, False, chunk=4)
-        grads = ts.triton_scan_bwd(*a2, False, c, torch.ones_like(o), None, chunk=4)
-        names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")
-        got = {n for n, x in zip(names, grads) if x is None}
-        assert got == {"dD", "dz", "ddelta_bias"}, got
-        assert grads[3].shape == (9, 4) and grads[4].shape == (2, 3, 4, 6)
+def _grad_forms_and_dtypes(args, ck, dout, dlast, **_rest) -> None:
+    du, ddelta, dA, dB, dC, dD, dz, ddb = triton_scan.triton_scan_bwd(*args, True, ck, dout, dlast, chunk=5)
+    u, delta, A, B, C, D, z, bias = args
+    for gx, x in ((du, u), (ddelta, delta), (dA, A), (dB, B), (dC, C), (dD, D), (dz, z), (ddb, bias)):
+        assert gx.shape == x.shape and gx.dtype == x.dtype, (gx.shape, x.shape)
 
-    def half_dtypes():
-        for dt in (torch.bfloat16,):
-            h = make_inputs(case, dtype=dt)
-            ha = [None if h[k] is None else h[k].detach() for k in ARG_NAMES]
-            o, l, c = ts.triton_scan_fwd(*ha, True, chunk=5)
-            assert o.dtype == dt and l.dtype == torch.float32 and c.dtype == torch.float32
-            du, ddelta, dA, dB, dC, dD, dz, ddb = ts.triton_scan_bwd(*ha, True, c, torch.ones_like(o), None, chunk=5)
-            assert du.dtype == ddelta.dtype == dB.dtype == dC.dtype == dz.dtype == dt
-            assert dA.dtype == dD.dtype == ddb.dtype == torch.float32
 
-    def autograd_function():
-        la = [None if inp[k] is None else inp[k].detach().clone().requires_grad_() for k in ARG_NAMES]
-        o, l = ts.selective_scan_triton(*la, delta_softplus=True, return_last_state=True, chunk=5)
-        torch.testing.assert_close(o, out)
-        torch.testing.assert_close(l, last)
-        (o * dout).sum().backward(retain_graph=True)
-        want = ts.triton_scan_bwd(*args, True, ck, dout, None, chunk=5)
-        for x, y in zip(la, want):
-            torch.testing.assert_close(x.grad, y)
-        only = ts.selective_scan_triton(*la, delta_softplus=True)
-        assert isinstance(only, torch.Tensor) and only.shape == out.shape
-        l.sum().backward()  # only the last state used: dout is zeros
+def _absent_inputs_give_none(**_rest) -> None:
+    c2 = Case("bare", dim=9, L=6, b_form="const", c_form="groups3", has_D=False, has_z=False, has_bias=False,
+              softplus=False)
+    i2 = make_inputs(c2)
+    a2 = [None if i2[k] is None else i2[k].detach() for k in ARG_NAMES]
+    o, l, c = triton_scan.triton_scan_fwd(*a2, False, chunk=4)
+    grads = triton_scan.triton_scan_bwd(*a2, False, c, torch.ones_like(o), None, chunk=4)
+    names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")
+    got = {n for n, x in zip(names, grads) if x is None}
+    assert got == {"dD", "dz", "ddelta_bias"}, got
+    assert grads[3].shape == (9, 4) and grads[4].shape == (2, 3, 4, 6)
 
-    def empty_shapes():  # nothing to launch: outputs and gradients from the reference's definition
-        for b, d, L, N in ((0, 4, 5, 3), (2, 0, 5, 3), (2, 4, 5, 0)):
-            t = [torch.randn(b, d, L), torch.rand(b, d, L), -torch.rand(d, N), torch.randn(b, N, L),
-                 torch.randn(b, N, L), torch.randn(d), torch.randn(b, d, L), None]
-            o, l, c = ts.triton_scan_fwd(*t, True)
-            torch.testing.assert_close(o, selective_scan_ref(*t, delta_softplus=True))
-            assert l.shape == (b, d, N) and c.shape == (1, b, d, N)
-            grads = ts.triton_scan_bwd(*t, True, c, torch.ones_like(o), None)
-            for gx, x in zip(grads, t):
-                assert (gx is None) == (x is None) and (x is None or gx.shape == x.shape)
 
-    def interpreter_flags():
-        assert ts.interpreter_enabled() and ts.triton_available() and ts.triton_available(torch.device("cpu"))
+def _half_dtypes(case, **_rest) -> None:
+    for dt in (torch.bfloat16,):
+        h = make_inputs(case, dtype=dt)
+        ha = [None if h[k] is None else h[k].detach() for k in ARG_NAMES]
+        o, l, c = triton_scan.triton_scan_fwd(*ha, True, chunk=5)
+        assert o.dtype == dt and l.dtype == torch.float32 and c.dtype == torch.float32
+        grads = triton_scan.triton_scan_bwd(*ha, True, c, torch.ones_like(o), None, chunk=5)
+        du, ddelta, dA, dB, dC, dD, dz, ddb = grads
+        assert du.dtype == ddelta.dtype == dB.dtype == dC.dtype == dz.dtype == dt
+        assert dA.dtype == dD.dtype == ddb.dtype == torch.float32
 
-    for fn in (checkpoints, deterministic, chunk_invariant, dlast_none_is_zero, grad_forms_and_dtypes,
-               absent_inputs_give_none, half_dtypes, autograd_function, empty_shapes, interpreter_flags):
-        check(fn.__name__, fn)
+
+def _autograd_function(inp, args, out, last, ck, dout, **_rest) -> None:
+    la = [None if inp[k] is None else inp[k].detach().clone().requires_grad_() for k in ARG_NAMES]
+    o, l = triton_scan.selective_scan_triton(*la, delta_softplus=True, return_last_state=True, chunk=5)
+    torch.testing.assert_close(o, out)
+    torch.testing.assert_close(l, last)
+    (o * dout).sum().backward(retain_graph=True)
+    want = triton_scan.triton_scan_bwd(*args, True, ck, dout, None, chunk=5)
+    for x, y in zip(la, want):
+        torch.testing.assert_close(x.grad, y)
+    only = triton_scan.selective_scan_triton(*la, delta_softplus=True)
+    assert isinstance(only, torch.Tensor) and only.shape == out.shape
+    l.sum().backward()  # only the last state used: dout is zeros
+
+
+def _empty_shapes(**_rest) -> None:  # nothing to launch: outputs and gradients from the reference's definition
+    for b, d, L, N in ((0, 4, 5, 3), (2, 0, 5, 3), (2, 4, 5, 0)):
+        t = [torch.randn(b, d, L), torch.rand(b, d, L), -torch.rand(d, N), torch.randn(b, N, L),
+             torch.randn(b, N, L), torch.randn(d), torch.randn(b, d, L), None]
+        o, l, c = triton_scan.triton_scan_fwd(*t, True)
+        torch.testing.assert_close(o, selective_scan_ref(*t, delta_softplus=True))
+        assert l.shape == (b, d, N) and c.shape == (1, b, d, N)
+        grads = triton_scan.triton_scan_bwd(*t, True, c, torch.ones_like(o), None)
+        for gx, x in zip(grads, t):
+            assert (gx is None) == (x is None) and (x is None or gx.shape == x.shape)
+
+
+def _interpreter_flags(**_rest) -> None:
+    assert triton_scan.interpreter_enabled() and triton_scan.triton_available()
+    assert triton_scan.triton_available(torch.device("cpu"))
+
+
+_PROPERTIES = (_checkpoints, _deterministic, _chunk_invariant, _dlast_none_is_zero, _grad_forms_and_dtypes,
+               _absent_inputs_give_none, _half_dtypes, _autograd_function, _empty_shapes, _interpreter_flags)
+
+
+def _properties() -> dict:
+    """Every property's result: "ok" or its error (reported, not raised: every property gets checked)."""
+    triton_scan.MAX_BLOCK_D = MAX_BLOCK_D
+    fx = _fixture()
+    res = {}
+    for fn in _PROPERTIES:
+        try:
+            fn(**fx)
+            res[fn.__name__.lstrip("_")] = "ok"
+        except Exception as e:
+            res[fn.__name__.lstrip("_")] = f"{type(e).__name__}: {e}"
     return res
 
 
 if __name__ == "__main__" and "--interpreter-checks" in sys.argv:
-    scan_check.main(["--backend", "triton", "--device", "cpu", "--json", "--dtypes", "float32,float16,bfloat16",
-                     "--max-block-d", str(MAX_BLOCK_D)])
+    scan_check.check_backend("triton", "cpu", ("float32", "float16", "bfloat16"), max_block_d=MAX_BLOCK_D,
+                             as_json=True)
     print(json.dumps(_properties()), flush=True)

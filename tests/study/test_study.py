@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from armvision import study
 from armvision.errors import ConfigError
-from armvision.study import StudyPlan, plan_cells, run_study
+from armvision.experiments import study
+from armvision.experiments.study import StudyPlan, plan_cells, run_study
+from armvision.experiments.study import report as study_report
+from armvision.experiments.study import runner as study_runner
 
 
 def fake_result(cell):
@@ -41,7 +43,7 @@ def test_cells_resume_after_interruption(tmp_path, monkeypatch):
         calls.append(cell.name)
         return fake_result(cell)
 
-    monkeypatch.setattr(study, "run_cell", flaky)
+    monkeypatch.setattr(study_runner, "run_cell", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_study(plan, tmp_path)
     finished = sorted(p.parent.name for p in tmp_path.glob("cells/*/result.json"))
@@ -62,16 +64,16 @@ def test_cells_resume_after_interruption(tmp_path, monkeypatch):
 
 
 def test_changed_plan_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "run_cell", lambda p, c, r: fake_result(c))
+    monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: fake_result(c))
     run_study(StudyPlan.quick(), tmp_path)
     with pytest.raises(ConfigError, match="another plan"):
         run_study(StudyPlan.quick(pretrain_steps=99), tmp_path)
 
 
 def test_verdict_uses_the_seed_spread():
-    assert "no clear difference" in study._verdict([80, 82, 81], [81, 79, 83], "A", "B")
-    assert "beats B by" in study._verdict([90, 91, 90.5], [80, 81, 80.5], "A", "B")
-    assert "one seed" in study._verdict([90], [80], "A", "B")
+    assert "no clear difference" in study_report._verdict([80, 82, 81], [81, 79, 83], "A", "B")
+    assert "beats B by" in study_report._verdict([90, 91, 90.5], [80, 81, 80.5], "A", "B")
+    assert "one seed" in study_report._verdict([90], [80], "A", "B")
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ from torch import nn
 
 from armvision.errors import CheckpointError, ConfigError
 from armvision.train import checkpoint as ck
-from armvision.train.config import (FinetuneConfig, PretrainConfig, add_config_arguments, config_from_dict,
-                                    resolve_config)
+from armvision.cli._config import add_config_arguments, resolve_config
+from armvision.train.config import FinetuneConfig, PretrainConfig, config_from_dict
 from armvision.train.distributed import GlobalBatchSampler, ShardSampler
 from armvision.train.optim import classifier_layer_id, effective_lr, param_groups
 from armvision.train.schedule import lr_at, set_lr
@@ -26,8 +26,8 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     y = tmp_path / "run.yaml"
     y.write_text("embed_dim: 48\ncluster_size: 2\nblr: 1.0e-3\nbetas: [0.8, 0.9]\n")
     cfg = _parse(PretrainConfig, ["--config", str(y), "--cluster-size", "3", "--no-tensorboard"])
-    assert cfg.embed_dim == 48 and cfg.cluster_size == 3 and cfg.blr == 1e-3 and cfg.betas == [0.8, 0.9]
-    assert cfg.tensorboard is False and cfg.img_size == 192 and cfg.clip_grad == 3.0  # reference defaults
+    assert cfg.model.embed_dim == 48 and cfg.model.cluster_size == 3 and cfg.blr == 1e-3 and cfg.betas == [0.8, 0.9]
+    assert cfg.tensorboard is False and cfg.model.img_size == 192 and cfg.clip_grad == 3.0  # reference defaults
     assert _parse(FinetuneConfig, []).layer_decay == 0.65
 
 

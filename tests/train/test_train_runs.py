@@ -39,7 +39,7 @@ def test_tiny_pretrain_lowers_the_loss_then_finetune_beats_chance(tmp_path):
     assert s["step"] == 40 and all(r["img_per_s"] > 0 and r["lr"] >= 0 for r in log)
     assert list((tmp_path / "pt" / "tb").glob("events.out.tfevents.*"))
     ck = load_file(tmp_path / "pt" / "checkpoint-last.pth")  # weights_only=True
-    assert ck["kind"] == "pretrain" and ck["config"]["cluster_size"] == 2 and ck["model_config"]["kind"] == "pretrainer"
+    assert ck["kind"] == "pretrain" and ck["config"]["model"]["cluster_size"] == 2 and ck["model_config"]["kind"] == "pretrainer"
     assert (tmp_path / "pt" / "config.yaml").read_text().count("cluster_size: 2") == 1
 
     ft = FinetuneConfig(model="tiny", embed_dim=32, depth=2, img_size=32, patch_size=8,

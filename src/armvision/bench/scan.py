@@ -13,9 +13,7 @@ for backward (torch.autograd.graph.saved_tensors_hooks), i.e. what a training st
 """
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from ..errors import ConfigError
 from ..ops import available_backends, cpu_kernel, selective_scan_fn, selective_scan_ref, selective_scan_torch
 from ..ops.selective_scan import DEFAULT_CHUNK
 from ..ops.dispatch import _kernel
+from .common import cpu_name, sync
 
 # name -> (batch, D, L, N, note)
 SHAPES = {
@@ -86,12 +85,13 @@ def backend(name: str) -> Callable:
     return lambda *a: selective_scan_fn(*a, delta_softplus=True, backend=name)
 
 
-def methods(args, device: str) -> List[Method]:
+def methods(device: str, chunk_size: Optional[int] = None, compile: bool = False) -> List[Method]:
+    """The implementations to time on `device`; those not available here have fn None and say why."""
     def ours(compile_: bool):
-        return lambda *a: selective_scan_torch(*a, delta_softplus=True, chunk_size=args.chunk, compile=compile_)
+        return lambda *a: selective_scan_torch(*a, delta_softplus=True, chunk_size=chunk_size, compile=compile_)
 
     def chunk(compile_: bool) -> str:
-        return f"chunk {args.chunk or DEFAULT_CHUNK[compile_]}"
+        return f"chunk {chunk_size or DEFAULT_CHUNK[compile_]}"
 
     out = []
     if device == "cpu":
@@ -102,7 +102,7 @@ def methods(args, device: str) -> List[Method]:
     elif "triton" in available_backends():
         out.append(Method("fast: Triton", backend("triton"), "one program per (batch, channel block)"))
     out.append(Method("torch chunked (eager)", ours(False), chunk(False) + "; the pure-PyTorch fallback"))
-    if args.compile:
+    if compile:
         out.append(Method("torch chunked (torch.compile)", ours(True), chunk(True) + ", step kernels compiled"))
     out.append(Method("reference (ours)", lambda *a: selective_scan_ref(*a, delta_softplus=True),
                       "sequential; same math as mamba_ssm's selective_scan_ref"))
@@ -160,11 +160,6 @@ def _mamba_ssm_ref():
         return None
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -176,10 +171,10 @@ def _timed(fn: Callable[[], None], device: str, warmup: int, repeats: int, clock
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = now()
         fn()
-        _sync(device)
+        sync(device)
         times.append(now() - t0)
     return statistics.median(times)
 
@@ -276,51 +271,31 @@ def render(shape: str, rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shapes", nargs="+", default=None, choices=sorted(SHAPES),
-                        help=f"shapes to run (default: {' '.join(DEFAULT_SHAPES)})")
-    parser.add_argument("--quick", action="store_true", help="tiny shape, 1 warm-up, 2 repeats (seconds)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
-    parser.add_argument("--chunk", type=int, default=None,
-                        help="chunk length of the fast path (default: 32 eager, 16 compiled)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the torch.compile'd fast path (first compile takes ~0.5-1 min)")
-    parser.add_argument("--skip", nargs="+", default=[], metavar="NAME",
-                        help="skip methods whose name contains one of these words (e.g. pscan reference)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
-                        help="wall time, or this process's CPU time (use with --threads 1 on a shared machine)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"bench scan: --device {args.device} but CUDA is not available here; use --device cpu")
-    shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
-    warmup, repeats = (1, 2) if args.quick else (args.warmup, args.repeats)
+def run_scan_bench(shapes: Optional[Sequence[str]] = None, quick: bool = False, warmup: int = 1, repeats: int = 5,
+                   chunk: Optional[int] = None, compile: bool = False, skip: Sequence[str] = (), device: str = "cpu",
+                   dtype: str = "float32", clock: str = "wall") -> None:
+    """Time every implementation on each shape (default: DEFAULT_SHAPES; quick: the tiny one, 1 warm-up, 2 repeats)
+    and print one table per shape. Methods whose name contains a word of `skip` are listed but not run."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"bench scan: --device {device} but CUDA is not available here; use --device cpu")
+    shapes = shapes or (QUICK_SHAPES if quick else DEFAULT_SHAPES)
+    warmup, repeats = (1, 2) if quick else (warmup, repeats)
     if repeats < 1:
         raise ConfigError(f"bench scan: --repeats must be >= 1, got {repeats}")
-    dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-          f", {os.cpu_count()} CPUs, device {args.device}, {args.dtype}, warm-up {warmup}, median of {repeats}"
-          f", {args.clock} clock"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}"
+          f", {os.cpu_count()} CPUs, device {device}, {dtype}, warm-up {warmup}, median of {repeats}"
+          f", {clock} clock"
           + (f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""))
     for shape in shapes:
         batch, dim, L, N, note = SHAPES[shape]
-        inputs = make_inputs(batch, dim, L, N, dtype, args.device)
+        inputs = make_inputs(batch, dim, L, N, getattr(torch, dtype), device)
         with torch.no_grad():
             ref_out = selective_scan_ref(*[inputs[k] for k in ARGS], delta_softplus=True)
         rows = []
-        for m in methods(args, args.device):
-            if m.fn is None or any(word in m.name for word in args.skip):
+        for m in methods(device, chunk, compile):
+            if m.fn is None or any(word in m.name for word in skip):
                 rows.append({"name": m.name, "note": m.note if m.fn is None else "skipped (--skip)"})
                 continue
-            rows.append({"name": m.name, "note": m.note,
-                         **measure(m, inputs, ref_out, args.device, warmup, repeats, args.clock)})
+            rows.append({"name": m.name, "note": m.note, **measure(m, inputs, ref_out, device, warmup, repeats, clock)})
         print(f"\n{shape}: batch {batch}, D {dim}, L {L}, N {N} ({note})")
         print(render(shape, rows), flush=True)
-    return 0

@@ -12,36 +12,31 @@ when its images/s exceed the step's.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ..models.config import SIZES
+from .common import cpu_name, sync
 
 
 def bench_step(size: str, img_size: int, batch_size: int, device: torch.device, precision: str, warmup: int,
                repeats: int, overrides: Optional[dict] = None) -> dict:
     """Median / min / max images/s of one pretraining optimizer step."""
-    import armvision
+    from ..models import create_pretrainer
     from ..train.engine import resolve_precision
     from ..train.optim import build_optimizer, param_groups
 
     torch.manual_seed(0)
-    model = armvision.create_pretrainer(size, img_size=img_size, **(overrides or {})).to(device)
+    model = create_pretrainer(size, img_size=img_size, **(overrides or {})).to(device)
     opt = build_optimizer(param_groups(model, 0.05), 1e-4, (0.9, 0.95))
     dtype, use_scaler = resolve_precision(precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -49,7 +44,7 @@ def bench_step(size: str, img_size: int, batch_size: int, device: torch.device, 
     params = [p for p in model.parameters() if p.requires_grad]
     times = []
     for i in range(warmup + repeats):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = model(x).loss
@@ -59,7 +54,7 @@ def bench_step(size: str, img_size: int, batch_size: int, device: torch.device, 
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
-        _sync(device)
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     ips = [batch_size / t for t in times]
@@ -99,61 +94,44 @@ def bench_data(dataset: Any, batch_size: int, workers: int, epochs: int, label: 
             "img_per_s": n / dt if dt > 0 else float("nan")}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], help="pretrainer sizes (default: tiny base)")
-    parser.add_argument("--img-size", type=int, default=192, help="image size (default: 192, the reference)")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch of the step benchmark (default: 8)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps (default: 1)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps (default: 3)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="data workers (default: 0 1 2)")
-    parser.add_argument("--data-images", type=int, default=128, help="JPEGs in the temporary folder (default: 128)")
-    parser.add_argument("--data-batch-size", type=int, default=32, help="data loader batch (default: 32)")
-    parser.add_argument("--quick", action="store_true", help="tiny only, 128 px, 32 JPEGs, workers 0 (smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-
-
 def _env(device: torch.device) -> dict:
     return {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
-def run(args: argparse.Namespace) -> int:
+def run_train_step_bench(sizes: Sequence[str] = ("tiny", "base"), img_size: int = 192, batch_size: int = 8,
+                         warmup: int = 1, repeats: int = 3, precision: str = "auto", device: str = "auto",
+                         workers: Sequence[int] = (0, 1, 2), data_images: int = 128, data_batch_size: int = 32,
+                         json_path: Optional[str] = None, settings: Optional[dict] = None) -> list[dict]:
+    """Print (and return) images/s of one pretraining step per size, and of data loading per worker count: a folder
+    of `data_images` temporary JPEGs, then the embedded digits. `settings` is recorded in the JSON as "args"."""
     from ..data import AugmentSeeded, SafeImageFolder, embedded_digits, pretrain_transform
     from ..train.distributed import pick_device
 
-    if args.quick:
-        args.sizes, args.img_size, args.data_images, args.workers = ["tiny"], 128, 32, [0]
-        args.data_batch_size = min(args.data_batch_size, 8)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    if any(s not in ("tiny", "small", "base", "large", "huge") for s in args.sizes):
-        raise ConfigError(f"--sizes {args.sizes}: choose among tiny small base large huge")
+    dev = pick_device(device)
+    if any(s not in SIZES for s in sizes):
+        raise ConfigError(f"--sizes {list(sizes)}: choose among {' '.join(SIZES)}")
     results = []
-    for size in args.sizes:
-        r = bench_step(size, args.img_size, args.batch_size, device, args.precision, args.warmup, args.repeats)
+    for size in sizes:
+        r = bench_step(size, img_size, batch_size, dev, precision, warmup, repeats)
         results.append(r)
-        print(f"pretrain step  {size:<5} {args.img_size}px batch {args.batch_size:<3} {r['precision']}: "
+        print(f"pretrain step  {size:<5} {img_size}px batch {batch_size:<3} {r['precision']}: "
               f"{r['img_per_s']:8.1f} img/s (min {r['min']:.1f}, max {r['max']:.1f})", flush=True)
-    tf = pretrain_transform(args.img_size)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_jpeg_folder(Path(tmp), args.data_images)
-        ds = AugmentSeeded(SafeImageFolder(folder / "train", transform=tf))
-        for w in args.workers:
-            r = bench_data(ds, args.data_batch_size, w, epochs=2, label="jpeg 500x375")
+        folder = make_jpeg_folder(Path(tmp), data_images)
+        ds = AugmentSeeded(SafeImageFolder(folder / "train", transform=pretrain_transform(img_size)))
+        for w in workers:
+            r = bench_data(ds, data_batch_size, w, epochs=2, label="jpeg 500x375")
             results.append(r)
-            print(f"data loading   jpeg 500x375 -> {args.img_size}px, {w} worker(s): {r['img_per_s']:8.1f} img/s",
+            print(f"data loading   jpeg 500x375 -> {img_size}px, {w} worker(s): {r['img_per_s']:8.1f} img/s",
                   flush=True)
     digits = AugmentSeeded(embedded_digits("train", 32, pretrain_transform(32)))
-    r = bench_data(digits, args.data_batch_size, 0, epochs=1, label="embedded digits 32px")
+    r = bench_data(digits, data_batch_size, 0, epochs=1, label="embedded digits 32px")
     results.append(r)
     print(f"data loading   embedded digits 32px, 0 workers: {r['img_per_s']:8.1f} img/s", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"env": _env(device), "args": vars(args), "results": results},
+    if json_path:
+        Path(json_path).write_text(json.dumps({"env": _env(dev), "args": settings or {}, "results": results},
                                               indent=1))
-    return 0
+    return results

@@ -18,17 +18,17 @@ from typing import NoReturn, Optional, Sequence
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "pretrain": ("armvision.train.pretrain", "pretrain a backbone (ARM, or --method mae)"),
-    "finetune": ("armvision.train.finetune", "finetune a classifier from a pretraining checkpoint"),
-    "eval": ("armvision.eval.evaluate", "top-1/top-5 of a classifier checkpoint on an ImageFolder or robustness set"),
-    "probe": ("armvision.eval.probe", "k-NN and linear-probe evaluation of frozen pretrained features"),
-    "visualize": ("armvision.eval.visualize", "draw cluster order, targets and predictions of a pretrained model"),
-    "plot": ("armvision.eval.plots", "loss / lr / accuracy curves from the log.jsonl of one or more runs"),
-    "bench": ("armvision.bench.cli", "benchmarks: scan, model, train-step"),
-    "convert": ("armvision.models.convert", "convert a reference .pth checkpoint to armvision's safetensors format"),
-    "export": ("armvision.deploy.cli", "export a classifier or encoder to torch.export (.pt2) or ONNX, checked vs eager"),
-    "study": ("armvision.study", "small-scale study of ARM's claims (supervised vs ARM vs MAE, ablations)"),
-    "demo": ("armvision.train.demo", "pretrain then finetune a tiny model on the embedded data (make run)"),
+    "pretrain": ("armvision.cli.pretrain", "pretrain a backbone (ARM, or --method mae)"),
+    "finetune": ("armvision.cli.finetune", "finetune a classifier from a pretraining checkpoint"),
+    "eval": ("armvision.cli.evaluate", "top-1/top-5 of a classifier checkpoint on an ImageFolder or robustness set"),
+    "probe": ("armvision.cli.probe", "k-NN and linear-probe evaluation of frozen pretrained features"),
+    "visualize": ("armvision.cli.visualize", "draw cluster order, targets and predictions of a pretrained model"),
+    "plot": ("armvision.cli.plot", "loss / lr / accuracy curves from the log.jsonl of one or more runs"),
+    "bench": ("armvision.cli.bench", "benchmarks: scan, block, model, train-step, export, scan-check"),
+    "convert": ("armvision.cli.convert", "convert a reference .pth checkpoint to armvision's safetensors format"),
+    "export": ("armvision.cli.export", "export a classifier or encoder to torch.export (.pt2) or ONNX, checked vs eager"),
+    "study": ("armvision.cli.study", "small-scale study of ARM's claims (supervised vs ARM vs MAE, ablations)"),
+    "demo": ("armvision.cli.demo", "pretrain then finetune a tiny model on the embedded data (make run)"),
 }
 VERBOSITY = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1}
 
@@ -48,7 +48,7 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="armvision", description=__doc__.splitlines()[0])
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"armvision {__version__}")
     add_verbosity(parser)

@@ -8,8 +8,7 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
 
 def pretrain_transform(
@@ -83,7 +82,7 @@ def _fix_posterize(transform: Callable) -> None:
 
 def eval_transform(
     img_size: int,
-    crop_pct: float = 0.875,
+    crop_pct: float = DEFAULT_CROP_PCT,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Callable:

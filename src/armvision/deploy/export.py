@@ -201,3 +201,22 @@ def _onnx_runner(path: Path):
     session = onnx_session(path)
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def export_checkpoint(checkpoint: Union[str, os.PathLike], path: Union[str, os.PathLike],
+                      format: Optional[str] = None, *, features: bool = False, ema: bool = False,
+                      **kwargs) -> ExportResult:
+    """`export` of the model in `checkpoint` (any file or folder `armvision.load_model` reads; `ema`: its EMA
+    weights). A pretrainer needs features=True. kwargs: those of `export` (img_size, dynamic_size, batch, check,
+    opset)."""
+    from ..models import ARMClassifier, load_model
+
+    fmt = resolve_format(path, format)  # before reading a checkpoint of gigabytes
+    batch = kwargs.get("batch", 2)
+    if batch < 2:
+        raise ConfigError(f"--batch {batch}: the traced batch must be >= 2 (1 would be traced as a constant)")
+    model, _ = load_model(checkpoint, key="model_ema" if ema else "model")
+    if not isinstance(model, ARMClassifier) and not features:
+        raise ConfigError(f"{checkpoint} holds a pretrainer ({type(model).__name__}), not a classifier: pass "
+                          f"--features to export its encoder features, or finetune it first (armvision finetune)")
+    return export(model, path, fmt, features=features, **kwargs)

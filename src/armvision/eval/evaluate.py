@@ -6,7 +6,6 @@ class handling (see robustness.py); without `--data` the embedded digits val spl
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import time
@@ -17,7 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..constants import DEFAULT_CROP_PCT
 from ..errors import CheckpointError, ConfigError, DataError
+from ..fileio import atomic_write
 from ..models.config import img_hw
 from .features import model_kind
 from .metrics import ClassificationMeter
@@ -36,8 +37,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Stream `loader` through `model` -> {"top1", "top5", "loss", "num_images"} (summed over ranks if distributed)."""
     model.eval()
-    meter = ClassificationMeter((1, 5))
     device = torch.device(device)
+    meter = ClassificationMeter((1, 5), device=device)
     if progress:
         from tqdm import tqdm
 
@@ -48,8 +49,8 @@ def evaluate(
             logits = model(imgs)  # (B, num_classes)
         if class_map is not None:
             logits, target = class_map.restrict(logits), class_map.targets(target)  # (B, K), (B,)
-        meter.update(logits.float(), target)
-    meter.all_reduce(device)
+        meter.update(logits, target)
+    meter.all_reduce()
     return meter.compute()
 
 
@@ -89,7 +90,7 @@ def load_model_for_eval(
     return model.eval(), {"source": report.source, "load_report": str(report)}
 
 
-def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct: float = 0.875):
+def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct: float = DEFAULT_CROP_PCT):
     """The dataset to evaluate: DIR/val (or DIR itself) as an ImageFolder, or the embedded digits val split."""
     from ..data import SafeImageFolder, embedded_digits, eval_transform
 
@@ -108,6 +109,31 @@ def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct:
     return SafeImageFolder(root, transform=transform)
 
 
+def _check_request(data: Optional[str], dataset: str, device: str) -> torch.device:
+    """Fail on a bad dataset name, a missing data folder or an absent CUDA before any model is loaded."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if data is None and dataset != "folder":
+        raise ConfigError(f"--dataset {dataset} needs --data DIR (the folder of that dataset)")
+    if data is not None and not Path(data).is_dir():
+        build_eval_dataset(data, (1, 1))  # raises the DataError naming the folder
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+def _class_map(checkpoint: str | Path, model: nn.Module, ds, data: Optional[str], dataset: str) -> Optional[ClassMap]:
+    """How the model's logits map to the dataset's classes (None: one to one, checked for the embedded digits)."""
+    classes = list(getattr(ds, "classes", []))
+    if data is not None:
+        return build_class_map(dataset, classes, model.num_classes, root=str(getattr(ds, "root", data)))
+    if model.num_classes < len(classes):
+        raise CheckpointError(f"{checkpoint} predicts {model.num_classes} classes, the embedded digits have "
+                              f"{len(classes)}; give --data with the classes this model was trained on")
+    return None
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: Optional[str] = None,
@@ -119,33 +145,19 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     model_size: Optional[str] = None,
     num_classes: Optional[int] = None,
-    crop_pct: float = 0.875,
+    crop_pct: float = DEFAULT_CROP_PCT,
     amp: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate one checkpoint -> a JSON-able record (checkpoint, dataset, img_size, metrics, date, versions)."""
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if data is None and dataset != "folder":
-        raise ConfigError(f"--dataset {dataset} needs --data DIR (the folder of that dataset)")
-    if data is not None and not Path(data).is_dir():  # fail before loading the model
-        build_eval_dataset(data, (1, 1))
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    dev = _check_request(data, dataset, device)
     model, info = load_model_for_eval(checkpoint, ema, img_size, model_size, num_classes)
     if model_kind(model) != "classifier":
         raise CheckpointError(f"{checkpoint} is a {model_kind(model)} checkpoint, not a classifier: finetune it "
                               f"first (armvision finetune) or measure its features with armvision probe")
     size = img_hw(model.config.img_size)
     ds = build_eval_dataset(data, size, crop_pct)
-    classes = list(getattr(ds, "classes", []))
-    class_map = None
-    if data is not None:
-        class_map = build_class_map(dataset, classes, model.num_classes, root=str(getattr(ds, "root", data)))
-    elif model.num_classes < len(classes):
-        raise CheckpointError(f"{checkpoint} predicts {model.num_classes} classes, the embedded digits have "
-                              f"{len(classes)}; give --data with the classes this model was trained on")
+    class_map = _class_map(checkpoint, model, ds, data, dataset)
     model.to(dev)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=dev.type == "cuda")
@@ -153,7 +165,7 @@ def evaluate_checkpoint(
     metrics = evaluate(model, loader, class_map, dev, amp=amp, progress=progress,
                        desc=f"eval {Path(checkpoint).name}")
     seconds = time.perf_counter() - t0
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "checkpoint": str(checkpoint),
@@ -196,50 +208,4 @@ def append_json(path: str | Path, record: dict[str, Any]) -> None:
         if not isinstance(records, list):
             raise ConfigError(f"--output-json {path} holds a JSON {type(records).__name__}, not a list of results")
     records.append(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(records, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..argcheck import DEVICE, FRACTION, NONNEG_INT, POS_INT
-
-    parser.add_argument("--checkpoint", required=True,
-                        help="our .pth, a save_pretrained directory, or a reference finetuning .pth")
-    parser.add_argument("--data", default=None,
-                        help="ImageFolder root (DIR/val is used if present); default: the embedded digits val split")
-    parser.add_argument("--dataset", default="folder", choices=DATASETS,
-                        help="class handling: imagenet-a/-r restrict the 1000 logits to their 200 classes; "
-                             "folder: the folder's classes in sorted order (integer names = class indices)")
-    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    parser.add_argument("--img-size", type=POS_INT, default=None, help="resolution (default: the checkpoint's)")
-    parser.add_argument("--crop-pct", type=FRACTION, default=0.875,
-                        help="center-crop fraction in (0, 1]: resize to size / crop-pct, then crop (default: 0.875)")
-    parser.add_argument("--batch-size", type=POS_INT, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--device", type=DEVICE, default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--num-workers", type=NONNEG_INT, default=4, help="data-loading workers (default: 4)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    parser.add_argument("--model", default=None, choices=("tiny", "small", "base", "large", "huge"),
-                        help="size name, checked against the checkpoint's widths")
-    parser.add_argument("--num-classes", type=POS_INT, default=None, help="default: from the checkpoint's head")
-    parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..argcheck import check_output_file
-
-    if args.output_json:  # before loading anything: a result that cannot be saved is a wasted evaluation
-        check_output_file(args.output_json, "--output-json")
-    record = evaluate_checkpoint(
-        args.checkpoint, data=args.data, dataset=args.dataset, ema=args.ema, img_size=args.img_size,
-        batch_size=args.batch_size, device=args.device, num_workers=args.num_workers, model_size=args.model,
-        num_classes=args.num_classes, crop_pct=args.crop_pct, amp=args.amp, progress=not args.no_progress,
-    )
-    print(format_table([record]))
-    if args.output_json:
-        append_json(args.output_json, record)
-        print(f"appended to {args.output_json}")
-    return 0
+    atomic_write(path, json.dumps(records, indent=2) + "\n")

@@ -10,7 +10,6 @@ Matplotlib's Agg canvas is used directly (no pyplot, no display needed).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -184,26 +183,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, smooth_n: int
     return sorted(written)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..argcheck import POS_INT
-
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding log.jsonl "
-                        "(or log.jsonl files)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots for one run, "
-                        "runs/plots for several)")
-    parser.add_argument("--smooth", type=POS_INT, default=1, metavar="N",
-                        help="also draw a trailing moving average over N points of per-step curves "
-                        "(default 1: raw only)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..argcheck import check_output_dir
-
-    out = args.out
-    if out is None:
-        first = Path(args.run_dirs[0])
-        out = (first.parent if first.is_file() else first) / "plots" if len(args.run_dirs) == 1 else "runs/plots"
-    check_output_dir(out, "--out", create=False)
-    for p in plot_runs(args.run_dirs, out, smooth_n=args.smooth):
-        print(p)
-    return 0
+def default_plot_dir(run_dirs: Sequence[str | Path]) -> Path:
+    """RUN_DIR/plots for one run (the folder of a log.jsonl given as a file), runs/plots for several."""
+    if len(run_dirs) != 1:
+        return Path("runs/plots")
+    first = Path(run_dirs[0])
+    return (first.parent if first.is_file() else first) / "plots"

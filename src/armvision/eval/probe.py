@@ -9,7 +9,6 @@ output, each token layer-normed without affine parameters, or a classifier's poo
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import math
 import time
@@ -109,6 +108,31 @@ def linear_probe(
             "loss": float(F.cross_entropy(logits, test_labels))}
 
 
+def _features_of_splits(model: nn.Module, data: Optional[str], size: int, layer: Optional[int], batch_size: int,
+                        num_workers: int, dev: torch.device, max_images: Optional[int], progress: bool):
+    """{"train": (feats, labels), "val": (feats, labels)} with the evaluation transform, and the class count."""
+    from torch.utils.data import DataLoader, Subset
+
+    from ..data import build_dataset, eval_transform
+    from .features import extract_features
+
+    feats, classes = {}, {}
+    for split in ("train", "val"):
+        ds = build_dataset(data, split, eval_transform(size), img_size=size)
+        classes[split] = list(getattr(ds, "classes", []))
+        if split == "val" and classes["val"] != classes["train"]:
+            raise DataError(f"--data {data}: train/ and val/ have different class folders "
+                            f"({len(classes['train'])} vs {len(classes['val'])}); give both the same classes")
+        if max_images is not None and max_images < len(ds):  # a fixed random subset, the same for every model
+            ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:max_images].tolist())
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            pin_memory=dev.type == "cuda")
+        feats[split] = extract_features(model, loader, layer=layer, device=dev, progress=progress,
+                                        desc=f"features {split}")
+    num_classes = len(classes["train"]) or int(feats["train"][1].max()) + 1
+    return feats, num_classes
+
+
 def probe_checkpoint(
     checkpoint: str,
     data: Optional[str] = None,
@@ -129,11 +153,8 @@ def probe_checkpoint(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Frozen features of `checkpoint` on data/train and data/val (or the embedded digits) -> k-NN and probe record."""
-    from torch.utils.data import DataLoader, Subset
-
-    from ..data import build_dataset, eval_transform
-    from .features import extract_features, model_kind
     from .evaluate import load_model_for_eval
+    from .features import model_kind
 
     if not (knn or linear):
         raise ConfigError("nothing to do: both the k-NN and the linear probe are switched off")
@@ -147,21 +168,8 @@ def probe_checkpoint(
     if layer is not None and depth is not None and not 1 <= layer <= depth:
         raise ConfigError(f"--layer {layer} is out of range: the encoder has layers 1..{depth}")
     model.to(dev)
-    feats, classes = {}, {}
-    for split in ("train", "val"):
-        ds = build_dataset(data, split, eval_transform(size), img_size=size)
-        classes[split] = list(getattr(ds, "classes", []))
-        if split == "val" and classes["val"] != classes["train"]:
-            raise DataError(f"--data {data}: train/ and val/ have different class folders "
-                            f"({len(classes['train'])} vs {len(classes['val'])}); give both the same classes")
-        if max_images is not None and max_images < len(ds):  # a fixed random subset, the same for every model
-            ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:max_images].tolist())
-        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                            pin_memory=dev.type == "cuda")
-        feats[split] = extract_features(model, loader, layer=layer, device=dev, progress=progress,
-                                        desc=f"features {split}")
-        if split == "train":
-            num_classes = len(classes[split]) or int(feats[split][1].max()) + 1
+    feats, num_classes = _features_of_splits(model, data, size, layer, batch_size, num_workers, dev, max_images,
+                                             progress)
     (xtr, ytr), (xva, yva) = feats["train"], feats["val"]
     record: dict[str, Any] = {
         "checkpoint": str(checkpoint), "source": info.get("source"), "data": data or "embedded:digits",
@@ -178,7 +186,7 @@ def probe_checkpoint(
         t0 = time.perf_counter()
         record["linear"] = dict(linear_probe(xtr, ytr, xva, yva, num_classes, epochs, lr, weight_decay, device=dev),
                                 epochs=epochs, lr=lr, seconds=round(time.perf_counter() - t0, 2))
-    from .. import __version__
+    from ..version import __version__
 
     record.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   torch=torch.__version__, armvision=__version__)
@@ -197,52 +205,3 @@ def format_probe(record: dict[str, Any]) -> str:
         r = record["linear"]
         lines.append(f"{'linear %d ep' % r['epochs']:<22}{r['top1']:>8.2f}{r['top5']:>8.2f}")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..argcheck import DEVICE, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT
-
-    parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint (ours, save_pretrained dir, "
-                                                            "or reference .pth); a classifier works too")
-    parser.add_argument("--data", default=None, help="folder with train/ and val/ ImageFolders; "
-                                                     "default: the embedded digits")
-    parser.add_argument("--layer", type=POS_INT, default=None, help="1-based encoder layer (default: the last)")
-    parser.add_argument("--knn-k", type=POS_INT, default=20, help="neighbours of the k-NN classifier (default: 20)")
-    parser.add_argument("--temperature", type=POS_FLOAT, default=0.07,
-                        help="k-NN vote temperature (default: 0.07, as DINO)")
-    parser.add_argument("--epochs", type=NONNEG_INT, default=100,
-                        help="linear-probe epochs on the precomputed features (default: 100)")
-    parser.add_argument("--lr", type=POS_FLOAT, default=0.1,
-                        help="linear-probe SGD learning rate, cosine to 0 (default: 0.1)")
-    parser.add_argument("--weight-decay", type=NONNEG_FLOAT, default=0.0, help="linear-probe weight decay (default: 0)")
-    parser.add_argument("--max-images", type=POS_INT, default=None,
-                        help="use a fixed random subset of at most this many images per split (quick checks)")
-    parser.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation")
-    parser.add_argument("--no-linear", action="store_true", help="skip the linear probe")
-    parser.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
-    parser.add_argument("--img-size", type=POS_INT, default=None, help="resolution (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=POS_INT, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--device", type=DEVICE, default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--num-workers", type=NONNEG_INT, default=4, help="data-loading workers (default: 4)")
-    parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..argcheck import check_output_file
-    from .evaluate import append_json
-
-    if args.output_json:
-        check_output_file(args.output_json, "--output-json")
-    record = probe_checkpoint(
-        args.checkpoint, data=args.data, layer=args.layer, knn_k=args.knn_k, temperature=args.temperature,
-        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, img_size=args.img_size,
-        batch_size=args.batch_size, device=args.device, num_workers=args.num_workers, ema=args.ema,
-        knn=not args.no_knn, linear=not args.no_linear, max_images=args.max_images, progress=not args.no_progress,
-    )
-    print(format_probe(record))
-    if args.output_json:
-        append_json(args.output_json, record)
-        print(f"appended to {args.output_json}")
-    return 0

@@ -12,7 +12,6 @@ Without --images the first --num-images pictures of the embedded digits validati
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import CheckpointError, DataError
 
 PANELS = ("input", "cluster order", "ground truth", "prediction", "loss per cluster")
@@ -142,7 +142,7 @@ def draw(model, img: Tensor, recon: Tensor, loss_grid: Tensor, title: str, path:
 
 @torch.no_grad()
 def visualize(model, imgs: Tensor, names: Sequence[str], out_dir: str | Path,
-              mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)
+              mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
               ) -> VisualizeResult:
     """Run the pretrainer on normalised images (B, C, H, W) and write one PNG per image into out_dir."""
     model.eval()
@@ -208,35 +208,15 @@ def load_pretrainer(checkpoint: str, size: Optional[str] = None, key: str = "mod
     return model
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..argcheck import DEVICE, POS_INT
-
-    parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint (.pth, .safetensors or a "
-                        "save_pretrained directory)")
-    parser.add_argument("--model", default=None, metavar="SIZE", choices=("tiny", "small", "base", "large", "huge"),
-                        help="registry size to build for a reference .pth (tiny/small/base/large/huge); default: "
-                        "read the architecture from the checkpoint")
-    parser.add_argument("--key", default="model", help="weights inside the checkpoint: model (default) or model_ema")
-    parser.add_argument("--images", nargs="+", default=None, help="image files (default: embedded digits val split)")
-    parser.add_argument("--num-images", type=POS_INT, default=4, help="how many embedded images without --images "
-                        "(default: 4)")
-    parser.add_argument("--output", default="runs/visualize", help="output folder (default runs/visualize)")
-    parser.add_argument("--device", type=DEVICE, default="cpu", help="cpu or cuda (default: cpu)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..argcheck import check_output_dir
-
-    check_output_dir(args.output, "--output", create=False)  # before loading anything
-    model = load_pretrainer(args.checkpoint, args.model, args.key).to(args.device)
+def visualize_checkpoint(checkpoint: str, out_dir: str | Path, size: Optional[str] = None, key: str = "model",
+                         images: Optional[Sequence[str]] = None, num_images: int = 4,
+                         device: str = "cpu") -> VisualizeResult:
+    """Draw `images` (files; default: `num_images` embedded digits) through the pretrainer in `checkpoint`."""
     from ..models.config import img_hw
 
+    model = load_pretrainer(checkpoint, size, key).to(device)
     h, w = img_hw(model.config.img_size)
     if h != w:
         raise DataError(f"visualize supports square models; this one is {h}x{w}")
-    imgs, names = load_images(args.images, h) if args.images else embedded_images(args.num_images, h)
-    res = visualize(model, imgs.to(args.device), names, args.output)
-    for p, loss in zip(res.paths, res.losses):
-        print(f"{p}  (loss {loss:.4f})")
-    print(f"{len(res.paths)} PNG(s), one row of {res.panels} panels each: {', '.join(PANELS)}")
-    return 0
+    imgs, names = load_images(images, h) if images else embedded_images(num_images, h)
+    return visualize(model, imgs.to(device), names, out_dir)

@@ -2,7 +2,7 @@
 from .arm import ARMOutput, ARMPretrainer
 from .checkpoint import (LoadReport, from_pretrained, infer_config, load_checkpoint, load_model, read_checkpoint,
                          save_pretrained, select_state_dict)
-from .classifier import ARMClassifier
+from .classifier import ARMClassifier, checkpoint_filter_fn
 from .hub import model_card, push_to_hub
 from .config import SIZES, ClassifierConfig, PretrainerConfig, make_config
 from .mae import MAEOutput, MAEPretrainer, create_mae
@@ -14,5 +14,5 @@ __all__ = [
     "ARMOutput", "ARMPretrainer", "ARMClassifier", "LoadReport", "from_pretrained", "infer_config", "load_checkpoint",
     "load_model", "read_checkpoint", "save_pretrained", "select_state_dict", "SIZES", "ClassifierConfig",
     "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer", "MAEOutput",
-    "MAEPretrainer", "create_mae", "model_card", "push_to_hub",
+    "MAEPretrainer", "create_mae", "model_card", "push_to_hub", "checkpoint_filter_fn",
 ]

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..nn import MambaMixer, MambaMLPBlock, PatchEmbed
-from ..errors import ConfigError
+from ..nn import MambaMixer, MambaMLPBlock, PatchEmbed, direction_name
+from ..nn.mamba import DIRECTION_SUFFIXES
+from ..errors import CheckpointError, ConfigError
 from .config import BackboneConfig, img_hw
 
 
@@ -55,6 +57,12 @@ def tokens_to_format(tokens: Tensor, hw: Tuple[int, int], output_fmt: str) -> Te
     raise ConfigError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
 
 
+def is_multi_direction(sd: Mapping[str, Tensor]) -> bool:
+    """True for a state dict whose mixers hold the column-scan tensors (a finetuned 4-direction classifier's)."""
+    marker = "." + direction_name("conv1d.weight", DIRECTION_SUFFIXES[2])
+    return any(k.endswith(marker) for k in sd)
+
+
 class MambaBackbone(nn.Module):
     """Owns `patch_embed` and `layers` (parameter names as in the reference checkpoints).
 
@@ -64,6 +72,7 @@ class MambaBackbone(nn.Module):
 
     directions = 1
     num_prefix_tokens = 0  # tokens before the raster patch tokens in `forward_features` (timm convention)
+    fixed_tables: Tuple[str, ...] = ()  # frozen tensors that are functions of the geometry (sin-cos tables)
 
     def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
         super().__init__()
@@ -201,3 +210,44 @@ class MambaBackbone(nn.Module):
 
     def no_weight_decay(self) -> set:
         return {"pos_embed"}
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    @classmethod
+    def matches_state_dict(cls, sd: Mapping[str, Tensor]) -> bool:
+        """Whether a state dict is this model family's own (subclasses recognise theirs by their own names)."""
+        return False
+
+    @classmethod
+    def config_from_state_dict(cls, sd: Mapping[str, Tensor], args: Any = None) -> Dict[str, Any]:
+        """Config fields read off a state dict's shapes (parameter names are the reference's). `args`: the
+        reference's argparse.Namespace, if the checkpoint has one (subclasses read their fields from it)."""
+        if "patch_embed.proj.weight" not in sd:
+            raise CheckpointError("the state dict has no patch_embed.proj.weight: not an ARM / Vision Mamba checkpoint")
+        w = sd["patch_embed.proj.weight"]  # (D, C, p, p)
+        layer_ids = {int(m.group(1)) for k in sd if (m := re.match(r"^layers\.(\d+)\.", k))}
+        cfg: Dict[str, Any] = dict(embed_dim=w.shape[0], in_chans=w.shape[1], patch_size=w.shape[2],
+                                   depth=max(layer_ids) + 1 if layer_ids else 0)
+        cfg.update(MambaMixer.config_from_state_dict(sd, "layers.0.mixer.", cfg["embed_dim"]))
+        n_patches = sd["pos_embed"].shape[1] - cls.num_prefix_tokens if "pos_embed" in sd else 0
+        side = int(round(math.sqrt(n_patches)))
+        if n_patches and side * side == n_patches:
+            cfg["img_size"] = side * cfg["patch_size"]
+        return cfg
+
+    def filter_state_dict(self, state_dict: Mapping[str, Tensor], report: Any = None) -> Dict[str, Tensor]:
+        """The pretrainers' checkpoint_filter_fn: the `fixed_tables` load as saved when they fit and are the model's
+        own (regenerated) for another geometry; buffers (the block-causal mask) are always derived from the model's
+        geometry. A finetuned classifier's state dict is refused."""
+        if is_multi_direction(state_dict):
+            raise CheckpointError(
+                f"this is a finetuned classifier checkpoint; a {self.config.kind} needs a pretraining checkpoint "
+                "(build the model with armvision.create_classifier to load it)"
+            )
+        sd, own = dict(state_dict), self.state_dict()
+        buffers = {name for name, _ in self.named_buffers()}
+        for k in own:
+            if k in sd and (k in buffers or (k in self.fixed_tables and sd[k].shape != own[k].shape)):
+                if sd[k].shape != own[k].shape and report is not None:
+                    report.resized.append(f"{k} {tuple(sd[k].shape)} -> {tuple(own[k].shape)} (regenerated for this geometry)")
+                sd[k] = own[k].clone()
+        return sd

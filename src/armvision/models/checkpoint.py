@@ -1,21 +1,21 @@
 """Loading and saving weights: ours (training dicts, safetensors directories) and the reference ARM `.pth` files.
 
 One entry point, `load_checkpoint(model, path_or_dict, key="model")`, renames nothing (our parameter names are the
-reference's) but converts between model kinds the way the reference finetuning script does: a pretraining state
-dict loads into a classifier with each single-direction mixer tensor copied into all four directions, the decoder
-dropped and the position embedding resampled around a zero middle cls slot. Loading is safe: `torch.load` runs with
-`weights_only=True` and allows `argparse.Namespace` (which reference files hold) and nothing else.
+reference's). What a checkpoint is, and what config it implies, each model class answers for its own parameter
+names (`matches_state_dict`, `config_from_state_dict`); converting between kinds is the model's own
+`filter_state_dict` (the classifier's is `classifier.checkpoint_filter_fn`: directions copied, decoder dropped, position
+embedding resampled around a zero middle cls slot, as the reference finetuning script does). Loading is safe:
+`torch.load` runs with `weights_only=True` and allows `argparse.Namespace` (which reference files hold) and nothing
+else.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple, Union
@@ -24,16 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from ..nn import resample_with_middle_token
-from ..nn.mamba import DIRECTION_SUFFIXES
+from ..fileio import atomic_write, atomic_write_via
 
 PathOrDict = Union[str, os.PathLike, Mapping[str, Any]]
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 FORMAT_VERSION = 1
-DECODER_PREFIXES = ("ar_token", "dec_pos_embed", "mask", "enc2dec.", "dec_block.", "ar_norm.", "ar_pred.",
-                    "mask_token", "decoder_")
-_NORM_K = re.compile(r"^norm_\d+\.")
-_LAYER = re.compile(r"^layers\.(\d+)\.")
 
 
 @dataclass
@@ -137,121 +132,33 @@ def select_state_dict(ckpt: Mapping[str, Any], key: str = "model", where: str = 
     return sd
 
 
+def _families() -> Dict[str, Any]:
+    from .registry import MODEL_CLASSES  # (registry builds the models; it imports this module lazily too)
+
+    return MODEL_CLASSES
+
+
 def state_dict_kind(sd: Mapping[str, Tensor]) -> str:
-    if "ar_pred.weight" in sd or "dec_block.0.attn2.q.weight" in sd:
-        return "pretrainer"
-    if "mask_token" in sd:
-        return "mae"
-    if any(".mixer.conv1d_c." in k for k in sd):
-        return "classifier"
+    """Which model family wrote a state dict ("pretrainer", "classifier", "mae"), asked of each registered model
+    class (`matches_state_dict`, which knows its own parameter names); "backbone" when none claims it."""
+    for kind, cls in _families().items():
+        if cls.matches_state_dict(sd):
+            return kind
     return "backbone"
 
 
 # ---- inferring a config from a foreign state dict -----------------------------------------------------------------
 def infer_config(sd: Mapping[str, Tensor], args: Any = None) -> Dict[str, Any]:
-    """Model config (with "kind") read off a state dict's shapes; `args` (a reference Namespace) fills the rest."""
-    if "patch_embed.proj.weight" not in sd:
-        raise CheckpointError("the state dict has no patch_embed.proj.weight: not an ARM / Vision Mamba checkpoint")
-    w = sd["patch_embed.proj.weight"]
-    layer_ids = {int(m.group(1)) for k in sd if (m := _LAYER.match(k))}
-    cfg: Dict[str, Any] = dict(embed_dim=w.shape[0], in_chans=w.shape[1], patch_size=w.shape[2],
-                               depth=max(layer_ids) + 1 if layer_ids else 0)
-    if "layers.0.mixer.A_log" in sd:
-        cfg["d_state"] = sd["layers.0.mixer.A_log"].shape[1]
-        cfg["d_conv"] = sd["layers.0.mixer.conv1d.weight"].shape[-1]
-        cfg["expand"] = sd["layers.0.mixer.in_proj.weight"].shape[0] // (2 * cfg["embed_dim"])
+    """Model config (with "kind") read off a state dict's shapes by the model class that wrote it (a bare backbone
+    becomes a pretrainer); `args` (a reference Namespace) fills the rest."""
+    from .backbone import MambaBackbone
+
     kind = state_dict_kind(sd)
-    n_pos = sd["pos_embed"].shape[1] if "pos_embed" in sd else None
-    if kind == "classifier":
-        cfg["kind"] = "classifier"
-        if "head.weight" in sd:
-            cfg["num_classes"] = sd["head.weight"].shape[0]
-        n_patches = n_pos - 1 if n_pos else None
-        if args is not None and getattr(args, "global_pool", None) is not None:
-            cfg["global_pool"] = bool(args.global_pool)
-    else:
-        cfg["kind"] = "mae" if kind == "mae" else "pretrainer"
-        n_patches = n_pos
-        if kind == "pretrainer":
-            cfg["decoder_embed_dim"] = sd["ar_token"].shape[-1]
-            cfg["decoder_depth"] = len({k.split(".")[1] for k in sd if k.startswith("dec_block.")})
-            if "mask" in sd:
-                first_row = sd["mask"][0]
-                t = int((first_row == 0).sum())
-                cfg["cluster_size"] = int(round(math.sqrt(t)))
-    if n_patches:
-        side = int(round(math.sqrt(n_patches)))
-        if side * side == n_patches:
-            cfg["img_size"] = side * cfg["patch_size"]
+    cls = _families().get(kind, MambaBackbone)
+    cfg = dict(cls.config_from_state_dict(sd, args), kind="pretrainer" if kind == "backbone" else kind)
     if args is not None and getattr(args, "input_size", None):
         cfg["img_size"] = int(args.input_size)
     return cfg
-
-
-# ---- conversion between model kinds -------------------------------------------------------------------------------
-def _expand_directions(sd: Dict[str, Tensor], n_dirs: int, report: LoadReport) -> None:
-    """Copy single-direction mixer tensors (conv1d, x_proj, dt_proj, A_log, D) into the other directions."""
-    added = 0
-    for k in list(sd):
-        m = re.match(r"^(layers\.\d+\.mixer\.)(conv1d|x_proj|dt_proj)\.(weight|bias)$", k)
-        a = re.match(r"^(layers\.\d+\.mixer\.)(A_log|D)$", k)
-        for s in DIRECTION_SUFFIXES[1:n_dirs]:
-            if m:
-                new = f"{m.group(1)}{m.group(2)}{s}.{m.group(3)}"
-            elif a:
-                new = f"{a.group(1)}A{s}_log" if a.group(2) == "A_log" else f"{a.group(1)}D{s}"
-            else:
-                continue
-            if new not in sd:
-                sd[new] = sd[k].clone()
-                added += 1
-    if added:
-        report.converted.append(f"copied single-direction mixer tensors into {n_dirs} directions ({added} tensors)")
-
-
-def _grid_of(n: int, what: str) -> Tuple[int, int]:
-    side = int(round(math.sqrt(n)))
-    if side * side != n:
-        raise CheckpointError(f"cannot resample {what}: {n} positions is not a square grid")
-    return side, side
-
-
-def _adapt_for_classifier(model: nn.Module, sd: Dict[str, Tensor], report: LoadReport) -> None:
-    if report.source in ("pretrainer", "mae", "backbone"):
-        dropped = [k for k in sd if k.startswith(DECODER_PREFIXES) or _NORM_K.match(k)]
-        for k in dropped:
-            del sd[k]
-        if dropped:
-            report.converted.append(f"dropped {len(dropped)} decoder tensors")
-        _expand_directions(sd, model.directions, report)
-    if "pos_embed" not in sd:
-        return
-    pe, target = sd["pos_embed"], model.pos_embed
-    n_model = target.shape[1] - 1
-    if report.source == "classifier":
-        if pe.shape[1] != target.shape[1]:
-            sd["pos_embed"] = resample_with_middle_token(pe, _grid_of(pe.shape[1] - 1, "pos_embed"), model.grid_size)
-            report.resized.append(f"pos_embed {tuple(pe.shape)} -> {tuple(target.shape)} (bicubic, cls slot kept)")
-    else:  # pretraining table: no cls token; resample, then a zero vector at the middle slot (reference finetuning)
-        zero = torch.zeros(1, 1, pe.shape[-1], dtype=pe.dtype)
-        sd["pos_embed"] = resample_with_middle_token(pe, _grid_of(pe.shape[1], "pos_embed"), model.grid_size, cls_pos=zero)
-        report.resized.append(f"pos_embed {tuple(pe.shape)} -> {tuple(sd['pos_embed'].shape)} (bicubic {n_model} patches + zero middle cls)")
-
-
-def _adapt_for_fixed_tables(model: nn.Module, sd: Dict[str, Tensor], report: LoadReport) -> None:
-    """Pretrainer / MAE: the fixed sin-cos tables load as saved when they fit; for another geometry they are the
-    model's own (regenerated). The block-causal mask is always derived from the model's geometry."""
-    if report.source == "classifier":
-        raise CheckpointError(
-            f"this is a finetuned classifier checkpoint; a {model.config.kind} needs a pretraining checkpoint "
-            "(build the model with armvision.create_classifier to load it)"
-        )
-    own = model.state_dict()
-    for k in ("pos_embed", "dec_pos_embed", "decoder_pos_embed", "mask"):
-        if k in sd and k in own and (k == "mask" or sd[k].shape != own[k].shape):
-            if sd[k].shape != own[k].shape:
-                report.resized.append(f"{k} {tuple(sd[k].shape)} -> {tuple(own[k].shape)} (regenerated for this geometry)")
-            sd[k] = own[k].clone()
 
 
 def _size_summary(sd: Mapping[str, Tensor]) -> str:
@@ -262,30 +169,18 @@ def _size_summary(sd: Mapping[str, Tensor]) -> str:
         return "an unknown geometry"
 
 
-def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", strict: bool = True,
-                    exclude: Tuple[str, ...] = ()) -> LoadReport:
-    """Load weights from `source` (path, directory, or already-loaded dict) into `model`.
+def _leave_out(sd: Dict[str, Tensor], exclude: Tuple[str, ...], report: LoadReport) -> None:
+    dropped = [k for k in sd if k.startswith(exclude)] if exclude else []
+    for k in dropped:
+        del sd[k]
+    if dropped:
+        report.converted.append(f"left out {', '.join(dropped)}")
 
-    key: "model" or "model_ema"/"ema" (EMA weights). strict: shape mismatches and unexplained missing or unexpected
-    keys raise CheckpointError; with strict=False they are skipped and listed in the report. exclude: key prefixes
-    (e.g. ("head.",) for a new number of classes) neither loaded nor expected.
-    """
-    where = str(source) if not isinstance(source, Mapping) else "the given dict"
-    sd = select_state_dict(read_checkpoint(source), key, where)
-    report = LoadReport(source=state_dict_kind(sd))
+
+def _check_fit(model: nn.Module, sd: Dict[str, Tensor], own: Mapping[str, Tensor], where: str, strict: bool,
+               exclude: Tuple[str, ...], report: LoadReport) -> None:
+    """Fill the report's skipped / missing / unexpected lists; with strict, raise on anything unexplained."""
     kind = getattr(getattr(model, "config", None), "kind", None)
-    if kind == "classifier":
-        _adapt_for_classifier(model, sd, report)
-    elif kind in ("pretrainer", "mae"):
-        _adapt_for_fixed_tables(model, sd, report)
-    exclude = tuple(exclude)
-    if exclude:
-        dropped = [k for k in sd if k.startswith(exclude)]
-        for k in dropped:
-            del sd[k]
-        if dropped:
-            report.converted.append(f"left out {', '.join(dropped)}")
-    own = model.state_dict()
     mismatched = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if mismatched and strict:
         lines = ", ".join(f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:3])
@@ -296,10 +191,10 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
         )
     for k in mismatched:
         report.skipped.append(f"{k} {tuple(sd.pop(k).shape)}")
-    expected_new = {"cls_token", "norm_f.weight", "norm_f.bias", "head.weight", "head.bias"} if report.source != "classifier" else set()
+    new = tuple(getattr(model, "new_when_finetuning", ())) if report.source != "classifier" else ()
     report.missing = sorted(k for k in own if k not in sd and k not in mismatched)
     report.unexpected = sorted(k for k in sd if k not in own)
-    unexplained = [k for k in report.missing if k not in expected_new and not (exclude and k.startswith(exclude))]
+    unexplained = [k for k in report.missing if k.split(".")[0] not in new and not (exclude and k.startswith(exclude))]
     if strict and (unexplained or report.unexpected):
         raise CheckpointError(
             f"{where} ({report.source} weights) does not match this {kind or type(model).__name__}: "
@@ -307,24 +202,31 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
             f"unexpected {report.unexpected[:5]}{'...' if len(report.unexpected) > 5 else ''}. The checkpoint has "
             f"{_size_summary(sd)}; the model has {_size_summary(own)} (pass strict=False to load what fits)"
         )
+
+
+def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", strict: bool = True,
+                    exclude: Tuple[str, ...] = ()) -> LoadReport:
+    """Load weights from `source` (path, directory, or already-loaded dict) into `model`.
+
+    The model's own `filter_state_dict` (its checkpoint_filter_fn) first adapts the state dict, e.g. a pretraining
+    one for a classifier. key: "model" or "model_ema"/"ema" (EMA weights). strict: shape mismatches and unexplained
+    missing or unexpected keys raise CheckpointError; with strict=False they are skipped and listed in the report.
+    exclude: key prefixes (e.g. ("head.",) for a new number of classes) neither loaded nor expected.
+    """
+    where = str(source) if not isinstance(source, Mapping) else "the given dict"
+    sd = select_state_dict(read_checkpoint(source), key, where)
+    report = LoadReport(source=state_dict_kind(sd))
+    if hasattr(model, "filter_state_dict"):
+        sd = model.filter_state_dict(sd, report)
+    exclude = tuple(exclude)
+    _leave_out(sd, exclude, report)
+    own = model.state_dict()
+    _check_fit(model, sd, own, where, strict, exclude, report)
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return report
 
 
 # ---- our own format -----------------------------------------------------------------------------------------------
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename over `path`, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], model_card: bool = True,
                     **card: Any) -> Path:
     """Write `config.json` + `model.safetensors` (+ a `README.md` model card unless model_card=False) so
@@ -333,14 +235,14 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], model_
 
     directory = Path(directory)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
+    atomic_write_via(directory / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
     meta = {"format_version": FORMAT_VERSION, "library": "armvision", "model_config": dataclasses.asdict(model.config)}
-    atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     if model_card:
         from .hub import model_card as make_card
 
         text = make_card(model, **card)
-        atomic_write(directory / "README.md", lambda p: Path(p).write_text(text))
+        atomic_write(directory / "README.md", text)
     return directory
 
 

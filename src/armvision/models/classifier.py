@@ -1,26 +1,30 @@
-"""ARM classifier: the backbone with 4-direction mixers, a middle cls token, and a linear head."""
+"""ARM classifier: the backbone with 4-direction mixers, a middle cls token, and a linear head; and
+`checkpoint_filter_fn`, which turns a pretraining (or another resolution's) state dict into this model's."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+import math
+from types import SimpleNamespace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..nn import resample_with_middle_token
+from ..nn import MambaMixer, resample_with_middle_token
 from ..nn.pos_embed import same_grid
-from ..errors import ConfigError
-from .backbone import MambaBackbone, take_indices, tokens_to_format
+from ..errors import CheckpointError, ConfigError
+from .backbone import MambaBackbone, is_multi_direction, take_indices, tokens_to_format
 from .config import ClassifierConfig
 
 
 class ARMClassifier(MambaBackbone):
     directions = 4
+    num_prefix_tokens = 1  # the cls token
+    new_when_finetuning = ("cls_token", "norm_f", "head")  # what a pretraining checkpoint has no weights for
 
     def __init__(self, cfg: ClassifierConfig):
         dpr = [cfg.drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # linspace(0, rate, depth)
         super().__init__(cfg, [0.0] + dpr[:-1])  # layer i gets linspace(0, rate, depth)[i-1], layer 0 gets 0
         self.num_classes = cfg.num_classes
-        self.num_prefix_tokens = 1
         n = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, cfg.embed_dim))
@@ -165,3 +169,85 @@ class ARMClassifier(MambaBackbone):
 
     def no_weight_decay(self) -> set:
         return {"pos_embed", "cls_token"}
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    @classmethod
+    def matches_state_dict(cls, sd: Mapping[str, Tensor]) -> bool:
+        """A finetuned classifier's state dict: its mixers have the extra scan directions."""
+        return is_multi_direction(sd)
+
+    @classmethod
+    def config_from_state_dict(cls, sd: Mapping[str, Tensor], args: Any = None) -> Dict[str, Any]:
+        cfg = super().config_from_state_dict(sd, args)
+        if "head.weight" in sd:
+            cfg["num_classes"] = sd["head.weight"].shape[0]
+        if args is not None and getattr(args, "global_pool", None) is not None:
+            cfg["global_pool"] = bool(args.global_pool)
+        return cfg
+
+    def filter_state_dict(self, state_dict: Mapping[str, Tensor], report: Any = None) -> Dict[str, Tensor]:
+        """`checkpoint_filter_fn(state_dict, self, report)`."""
+        return checkpoint_filter_fn(state_dict, self, report)
+
+
+def _grid_of(n: int, what: str) -> Tuple[int, int]:
+    side = int(round(math.sqrt(n)))
+    if side * side != n:
+        raise CheckpointError(f"cannot resample {what}: {n} positions is not a square grid")
+    return side, side
+
+
+def _copy_directions(sd: Dict[str, Tensor], model: nn.Module) -> int:
+    """Fill each mixer's extra-direction tensors from its first direction (names read from the model's mixers)."""
+    added = 0
+    for name, mixer in model.named_modules():
+        if isinstance(mixer, MambaMixer):
+            for extra, first in mixer.direction_copies().items():
+                src, dst = f"{name}.{first}", f"{name}.{extra}"
+                if src in sd and dst not in sd:
+                    sd[dst] = sd[src].clone()
+                    added += 1
+    return added
+
+
+def _resample_pos_embed(sd: Dict[str, Tensor], model: "ARMClassifier", has_cls: bool, report: Any) -> None:
+    pe, target = sd["pos_embed"], model.pos_embed
+    if has_cls:
+        if pe.shape[1] != target.shape[1]:
+            sd["pos_embed"] = resample_with_middle_token(pe, _grid_of(pe.shape[1] - 1, "pos_embed"), model.grid_size)
+            report.resized.append(f"pos_embed {tuple(pe.shape)} -> {tuple(target.shape)} (bicubic, cls slot kept)")
+        return
+    # a pretraining table has no cls slot: resample, then a zero vector at the middle slot (reference finetuning)
+    zero = torch.zeros(1, 1, pe.shape[-1], dtype=pe.dtype)
+    sd["pos_embed"] = resample_with_middle_token(pe, _grid_of(pe.shape[1], "pos_embed"), model.grid_size, cls_pos=zero)
+    report.resized.append(f"pos_embed {tuple(pe.shape)} -> {tuple(sd['pos_embed'].shape)} "
+                          f"(bicubic {target.shape[1] - 1} patches + zero middle cls)")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: ARMClassifier, report: Any = None) -> Dict[str, Tensor]:
+    """Adapt a state dict to `model` (timm's pattern), as the reference finetuning script does.
+
+    From a pretraining checkpoint (ARM, MAE or a bare backbone): tensors under names the classifier does not have
+    (the decoder, its feature norms) are dropped, each single-direction mixer tensor is copied into all scan
+    directions, and the sin-cos table is resampled to the classifier's grid around a zero middle cls slot. From a
+    classifier checkpoint: pos_embed is resampled around its cls slot when the grid differs. `report` (a LoadReport)
+    collects what was converted and resized.
+    """
+    report = report if report is not None else SimpleNamespace(converted=[], resized=[])
+    sd = dict(state_dict)
+    from_classifier = ARMClassifier.matches_state_dict(sd)
+    if not from_classifier:
+        owned = {k.split(".")[0] for k in model.state_dict()}
+        dropped = [k for k in sd if k.split(".")[0] not in owned]
+        for k in dropped:
+            del sd[k]
+        if dropped:
+            report.converted.append(f"dropped {len(dropped)} decoder tensors")
+        added = _copy_directions(sd, model)
+        if added:
+            report.converted.append(f"copied single-direction mixer tensors into {model.directions} directions "
+                                    f"({added} tensors)")
+    if "pos_embed" in sd:
+        _resample_pos_embed(sd, model, from_classifier, report)
+    return sd
+

@@ -1,11 +1,18 @@
-"""Model configurations: plain dataclasses, JSON-able with `dataclasses.asdict`."""
+"""Model configurations: one plain dataclass per family, JSON-able with `dataclasses.asdict`.
+
+These are the only place a model knob and its default are written. Each field is a `knob` (default, help, choices,
+range check), so the training configs that nest these dataclasses get a checked command-line flag per field for free.
+A new size is one line in SIZES; a new knob is one line in its dataclass (and its use in the model).
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from ..argcheck import items, number
 from ..errors import ConfigError
+from ..fields import knob
 
 SIZES: Dict[str, Tuple[int, int]] = {  # name -> (embed_dim, depth)
     "tiny": (192, 12),
@@ -18,59 +25,78 @@ ORDERINGS = ("row", "column", "row_reverse", "column_reverse", "random")
 TARGETS = ("norm_pixel", "pixel")
 
 ImgSize = Union[int, Tuple[int, int], List[int]]
+POS = number(1)
+
+
+def _img_size(v: Any) -> Optional[str]:
+    """An image size: one number >= 1, or [height, width]."""
+    return POS(v) if not isinstance(v, (list, tuple)) else items(2, POS)(v)
 
 
 @dataclass
 class BackboneConfig:
-    embed_dim: int = 768
-    depth: int = 12
-    img_size: ImgSize = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 1
-    norm_eps: float = 1e-5
-    drop_path_rate: float = 0.0
-    size: Optional[str] = None  # registry name this config came from, for display only
+    size: Optional[str] = knob(None, "model size: sets width and depth (--embed-dim, --depth win)", tuple(SIZES),
+                               flags=("--model",))
+    embed_dim: int = knob(768, "width (--model sets it unless given)", check=POS)
+    depth: int = knob(12, "number of blocks (--model sets it unless given)", check=POS)
+    img_size: ImgSize = knob(224, "input resolution in pixels", check=_img_size)
+    patch_size: int = knob(16, "patch size in pixels", check=POS)
+    in_chans: int = knob(3, "input channels", check=POS)
+    d_state: int = knob(16, "Mamba state size", check=POS)
+    d_conv: int = knob(4, "Mamba causal convolution width", check=POS)
+    expand: int = knob(1, "Mamba inner width / width", check=POS)
+    norm_eps: float = knob(1e-5, "LayerNorm epsilon", check=number(0, lo_open=True))
+    drop_path_rate: float = knob(0.0, "stochastic depth rate", check=number(0, 1, hi_open=True),
+                                 flags=("--drop-path-rate", "--drop-path"))
 
 
 @dataclass
 class PretrainerConfig(BackboneConfig):
-    kind: str = "pretrainer"
-    img_size: ImgSize = 192
-    cluster_size: int = 4  # clusters of k x k patches
-    ordering: str = "row"
-    order_seed: int = 0  # used by ordering="random"
-    decoder_embed_dim: int = 512
-    decoder_depth: int = 4
-    decoder_num_heads: Optional[int] = None  # None: width / 64 (at least 1)
-    decoder_mlp_ratio: float = 4.0
-    feature_layers: Optional[List[int]] = None  # 1-based encoder layers feeding the decoder; None: reference choice
-    target: str = "norm_pixel"
+    kind: str = knob("pretrainer", "model family (set by the factory)")
+    img_size: ImgSize = knob(192, "input resolution in pixels", check=_img_size)
+    cluster_size: int = knob(4, "cluster side in patches (4: clusters of 4x4 patches)", check=POS)
+    ordering: str = knob("row", "cluster order", ORDERINGS)
+    order_seed: int = knob(0, "seed of the random cluster order", check=number(0))
+    decoder_embed_dim: int = knob(512, "decoder width", check=POS)
+    decoder_depth: int = knob(4, "decoder blocks", check=POS)
+    decoder_num_heads: Optional[int] = knob(None, "decoder heads (default: width / 64, at least 1)", check=POS)
+    decoder_mlp_ratio: float = knob(4.0, "decoder MLP width / decoder width", check=number(0, lo_open=True))
+    feature_layers: Optional[List[int]] = knob(None, "1-based encoder layers fed to the decoder, one per decoder "
+                                                     "block (default: the reference's choice)", check=items(None, POS))
+    target: str = knob("norm_pixel", "prediction target", TARGETS)
 
 
 @dataclass
 class ClassifierConfig(BackboneConfig):
-    kind: str = "classifier"
-    num_classes: int = 1000
-    global_pool: bool = False
-    head_init_std: float = 2e-5
+    kind: str = knob("classifier", "model family (set by the factory)")
+    num_classes: Optional[int] = knob(1000, "classes of the head (finetuning: none = the number of class folders)",
+                                      check=number(0))
+    global_pool: bool = knob(False, "mean-pool the tokens instead of using the cls token")
+    head_init_std: float = knob(2e-5, "std of the head's initial weights", check=number(0))
 
 
 @dataclass
 class MAEConfig(BackboneConfig):
-    kind: str = "mae"
-    img_size: ImgSize = 192
-    mask_ratio: float = 0.75
-    decoder_embed_dim: int = 512
-    decoder_depth: int = 4
-    decoder_num_heads: Optional[int] = None
-    decoder_mlp_ratio: float = 4.0
-    target: str = "norm_pixel"
+    kind: str = knob("mae", "model family (set by the factory)")
+    img_size: ImgSize = knob(192, "input resolution in pixels", check=_img_size)
+    mask_ratio: float = knob(0.75, "fraction of patches masked, in (0, 1)", check=number(0, 1, True, True))
+    decoder_embed_dim: int = knob(512, "decoder width", check=POS)
+    decoder_depth: int = knob(4, "decoder blocks", check=POS)
+    decoder_num_heads: Optional[int] = knob(None, "decoder heads (default: width / 64, at least 1)", check=POS)
+    decoder_mlp_ratio: float = knob(4.0, "decoder MLP width / decoder width", check=number(0, lo_open=True))
+    target: str = knob("norm_pixel", "prediction target", TARGETS)
 
 
 CONFIG_CLASSES = {"pretrainer": PretrainerConfig, "classifier": ClassifierConfig, "mae": MAEConfig}
+
+
+def size_values(size: Optional[str]) -> Dict[str, Any]:
+    """The fields a registry size sets: {size, embed_dim, depth}; ConfigError for an unknown name."""
+    if size is None:
+        return {}
+    if size not in SIZES:
+        raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+    return {"size": size, "embed_dim": SIZES[size][0], "depth": SIZES[size][1]}
 
 
 def make_config(kind: str, size: Optional[str] = None, **overrides: Any):
@@ -78,16 +104,11 @@ def make_config(kind: str, size: Optional[str] = None, **overrides: Any):
     if kind not in CONFIG_CLASSES:
         raise ConfigError(f"unknown model kind {kind!r}; expected one of {sorted(CONFIG_CLASSES)}")
     cls = CONFIG_CLASSES[kind]
-    values: Dict[str, Any] = {}
-    if size is not None:
-        if size not in SIZES:
-            raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
-        values.update(embed_dim=SIZES[size][0], depth=SIZES[size][1], size=size)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ConfigError(f"unknown {kind} option(s) {unknown}; valid options: {sorted(names - {'kind'})}")
-    values.update({k: v for k, v in overrides.items() if k != "kind"})
+    values = {**size_values(size), **{k: v for k, v in overrides.items() if k != "kind"}}
     return cls(**values)
 
 

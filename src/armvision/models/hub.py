@@ -49,7 +49,7 @@ def hub_download(repo_id: str, filename: str, revision: Optional[str] = None,
         from huggingface_hub.utils import EntryNotFoundError, OfflineModeIsEnabled
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with timm
         raise CheckpointError(f"loading from the Hub needs huggingface_hub ({e}): pip install -U huggingface_hub") from None
-    from .. import __version__
+    from ..version import __version__
 
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token,

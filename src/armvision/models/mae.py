@@ -7,14 +7,13 @@ Its checkpoints finetune exactly like ARM's (same backbone parameter names; the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..nn import sincos_2d
-from .arm import DecoderBlock
+from ..nn import DecoderBlock, sincos_2d, xavier_linear_
 from .backbone import MambaBackbone, normalize_patches
 from .config import MAEConfig, TARGETS
 from .registry import register_model_class
@@ -44,6 +43,10 @@ def random_masking(batch: int, n: int, mask_ratio: float, device=None, generator
 
 
 class MAEPretrainer(MambaBackbone):
+    """Mamba encoder over a random 25% of the patches (raster order) + self-attention decoder over all positions."""
+
+    fixed_tables = ("pos_embed", "decoder_pos_embed")
+
     def __init__(self, cfg: MAEConfig):
         super().__init__(cfg, [cfg.drop_path_rate] * cfg.depth if cfg.drop_path_rate else None)
         if cfg.target not in TARGETS:
@@ -67,11 +70,7 @@ class MAEPretrainer(MambaBackbone):
     def init_weights(self) -> None:
         self.init_backbone_weights()
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        for m in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        xavier_linear_(self.decoder_embed, self.decoder_pred, self.decoder_blocks)
 
     def forward_encoder(self, imgs: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor, Tensor]:
         x = self.patch_embed(imgs) + self.pos_embed  # (B, N, D) raster
@@ -126,6 +125,10 @@ class MAEPretrainer(MambaBackbone):
 
     def no_weight_decay(self) -> set:
         return {"pos_embed", "decoder_pos_embed", "mask_token"}
+
+    @classmethod
+    def matches_state_dict(cls, sd: Mapping[str, Tensor]) -> bool:
+        return "mask_token" in sd
 
 
 register_model_class("mae", MAEPretrainer)

@@ -7,6 +7,7 @@ from torch import nn
 
 from .arm import ARMPretrainer
 from .classifier import ARMClassifier
+from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from .config import SIZES, config_from_dict, make_config
 
 MODEL_CLASSES: Dict[str, Any] = {"pretrainer": ARMPretrainer, "classifier": ARMClassifier}
@@ -34,7 +35,6 @@ def build_model(config) -> nn.Module:
 
 
 # ---- timm ------------------------------------------------------------------------------------------------------
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OFFICIAL_SIZES = ("base", "large", "huge")  # the sizes the paper released weights for
 HF_HUB_ID = "OliverRen/ARM"
 
@@ -54,7 +54,7 @@ def pretrained_cfg(size: str, kind: str) -> Dict[str, Any]:
     classifier = kind == "classifier"
     cfg = dict(
         input_size=(3, 224, 224) if classifier else (3, 192, 192),
-        interpolation="bicubic", crop_pct=0.875, crop_mode="center", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        interpolation="bicubic", crop_pct=DEFAULT_CROP_PCT, crop_mode="center", mean=IMAGENET_MEAN, std=IMAGENET_STD,
         num_classes=1000 if classifier else 0, first_conv="patch_embed.proj", classifier="head" if classifier else None,
         license="apache-2.0", paper_name="Autoregressive Pretraining with Mamba in Vision", paper_ids="arXiv:2406.07537",
         origin_url="https://github.com/OliverRensu/ARM",
@@ -95,12 +95,11 @@ def load_pretrained_weights(model: nn.Module, cfg: Dict[str, Any], key: str = "m
     src = pretrained_source(cfg)
     path = src["file"] if "file" in src else hub_download(src["repo_id"], src["filename"], src["revision"], cache_dir)
     sd = select_state_dict(read_checkpoint(path), key, str(path))
+    name = cfg.get("classifier") or "head"  # the pretrained_cfg names the head module
+    head, saved = getattr(model, name, None), sd.get(f"{name}.weight")
     exclude = ()
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear) and "head.weight" in sd and sd["head.weight"].shape != head.weight.shape:
-        exclude = ("head.",)  # timm semantics: another num_classes keeps the backbone, re-initialises the head
-    elif not isinstance(head, nn.Linear):
-        exclude = ("head.",)
+    if not isinstance(head, nn.Linear) or (saved is not None and saved.shape != head.weight.shape):
+        exclude = (f"{name}.",)  # timm semantics: another num_classes keeps the backbone, re-initialises the head
     return load_checkpoint(model, {key: sd}, key=key, exclude=exclude)
 
 

@@ -6,7 +6,7 @@ dt_proj, and `A_log`, `A_b_log`, `A_c_log`, `A_c_b_log`, `D`, `D_b`, `D_c`, `D_c
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,15 @@ DIRECTION_SUFFIXES = ("", "_b", "_c", "_c_b")  # row fwd, row bwd, column fwd, c
 
 def _a_name(suffix: str) -> str:
     return f"A{suffix}_log"
+
+
+def direction_name(name: str, suffix: str) -> str:
+    """Name of a first-direction tensor in direction `suffix`: conv1d.weight -> conv1d_c.weight, A_log -> A_c_log,
+    D -> D_c (the reference checkpoints' convention)."""
+    if name == "A_log":
+        return _a_name(suffix)
+    head, dot, tail = name.partition(".")
+    return f"{head}{suffix}{dot}{tail}"
 
 
 def to_column_major(x: Tensor, hw: Tuple[int, int], cls_index: Optional[int]) -> Tensor:
@@ -183,6 +192,20 @@ class MambaMixer(nn.Module):
         if self.directions > 1:
             y = y / self.directions
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+
+    def direction_copies(self) -> Dict[str, str]:
+        """Local name of each tensor of the extra directions -> its first-direction counterpart
+        (e.g. "conv1d_c_b.weight" -> "conv1d.weight"): what a 1-direction checkpoint copies into this mixer."""
+        own = dict(self.named_parameters())
+        return {direction_name(n, s): n for n in own for s in self.suffixes[1:] if direction_name(n, s) in own}
+
+    @staticmethod
+    def config_from_state_dict(sd: Mapping[str, Tensor], prefix: str, d_model: int) -> Dict[str, int]:
+        """d_state, d_conv and expand of the mixer whose tensors are `prefix`* in a state dict ({} if absent)."""
+        if f"{prefix}A_log" not in sd:
+            return {}
+        return dict(d_state=sd[f"{prefix}A_log"].shape[1], d_conv=sd[f"{prefix}conv1d.weight"].shape[-1],
+                    expand=sd[f"{prefix}in_proj.weight"].shape[0] // (2 * d_model))
 
     # ---- recurrent inference (1 direction) -------------------------------------------------------------------
     def allocate_state(self, batch: int, device=None, dtype=torch.float32) -> Tuple[Tensor, Tensor]:

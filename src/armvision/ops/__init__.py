@@ -3,7 +3,7 @@
 `selective_scan_fn` / `causal_conv1d_fn` validate their inputs and dispatch (see `dispatch.py`) to the fused CPU
 kernel (`cpu_kernel.py`, `scan_cpu.py`, `csrc/`), Triton (`triton_scan.py`), mamba_ssm's CUDA kernels, or the pure
 PyTorch paths (`*_torch`); `*_ref` are the sequential oracles every path is tested against. The scan is a
-torch.library custom op (`scan_op.py`).
+torch.library custom op (`scan_op.py`; the Mamba mixer's multi-direction ops: `groups_op.py`).
 """
 from .causal_conv1d import causal_conv1d_torch
 from .dispatch import BACKENDS, available_backends, causal_conv1d_fn, resolve_backend, selective_scan_fn

@@ -16,13 +16,14 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from ..fileio import atomic_write_via
 
 log = logging.getLogger("armvision.ops")
 SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
@@ -86,16 +87,22 @@ def _build(cc: str) -> Path:
         lib = cache_dir() / f"scan_cpu-{key}{suffix}"
         if lib.exists():
             return lib
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-            out = Path(tmp) / lib.name
-            cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-o", str(out), str(SOURCE), "-lm"]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode == 0:
-                os.replace(out, lib)  # atomic: a concurrent build of the same key writes the same bytes
-                return lib
-            errors.append(f"{' '.join(cmd)}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
+        try:  # atomic: a concurrent build of the same key writes the same bytes
+            return atomic_write_via(lib, lambda out: _compile(cc, flags, out))
+        except _BuildFailed as e:
+            errors.append(str(e))
     raise RuntimeError("; ".join(errors))
+
+
+class _BuildFailed(RuntimeError):
+    """The compiler rejected one flag set."""
+
+
+def _compile(cc: str, flags: List[str], out: Path) -> None:
+    cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-o", str(out), str(SOURCE), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise _BuildFailed(f"{' '.join(cmd)}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
 
 
 def load():

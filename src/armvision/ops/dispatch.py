@@ -251,8 +251,8 @@ def selective_scan_fn(
     (batch, G, N, L) (channel d uses group d // (D / G)), as in mamba_ssm.
     Returns out (batch, D, L) in u's dtype, and last_state (batch, D, N) (float32, float64 for float64 u)
     if return_last_state. `chunk_size` and `compile` (torch.compile of the chunk kernels, default from env
-    ARMVISION_SCAN_COMPILE) only affect the "torch" backend. Every backend but the plain "ref" oracle runs through the custom op
-    armvision::selective_scan_fwd (scan_op.py), so torch.compile and torch.export see one op.
+    ARMVISION_SCAN_COMPILE) only affect the "torch" backend. Every backend but the plain "ref" oracle runs
+    through the custom op armvision::selective_scan_fwd (scan_op.py), so torch.compile and torch.export see one op.
     """
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend("selective_scan", backend, u.is_cuda, u.dtype)

@@ -66,7 +66,8 @@ def selective_scan_ref(
     return (out, state) if return_last_state else out
 
 
-def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, activation: Optional[str] = None) -> Tensor:
+def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                      activation: Optional[str] = None) -> Tensor:
     """Depthwise causal conv1d as a sum of shifted copies. x: (batch, dim, L); weight: (dim, width); bias: (dim,).
 
     out[:, d, t] = bias[d] + sum_k weight[d, k] * x[:, d, t - (width - 1) + k]  (x = 0 before the sequence).

@@ -3,14 +3,12 @@ gradients, on a list of small cases covering every B/C form, the optional inputs
 boundaries. Used by the Triton tests (CPU, interpreter mode, in a subprocess) and by `armvision.bench.gpu_check`
 (on the real device, for every backend).
 
-    python -m armvision.ops.scan_check --backend triton --device cpu --dtypes float32 --json
+    armvision bench scan-check --backend triton --device cpu --dtypes float32 --json      (= check_backend(...))
 prints one JSON object per (case, dtype): {"case", "dtype", "ok", "errors": {tensor: max |diff|}, "message"}.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
@@ -194,32 +192,21 @@ def backend_fn(name: str) -> Callable:
     raise ValueError(f"unknown backend {name!r}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="triton")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtypes", default="float32", help="comma-separated: float32,float16,bfloat16")
-    p.add_argument("--cases", default="", help="comma-separated case names (default: all)")
-    p.add_argument("--max-block-d", type=int, default=None, help="triton: cap on channels per program")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    a = p.parse_args(argv)
-    if a.max_block_d:
+def check_backend(backend: str = "triton", device: str = "cpu", dtypes: Sequence[str] = ("float32",),
+                  cases: Sequence[str] = (), max_block_d: Optional[int] = None, as_json: bool = False) -> bool:
+    """run_checks on one backend ("triton", "torch", "cuda", "ref"), printing one line per check (a JSON object
+    with as_json); `cases`: names (default: all, with the half types on HALF_CASES only). True when all pass."""
+    if max_block_d:
         from . import triton_scan
 
-        triton_scan.MAX_BLOCK_D = a.max_block_d
-    names = [n for n in a.cases.split(",") if n]
-    cases = [c for c in CASES if not names or c.name in names]
-    dtypes = [DTYPES[d] for d in a.dtypes.split(",") if d]
+        triton_scan.MAX_BLOCK_D = max_block_d
+    chosen = [c for c in CASES if not cases or c.name in cases]
 
-    def log(r):
-        print(json.dumps(r) if a.json else
+    def log(r: dict) -> None:
+        print(json.dumps(r) if as_json else
               f"{'ok  ' if r['ok'] else 'FAIL'} {r['case']:<28} {r['dtype']:<9} {r['seconds']:7.2f}s {r['message']}",
               flush=True)
 
-    results = run_checks(backend_fn(a.backend), a.device, dtypes, cases, takes_chunk=a.backend == "triton",
-                         half_cases=None if names else HALF_CASES, log=log)
-    return 0 if all(r["ok"] for r in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    results = run_checks(backend_fn(backend), device, [DTYPES[d] for d in dtypes], chosen,
+                         takes_chunk=backend == "triton", half_cases=None if cases else HALF_CASES, log=log)
+    return all(r["ok"] for r in results)

@@ -1,7 +1,7 @@
 """Several scan directions over one sequence in one Triton launch: the Triton form of the CPU kernel's
-multi-direction scan (`scan_op.selective_scan_groups`, the Mamba mixer's fused path).
+multi-direction scan (`groups_op.selective_scan_groups`, the Mamba mixer's fused path).
 
-Semantics (as scan_cpu / scan_op.selective_scan_groups, softplus always on):
+Semantics (as scan_cpu / groups_op.selective_scan_groups, softplus always on):
     u, delta (G, batch, L, Dg) in each group's scan order (any strides; contiguous channels are the fast case);
     B, C (G, batch, L, N) views, any strides; A (G * Dg, N); D, delta_bias (G * Dg,); z (batch, L, Dg) in raster
     order, shared by all groups; index (G, L) int = raster position visited by group g at step t (None: every
@@ -15,7 +15,7 @@ writes its own fp32 (G, batch, L, Dg) buffer (out: gated output silu(z) (y_g + D
 dz_g), and the host sums over g in a fixed order (torch .sum(0)): deterministic, no atomics. Checkpoints are
 the plain kernel's: (n_chunks, batch, G * Dg, N) fp32, the state before each chunk of `chunk` steps.
 
-`triton_groups_fwd` / `triton_groups_bwd` are pure functions (no autograd); scan_op wraps them as the custom ops
+`triton_groups_fwd` / `triton_groups_bwd` are pure functions (no autograd); groups_op wraps them as the custom ops
 `armvision::selective_scan_groups_triton_fwd/bwd`. CPU tensors run under Triton's interpreter (TRITON_INTERPRET=1
 set before triton is imported), as for triton_scan.
 """
@@ -65,6 +65,18 @@ def _raster_strides(x: Tensor) -> Tuple[int, int, int]:
     return x.stride(0), x.stride(2), x.stride(1)
 
 
+def _check_bwd(u: Tensor, A: Tensor, saved: Tensor, dout: Tensor, chunk: int) -> int:
+    """Checks dout and saved (from triton_groups_fwd with this chunk); returns the number of chunks."""
+    G, batch, L, Dg = u.shape
+    if tuple(dout.shape) != (batch, L, Dg):
+        raise ValueError(f"triton_groups_bwd: dout must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(dout.shape)}")
+    n_chunks = -(-L // chunk)
+    if tuple(saved.shape) != (n_chunks, batch, G * Dg, A.shape[1]):
+        raise ValueError(f"triton_groups_bwd: saved has shape {tuple(saved.shape)}, expected "
+                         f"{(n_chunks, batch, G * Dg, A.shape[1])} for chunk={chunk}")
+    return n_chunks
+
+
 def _index(index: Optional[Tensor], like: Tensor) -> Tuple[Tensor, int]:
     if index is None:
         return like, 0
@@ -100,16 +112,14 @@ def triton_groups_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     idx, s_ig = _index(index, u)
     with triton_scan._launch_ctx(u):
         k._scan_fwd_kernel[(batch, lay.n_prog)](
-            u, delta, A, B, C, triton_scan._vec(D, u), zz, triton_scan._vec(delta_bias, u),
+            *triton_scan._inputs(u, delta, A, B, C, D, zz, delta_bias),
             outg, last, ckpt, idx,
             *_seq_strides(u), *_seq_strides(delta), *_raster_strides(zz),
             outg.stride(1), outg.stride(3), outg.stride(2),
             u.stride(0), delta.stride(0), 0, outg.stride(0), s_ig,
             *A.stride(), *lay.b_strides, *lay.c_strides,
             L, N, lay.dseg, lay.nblk, lay.dpg_b, lay.dpg_c, n_chunks, batch, dim, chunk,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=True,
-            B_VARY=True, C_VARY=True, BLOCK_D=lay.block_d, BLOCK_N=lay.block_n, HAS_IDX=index is not None,
-            num_warps=lay.num_warps,
+            **lay.flags(D, z, delta_bias, True, has_idx=index is not None),
         )
     return outg.sum(0).to(u.dtype), ckpt
 
@@ -121,18 +131,14 @@ def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     du, ddelta contiguous (G, batch, L, Dg); dB, dC (G, batch, L, N) views of contiguous (batch, G, N, L)
     tensors; dz contiguous (batch, L, Dg). `saved` from triton_groups_fwd with the same chunk."""
     _check(u, delta, A, B, C, z, index)
+    chunk = int(chunk)
+    n_chunks = _check_bwd(u, A, saved, dout, chunk)
     k = triton_scan._kernels()
     G, batch, L, Dg = u.shape
     N, dim = A.shape[1], G * Dg
-    if tuple(dout.shape) != (batch, L, Dg):
-        raise ValueError(f"triton_groups_bwd: dout must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(dout.shape)}")
-    chunk = int(chunk)
-    n_chunks = -(-L // chunk)
-    if tuple(saved.shape) != (n_chunks, batch, dim, N):
-        raise ValueError(f"triton_groups_bwd: saved has shape {tuple(saved.shape)}, expected "
-                         f"{(n_chunks, batch, dim, N)} for chunk={chunk}")
     if u.numel() == 0 or N == 0:
-        return _ref_grads(u, delta, A, B, C, D, z, delta_bias, index, dout)
+        return triton_scan.autograd_grads(lambda *xs: groups_ref(*xs, index), (u, delta, A, B, C, D, z, delta_bias),
+                                          dout)
     Bm, Cm = _mamba_bc(B), _mamba_bc(C)
     lay = triton_scan._Layout(Bm, Cm, dim, N)
     dev = u.device
@@ -155,7 +161,7 @@ def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     idx, s_ig = _index(index, u)
     with triton_scan._launch_ctx(u):
         k._scan_bwd_kernel[(batch, lay.n_prog)](
-            u, delta, A, B, C, triton_scan._vec(D, u), zz, triton_scan._vec(delta_bias, u),
+            *triton_scan._inputs(u, delta, A, B, C, D, zz, delta_bias),
             ckpt, dout, ckpt, scratch,
             du, ddelta, du if dzg is None else dzg, dA_p, dB_p, dC_p,
             dA_p if dD_p is None else dD_p, dA_p if db_p is None else db_p, idx,
@@ -164,9 +170,7 @@ def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
             du.stride(1), du.stride(0), du.stride(3), du.stride(2),
             *A.stride(), *lay.b_strides, *lay.c_strides,
             L, N, lay.dseg, lay.nblk, lay.dpg_b, lay.dpg_c, n_chunks, batch, dim, steps,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=True,
-            B_VARY=True, C_VARY=True, HAS_GLAST=False, BLOCK_D=lay.block_d, BLOCK_N=lay.block_n,
-            HAS_IDX=index is not None, num_warps=lay.num_warps,
+            **lay.flags(D, z, delta_bias, True, has_idx=index is not None), HAS_GLAST=False,
         )
     dA = dA_p.sum(0).to(A.dtype)
     dB = triton_scan._reduce_bc(dB_p, Bm, True, batch).permute(1, 0, 3, 2)
@@ -200,13 +204,3 @@ def groups_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opt
     if z is not None:
         total = total * torch.nn.functional.silu(z.float())
     return total.to(u.dtype)
-
-
-def _ref_grads(u, delta, A, B, C, D, z, delta_bias, index, dout) -> List[Optional[Tensor]]:
-    with torch.enable_grad():
-        xs = [None if t is None else t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, delta_bias)]
-        out = groups_ref(*xs, index)
-        live = [x for x in xs if x is not None]
-        gs = iter(torch.autograd.grad(out, live, dout.to(out.dtype), allow_unused=True))
-    grads = [None if x is None else next(gs) for x in xs]
-    return [g if g is not None or x is None else torch.zeros_like(x) for g, x in zip(grads, xs)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -113,6 +113,13 @@ class _Layout:
         # about 8 state elements per thread: measured best on an H200 at ARM-B's shape (32 x 16 tile, 2 warps)
         self.num_warps = NUM_WARPS or max(1, min(8, tile // 256))
 
+    def flags(self, D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], softplus: bool,
+              has_idx: bool = False) -> dict:
+        """The kernels' compile-time flags and launch options for these inputs (keyword arguments of a launch)."""
+        return dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                    SOFTPLUS=bool(softplus), B_VARY=self.b_vary, C_VARY=self.c_vary, BLOCK_D=self.block_d,
+                    BLOCK_N=self.block_n, HAS_IDX=has_idx, num_warps=self.num_warps)
+
 
 def _launch_ctx(t: Tensor):
     if t.is_cuda:
@@ -129,6 +136,13 @@ def _seg_strides(dseg: int, *xs: Tensor):
 
 def _vec(t: Optional[Tensor], like: Tensor) -> Tensor:
     return like if t is None else t.contiguous()
+
+
+def _inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], zz: Tensor,
+            delta_bias: Optional[Tensor]) -> list:
+    """The kernels' first eight arguments: the inputs, with stand-ins (never read) for absent D and delta_bias;
+    zz is z or its stand-in."""
+    return [u, delta, A, B, C, _vec(D, u), zz, _vec(delta_bias, u)]
 
 
 def triton_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
@@ -153,15 +167,13 @@ def triton_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     zz = u if z is None else z
     with _launch_ctx(u):
         k._scan_fwd_kernel[(batch, lay.n_prog)](
-            u, delta, A, B, C, _vec(D, u), zz, _vec(delta_bias, u),
+            *_inputs(u, delta, A, B, C, D, zz, delta_bias),
             out, last, ckpt, u,
             *u.stride(), *delta.stride(), *zz.stride(), *out.stride(),
             *_seg_strides(lay.dseg, u, delta, zz, out), 0,
             *A.stride(), *lay.b_strides, *lay.c_strides,
             L, N, lay.dseg, lay.nblk, lay.dpg_b, lay.dpg_c, n_chunks, batch, dim, chunk,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            B_VARY=lay.b_vary, C_VARY=lay.c_vary, BLOCK_D=lay.block_d, BLOCK_N=lay.block_n, HAS_IDX=False,
-            num_warps=lay.num_warps,
+            **lay.flags(D, z, delta_bias, softplus),
         )
     return out, last, ckpt
 
@@ -219,7 +231,7 @@ def triton_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     zz = u if z is None else z
     with _launch_ctx(u):
         k._scan_bwd_kernel[(batch, lay.n_prog)](
-            u, delta, A, B, C, _vec(D, u), zz, _vec(delta_bias, u),
+            *_inputs(u, delta, A, B, C, D, zz, delta_bias),
             ckpt, dout, ckpt if glast is None else glast, scratch,
             du, ddelta, du if dz is None else dz, dA_p, dB_p, dC_p,
             dA_p if dD_p is None else dD_p, dA_p if db_p is None else db_p, u,
@@ -228,9 +240,7 @@ def triton_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
             dim * L, lay.dseg * L, L, 1,  # du, ddelta, dz: contiguous (batch, D, L)
             *A.stride(), *lay.b_strides, *lay.c_strides,
             L, N, lay.dseg, lay.nblk, lay.dpg_b, lay.dpg_c, n_chunks, batch, dim, steps,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            B_VARY=lay.b_vary, C_VARY=lay.c_vary, HAS_GLAST=glast is not None,
-            BLOCK_D=lay.block_d, BLOCK_N=lay.block_n, HAS_IDX=False, num_warps=lay.num_warps,
+            **lay.flags(D, z, delta_bias, softplus), HAS_GLAST=glast is not None,
         )
     dA = dA_p.sum(0).to(A.dtype)
     dB = _reduce_bc(dB_p, B, lay.b_vary, batch)
@@ -240,16 +250,24 @@ def triton_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     return du, ddelta, dA, dB, dC, dD, dz, ddb
 
 
+def autograd_grads(f: Callable[..., Tensor], inputs: Sequence[Optional[Tensor]],
+                   dout: Tensor) -> List[Optional[Tensor]]:
+    """Gradients of f(*inputs) (a differentiable reference) for dout, by autograd: None for absent inputs, zeros
+    for inputs the output does not depend on. The kernels' answer where there is nothing to launch."""
+    with torch.enable_grad():
+        xs = [None if t is None else t.detach().requires_grad_() for t in inputs]
+        out = f(*xs)
+        live = [x for x in xs if x is not None]
+        gs = iter(torch.autograd.grad(out, live, dout.to(out.dtype), allow_unused=True))
+    grads = [None if x is None else next(gs) for x in xs]
+    return [g if g is not None or x is None else torch.zeros_like(x) for g, x in zip(grads, xs)]
+
+
 def _empty_grads(u, delta, A, B, C, D, z, delta_bias, softplus, dout):
     from .reference import selective_scan_ref
 
-    with torch.enable_grad():
-        xs = [None if t is None else t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, delta_bias)]
-        out = selective_scan_ref(*xs, delta_softplus=softplus)
-        live = [x for x in xs if x is not None]
-        gs = iter(torch.autograd.grad(out, live, dout, allow_unused=True))
-    grads = [None if x is None else next(gs) for x in xs]
-    grads = [g if g is not None or x is None else torch.zeros_like(x) for g, x in zip(grads, xs)]
+    grads = autograd_grads(lambda *xs: selective_scan_ref(*xs, delta_softplus=softplus),
+                           (u, delta, A, B, C, D, z, delta_bias), dout)
     du, ddelta, dA, dB, dC, dD, dz, ddb = grads
     return du, ddelta, dA, dB, dC, dD, dz, ddb
 

@@ -4,3 +4,8 @@ config (dataclasses <- YAML <- flags), optim (AdamW groups, layer decay), schedu
 (atomic, weights_only-safe, RNG states), distributed (torchrun DDP / FSDP, global batch sampler), logging
 (log.jsonl, TensorBoard, progress).
 """
+from .config import FinetuneConfig, PretrainConfig
+from .finetune import train_finetune
+from .pretrain import train_pretrain
+
+__all__ = ["FinetuneConfig", "PretrainConfig", "train_finetune", "train_pretrain"]

@@ -1,7 +1,6 @@
 """Checkpoints: atomic writes, safe loads (weights_only), and RNG states that survive weights_only."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, Optional
@@ -10,25 +9,29 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_write
 
 LAST, BEST = "checkpoint-last.pth", "checkpoint-best.pth"
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """torch.save to a temp file in the same folder, fsync, then rename over `path` (never a half-written file).
+
+    A failure raises fileio.FileWriteError (an OSError naming `path`); the previous file and no temp file remain."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def full_state_dicts(model: torch.nn.Module, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     fsdp: bool) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts as a single process would have them; collective under FSDP (gathered on
+    the CPU)."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(wrapped, options=opts), get_optimizer_state_dict(wrapped, optimizer, options=opts)
 
 
 def load_file(path: str | Path) -> dict:

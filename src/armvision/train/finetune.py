@@ -1,13 +1,12 @@
-"""`armvision finetune`: classification from a pretraining checkpoint (ours or the reference's).
+"""Classification finetuning from a pretraining checkpoint (ours or the reference's); the command is
+`armvision finetune`.
 
 Layer-wise lr decay, drop path, EMA, mixup / cutmix with label smoothing, top-1 / top-5 of the model and of its
 EMA on val after each epoch, checkpoint-best.pth (best model top-1) and checkpoint-last.pth.
-
-    armvision finetune --model base --init runs/arm-b/checkpoint-last.pth --data /imagenet --output runs/ft-b
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -18,34 +17,29 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import CheckpointError, ConfigError
-from .config import FinetuneConfig, add_config_arguments, resolve_config
-from .distributed import DistInfo, ShardSampler, all_reduce, init_distributed, run_distributed
+from ..eval.metrics import PAD, ClassificationMeter
+from .config import FinetuneConfig
+from .distributed import DistInfo, ShardSampler, init_distributed
 from .engine import Trainer, resolve_precision, run_folder
 from .optim import param_groups
-from .pretrain import model_config_dict
+from .pretrain import build_from_config, model_config_dict
 
 log = logging.getLogger("armvision.train")
 
 
 def build_classifier(cfg: FinetuneConfig, num_classes: int) -> nn.Module:
-    import armvision
-
-    overrides = {k: v for k, v in {"embed_dim": cfg.embed_dim, "depth": cfg.depth,
-                                   "patch_size": cfg.patch_size}.items() if v is not None}
-    try:
-        return armvision.create_classifier(cfg.model, num_classes=num_classes, img_size=cfg.img_size,
-                                           global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path, **overrides)
-    except (ValueError, AssertionError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"cannot build the {cfg.model} classifier: {e}") from None
+    """The classifier `cfg.model` describes, with `num_classes` outputs when the config leaves them open."""
+    model_config = cfg.model
+    if not model_config.num_classes:  # none (or 0): the number of class folders
+        model_config = dataclasses.replace(model_config, num_classes=num_classes)
+    return build_from_config(model_config)
 
 
 def init_from(model: nn.Module, path: str, verbose: bool = True) -> None:
     """Load a pretraining (or finetuning) checkpoint into the classifier and print what was adapted."""
-    import armvision
+    from ..models import load_checkpoint
 
-    report = armvision.load_checkpoint(model, path, strict=True)  # raises CheckpointError if it does not fit
+    report = load_checkpoint(model, path, strict=True)  # raises CheckpointError if it does not fit
     if verbose:
         log.info("initialised from %s (%s weights): new %s, resized %s", path, report.source, report.missing,
                  report.resized)
@@ -77,7 +71,7 @@ def make_loss(cfg: FinetuneConfig, num_classes: int):
 
 
 class _PaddedEval(Dataset):
-    """Index i >= len(dataset) -> (image of i % len, label -1): padding that evaluation ignores."""
+    """Index i >= len(dataset) -> (image of i % len, label PAD = -1): padding that evaluation ignores."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -87,7 +81,7 @@ class _PaddedEval(Dataset):
 
     def __getitem__(self, i: int):
         img, label = self.dataset[i % len(self.dataset)]
-        return img, (label if i < len(self.dataset) else -1)
+        return img, (label if i < len(self.dataset) else PAD)
 
 
 def make_evaluate(cfg: FinetuneConfig, val_set: Dataset, info: DistInfo):
@@ -98,29 +92,22 @@ def make_evaluate(cfg: FinetuneConfig, val_set: Dataset, info: DistInfo):
                         num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda")
     dtype, _ = resolve_precision(cfg.precision, info.device)
 
-    def measure(model: nn.Module) -> torch.Tensor:
-        sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, top1, topk, count
+    def measure(model: nn.Module) -> dict:
+        meter = ClassificationMeter((1, 5), device=info.device)
         for images, labels in loader:
             images, labels = images.to(info.device), labels.to(info.device)
             with torch.autocast(info.device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(images).float()  # (B, C)
-            keep = labels >= 0  # drop the padding
-            logits, labels = logits[keep], labels[keep]
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices  # (B, k)
-            hit = top == labels[:, None]
-            sums += torch.stack([nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
-                                 hit[:, 0].sum().double(), hit.any(1).sum().double(),
-                                 keep.sum().double()])
-        return all_reduce(sums, op="sum")
+                logits = model(images)  # (B, C)
+            meter.update(logits, labels)  # label -1 (the padding) is not counted
+        meter.all_reduce()
+        return meter.compute()
 
     def evaluate(model: nn.Module, ema: Optional[nn.Module]) -> dict:
-        s = measure(model)
-        n = max(1.0, s[3].item())
-        out = {"val_loss": s[0].item() / n, "acc1": 100 * s[1].item() / n, "acc5": 100 * s[2].item() / n}
+        m = measure(model)
+        out = {"val_loss": m["loss"], "acc1": m["top1"], "acc5": m["top5"]}
         if ema is not None:
             e = measure(ema)
-            out.update(ema_acc1=100 * e[1].item() / n, ema_acc5=100 * e[2].item() / n)
+            out.update(ema_acc1=e["top1"], ema_acc5=e["top5"])
         return out
 
     return evaluate
@@ -153,14 +140,14 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
     if cfg.init and not Path(cfg.init).exists() and resume_path(cfg.resume, cfg.output) is None:
         raise CheckpointError(f"--init {cfg.init}: file not found")  # before the output folder is claimed
     with run_folder(cfg, info):
-        train_tf = finetune_transform(cfg.img_size, cfg.auto_augment, cfg.reprob, min_scale=cfg.min_scale,
+        img_size = cfg.model.img_size
+        train_tf = finetune_transform(img_size, cfg.auto_augment, cfg.reprob, min_scale=cfg.min_scale,
                                       hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
-        val_tf = eval_transform(cfg.img_size, cfg.crop_pct, cfg.mean, cfg.std)
-        train_raw = build_dataset(cfg.data, "train", train_tf, cfg.img_size, cfg.strict_data,
+        val_tf = eval_transform(img_size, cfg.crop_pct, cfg.mean, cfg.std)
+        train_raw = build_dataset(cfg.data, "train", train_tf, img_size, cfg.strict_data,
                                   max_pixels=cfg.max_image_pixels)
-        val_set = build_dataset(cfg.data, "val", val_tf, cfg.img_size, cfg.strict_data,
-                                max_pixels=cfg.max_image_pixels)
-        num_classes = cfg.num_classes or len(train_raw.classes)
+        val_set = build_dataset(cfg.data, "val", val_tf, img_size, cfg.strict_data, max_pixels=cfg.max_image_pixels)
+        num_classes = cfg.model.num_classes or len(train_raw.classes)
         if cfg.label_fraction < 1.0:
             train_raw = label_subset(train_raw, cfg.label_fraction)
         if getattr(val_set, "classes", None) not in (None, train_raw.classes):
@@ -177,18 +164,3 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
                           evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
                           model_config=model_config_dict(model), kind="finetune", best_key="acc1")
         return trainer.fit(claim=False)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, FinetuneConfig)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(FinetuneConfig, args)
-    summary = run_distributed(train_finetune, cfg)
-    if summary is not None:
-        m = summary["metrics"]
-        print(f"finetuning done: step {summary['step']}, val top-1 {m.get('acc1', float('nan')):.2f}% "
-              f"(EMA {m.get('ema_acc1', float('nan')):.2f}%), best {summary['best']:.2f}%; checkpoints "
-              f"{cfg.output}/checkpoint-last.pth and checkpoint-best.pth, log {cfg.output}/log.jsonl", flush=True)
-    return 0

@@ -1,4 +1,5 @@
-"""Run logging: log.jsonl (one line per logging step), TensorBoard scalars, a progress bar or plain lines."""
+"""Run logging: log.jsonl (one line per logging step), TensorBoard scalars, a progress bar or plain lines, and the
+window of training steps that each "train" line averages."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from ..fileio import atomic_write
 
 log = logging.getLogger("armvision.train")
 
@@ -29,7 +32,7 @@ class RunLogger:
         if resume_step is not None and path.is_file():
             keep = [line for line in path.read_text().splitlines(keepends=True)
                     if line.strip() and _step_of(line) <= resume_step]
-            path.write_text("".join(keep))
+            atomic_write(path, "".join(keep))  # a kill here keeps the old log, never half of it
         self._file = open(path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -115,3 +118,35 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class TrainLog:
+    """The "train" lines: every `every` steps (and at the last one) the mean loss of the steps since the previous
+    line, the lr and the images per second; the progress display in between.
+
+    `window` (the loss sum and count since the last line) is saved in checkpoints, so that a resumed run writes
+    exactly the lines of an uninterrupted one."""
+
+    def __init__(self, logger: RunLogger, progress: Progress, every: int, total: int, steps_per_epoch: int,
+                 window: Optional[dict] = None):
+        self.logger, self.progress, self.every, self.total = logger, progress, every, total
+        self.steps_per_epoch = steps_per_epoch
+        self.window = dict(window or {"loss": 0.0, "n": 0})
+        self.t0, self.images = time.time(), 0
+        self.loss_avg = float("nan")  # the mean loss of the last line written
+
+    def step(self, step: int, loss: float, lr: float, images: int) -> None:
+        """Count one finished optimizer step (`loss`: its mean loss, `images`: over all processes); log if due."""
+        self.window["loss"] += loss
+        self.window["n"] += 1
+        self.images += images
+        if step % self.every != 0 and step != self.total:
+            self.progress.update(step, lr=lr)
+            return
+        dt = max(1e-9, time.time() - self.t0)
+        self.loss_avg = self.window["loss"] / max(1, self.window["n"])
+        self.logger.log({"epoch": round(step / self.steps_per_epoch, 4), "loss": self.loss_avg, "lr": lr,
+                         "img_per_s": self.images / dt}, step, prefix="train")
+        self.progress.update(step, loss=self.loss_avg, lr=lr, img_s=round(self.images / dt, 1))
+        self.window = {"loss": 0.0, "n": 0}
+        self.t0, self.images = time.time(), 0

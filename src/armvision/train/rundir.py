@@ -23,12 +23,13 @@ from typing import Optional
 
 from ..argcheck import check_output_dir
 from ..errors import ConfigError
+from ..fileio import atomic_write, create_exclusive
 
 log = logging.getLogger(__name__)
 
 LOCK = ".armvision.lock"
 RUN_FILES = ("checkpoint-last.pth", "checkpoint-best.pth", "log.jsonl", "config.yaml")
-# our temp files, named with the writing process's pid: checkpoint.save_atomic's, the lock's, the write probe's
+# our temp files, named with the writing process's pid: fileio.atomic_write's (checkpoints, the lock), the write probe's
 TEMP_PATTERN = re.compile(r"^(?:\.checkpoint-[\w.-]+\.pth\.tmp|\.armvision\.lock\.tmp|\.armvision-write-test-)(\d+)$")
 
 
@@ -82,38 +83,30 @@ def acquire_lock(folder: Path) -> RunLock:
     path = folder / LOCK
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "start": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-    tmp = folder / f"{LOCK}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record) + "\n")
-    try:
-        for _ in range(3):
-            try:
-                os.link(tmp, path)  # fails if the lock exists: exactly one of two racing runs gets it
-                return RunLock(path, record)
-            except FileExistsError:
-                pass
-            other = _read_lock(path)
-            if other is None:  # torn or foreign content: a run killed while writing it, or not ours
-                age = time.time() - path.stat().st_mtime if path.exists() else 0.0
-                if age < 5.0:
-                    time.sleep(0.5)
-                    continue
-                log.warning("%s: replacing an unreadable lock file", path)
-            elif other.get("host") != record["host"]:
-                raise ConfigError(f"--output {folder}: in use by process {other['pid']} on host {other.get('host')} "
-                                  f"(started {other.get('start')}); if that run is gone, delete {path}")
-            elif pid_alive(other["pid"]) and other["pid"] != os.getpid():
-                raise ConfigError(f"--output {folder}: in use by the running process {other['pid']} (started "
-                                  f"{other.get('start')}); wait for it, or give another --output")
-            else:
-                log.warning("%s: taking over the stale lock of process %d (started %s, no longer running)",
-                            folder, other["pid"], other.get("start"))
-            os.replace(tmp, path)
-            if _read_lock(path) == record:
-                return RunLock(path, record)
-        raise ConfigError(f"--output {folder}: could not take the lock {path}; another run may be starting there")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    text = json.dumps(record) + "\n"
+    for _ in range(3):
+        if create_exclusive(path, text):  # exactly one of two racing runs gets it
+            return RunLock(path, record)
+        other = _read_lock(path)
+        if other is None:  # torn or foreign content: a run killed while writing it, or not ours
+            age = time.time() - path.stat().st_mtime if path.exists() else 0.0
+            if age < 5.0:
+                time.sleep(0.5)
+                continue
+            log.warning("%s: replacing an unreadable lock file", path)
+        elif other.get("host") != record["host"]:
+            raise ConfigError(f"--output {folder}: in use by process {other['pid']} on host {other.get('host')} "
+                              f"(started {other.get('start')}); if that run is gone, delete {path}")
+        elif pid_alive(other["pid"]) and other["pid"] != os.getpid():
+            raise ConfigError(f"--output {folder}: in use by the running process {other['pid']} (started "
+                              f"{other.get('start')}); wait for it, or give another --output")
+        else:
+            log.warning("%s: taking over the stale lock of process %d (started %s, no longer running)",
+                        folder, other["pid"], other.get("start"))
+        atomic_write(path, text)
+        if _read_lock(path) == record:
+            return RunLock(path, record)
+    raise ConfigError(f"--output {folder}: could not take the lock {path}; another run may be starting there")
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

@@ -1,21 +1,27 @@
-"""`armvision bench BENCHMARK [options]`: one sub-command per benchmark module, imported only when it runs.
+"""`armvision bench BENCHMARK [options]`: one sub-command per module of this package, imported only when it runs.
 
-A benchmark module defines `add_arguments(parser)` and `run(args) -> int`; register it in BENCHMARKS.
+A benchmark's command module defines `add_arguments(parser)` and `run(args) -> int` and calls its benchmark in
+armvision.bench with plain arguments; register it in BENCHMARKS.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+from types import ModuleType
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 # name -> (module, one-line help)
 BENCHMARKS = {
-    "scan": ("armvision.bench.scan", "selective scan: fast path vs reference, mambapy pscan, mamba_ssm"),
-    "block": ("armvision.bench.block", "one MambaMLP block, fwd+bwd, per scan backend and without the scan"),
-    "model": ("armvision.bench.model", "whole models: forward / forward+backward time and memory"),
-    "train-step": ("armvision.bench.train_step", "one optimizer step of pretraining / finetuning"),
-    "export": ("armvision.bench.export", "exported ARM (onnxruntime) and torch.compile vs eager and a ViT, CPU"),
+    "scan": ("armvision.cli.bench.scan", "selective scan: fast path vs reference, mambapy pscan, mamba_ssm"),
+    "block": ("armvision.cli.bench.block", "one MambaMLP block, fwd+bwd, per scan backend and without the scan"),
+    "model": ("armvision.cli.bench.model", "whole models: forward / forward+backward time and memory"),
+    "train-step": ("armvision.cli.bench.train_step", "one optimizer step of pretraining / finetuning"),
+    "export": ("armvision.cli.bench.export", "exported ARM (onnxruntime) and torch.compile vs eager and a ViT, CPU"),
+    "gpu-check": ("armvision.cli.bench.gpu_check", "scan checks and scan / model / pretraining speed on a GPU "
+                  "(= python -m armvision.bench.gpu_check)"),
+    "scan-check": ("armvision.cli.bench.scan_check", "one scan backend against the sequential reference, values "
+                   "and all gradients"),
 }
 
 
@@ -28,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
 
 
-def load(name: str):
-    """The module of benchmark `name`, with a clear error when it is not registered or not written."""
+def load(name: str) -> ModuleType:
+    """The command module of benchmark `name`, with a clear error when it is not registered or not written."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     module_name = BENCHMARKS[name][0]

@@ -1,15 +1,18 @@
-"""`armvision export`: a checkpoint -> a torch.export program (.pt2) or ONNX file, checked against eager."""
+"""`armvision export`: a checkpoint -> a torch.export program (.pt2) or ONNX file, checked against eager
+(armvision.deploy.export_checkpoint)."""
 from __future__ import annotations
 
 import argparse
 import logging
 
+from ..argcheck import check_output_file
+from .argtypes import POS_FLOAT, POS_INT
+
 log = logging.getLogger("armvision.deploy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..argcheck import POS_FLOAT, POS_INT
-    from .export import FORMATS
+    from ..deploy.export import FORMATS
 
     parser.add_argument("checkpoint", help="classifier checkpoint (any file or folder `armvision.load_model` reads); "
                         "a pretraining checkpoint with --features")
@@ -31,21 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..argcheck import check_output_file
-    from ..errors import ConfigError
-    from ..models import ARMClassifier, load_model
-    from .export import export, resolve_format
+    from ..deploy.export import export_checkpoint, resolve_format
 
-    fmt = resolve_format(args.output, args.format)  # before reading a checkpoint of gigabytes
+    resolve_format(args.output, args.format)  # a bad format fails before the output check and the checkpoint read
     check_output_file(args.output, "output")
-    if args.batch < 2:
-        raise ConfigError(f"--batch {args.batch}: the traced batch must be >= 2 (1 would be traced as a constant)")
-    model, _ = load_model(args.checkpoint, key="model_ema" if args.ema else "model")
-    if not isinstance(model, ARMClassifier) and not args.features:
-        raise ConfigError(f"{args.checkpoint} holds a pretrainer ({type(model).__name__}), not a classifier: pass "
-                          f"--features to export its encoder features, or finetune it first (armvision finetune)")
-    res = export(model, args.output, fmt, features=args.features, img_size=args.img_size,
-                 dynamic_size=args.dynamic_size, batch=args.batch, check=not args.no_check, opset=args.opset)
+    res = export_checkpoint(args.checkpoint, args.output, args.format, features=args.features,
+                            img_size=args.img_size, dynamic_size=args.dynamic_size, batch=args.batch,
+                            ema=args.ema, check=not args.no_check, opset=args.opset)
     print(res)
     if res.max_diff is not None and not res.max_diff <= args.tolerance:
         log.error("the exported model differs from eager by %.3g > --tolerance %.3g", res.max_diff, args.tolerance)

@@ -1,0 +1,7 @@
+"""`python -m armvision.bench.gpu_check --out DIR [--dry-run] [...]`: the GPU check's command line
+(armvision.cli.bench.gpu_check; also `armvision bench gpu-check`)."""
+import sys
+
+from armvision.cli.bench.gpu_check import main
+
+sys.exit(main())

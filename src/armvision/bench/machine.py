@@ -1,0 +1,97 @@
+"""The machine side of `armvision bench model`: the environment record, the matmul peak (for MFU) and peak memory.
+
+Peak memory. CUDA: `torch.cuda.max_memory_allocated` minus what was allocated at `start()`. CPU: torch has no CPU
+allocator statistics, so the growth of the kernel's resident-set high-water mark (VmHWM in /proc/self/status, reset
+through /proc/self/clear_refs at `start()`) over the resident set at that moment; exact in a fresh process.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .common import cpu_name, sync
+
+
+def environment(device: str) -> dict:
+    """What a reader needs to reproduce or discount the numbers."""
+    import timm
+
+    env = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "device": device, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}
+    if hasattr(os, "getloadavg"):
+        env["loadavg_1m_start"] = round(os.getloadavg()[0], 2)
+    if device.startswith("cuda"):
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+    return env
+
+
+def matmul_peak_flops(device: str, dtype: torch.dtype, n: Optional[int] = None, repeats: int = 10) -> float:
+    """Best FLOP/s of an n x n @ n x n matmul: the machine's practical peak for MFU."""
+    n = n or (8192 if device.startswith("cuda") else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        if i:  # first call is warm-up
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def _proc_status(key: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _malloc_trim() -> None:
+    """Give memory freed by Python/torch back to the OS (glibc), so it cannot hide inside the baseline."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakMemory:
+    """Peak memory growth between start() and peak_mb(), see the module docstring."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.base = 0
+
+    def start(self) -> None:
+        gc.collect()
+        _malloc_trim()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
+        except OSError:
+            pass
+        self.base = _proc_status("VmRSS") or 0
+
+    def peak_mb(self) -> Optional[float]:
+        if self.device.startswith("cuda"):
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        hwm = _proc_status("VmHWM")
+        return None if hwm is None else (hwm - self.base) / 2**20
