@@ -16,8 +16,14 @@ def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_classifier_train_step_compiles_fullgraph():
-    """One inductor compile: forward and backward of a training step equal eager's."""
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_classifier_train_step_compiles_fullgraph(backend, monkeypatch):
+    """One inductor compile: forward and backward of a training step equal eager's, with the default backend (the
+    fused kernel here) and with the chunked torch path (whose backward plans its chunks from the data: it must stay
+    inside the backward op, not in the traced graph)."""
+    if backend != "auto":
+        monkeypatch.setenv("ARMVISION_SCAN_BACKEND", backend)
+    torch._dynamo.reset()
     torch.manual_seed(0)
     model = tiny_classifier(depth=1).train()
     x = torch.randn(2, 3, 32, 32)
@@ -35,9 +41,13 @@ def test_classifier_train_step_compiles_fullgraph():
         assert torch.allclose(got[name], want[name], atol=1e-4, rtol=1e-4), name
 
 
-def test_pretrainer_traces_fullgraph_with_autograd():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_pretrainer_traces_fullgraph_with_autograd(backend, monkeypatch):
     """The pretrainer's whole training step in one graph (AOTAutograd, no inductor codegen: the scan ops are the
-    same as the classifier's)."""
+    same as the classifier's), with each backend."""
+    if backend != "auto":
+        monkeypatch.setenv("ARMVISION_SCAN_BACKEND", backend)
+    torch._dynamo.reset()
     torch.manual_seed(0)
     model = tiny_pretrainer().train()
     x = torch.randn(2, 3, 32, 32)

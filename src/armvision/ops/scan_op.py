@@ -6,7 +6,9 @@ first is the second (torch.library.register_autograd). `backend` is a concrete n
   "cpu"     the fused C kernel (scan_cpu.py); saved = its chunk-boundary states;
   "triton"  the Triton kernels (triton_scan.py); saved = their chunk-boundary states;
   "torch", "ref", "cuda": the chunked PyTorch path, the sequential reference, mamba_ssm's kernel; these keep no
-            state (saved is empty) and their backward (outside the ops) recomputes the forward under autograd.
+            state (saved is empty) and their backward recomputes the forward under autograd: in eager at autograd
+            level (so it can itself be differentiated), under torch.compile / export inside selective_scan_bwd
+            (the chunked path plans its chunks from the data, which a traced graph cannot do).
 Fake (meta) implementations give shapes from input shapes only, so tracing never looks at data.
 
 The Mamba mixer's multi-direction ops (`selective_scan_groups`, `conv_groups` and their custom ops) live in
@@ -183,7 +185,10 @@ def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
         from .triton_scan import triton_scan_bwd
         grads = triton_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast)
         return [_no_grad(u) if g is None else g for g in grads]
-    raise ValueError(f"selective_scan_bwd: backend {backend!r} keeps no state; its backward recomputes")
+    # the other backends keep no state: recompute here, where a compiler sees one op (their chunk plan reads the
+    # data, which a traced graph cannot), and hand back contiguous gradients as the fake impl says
+    grads = _recompute_grads(u, delta, A, B, C, D, z, delta_bias, softplus, backend, dout, dlast)
+    return [g.contiguous() for g in grads]
 
 
 @selective_scan_bwd.register_fake
@@ -210,10 +215,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dout, dlast, _dsaved):
     u, delta, A, B, C, D, z, delta_bias, saved = ctx.saved_tensors
-    if ctx.backend in ("cpu", "triton"):
+    if ctx.backend in ("cpu", "triton") or torch.compiler.is_compiling():
         grads = selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, ctx.softplus, ctx.backend, saved, dout,
                                    dlast)
-    else:  # at autograd level (not inside an op), where the recomputation can itself be differentiated
+    else:  # eager: at autograd level (not inside an op), where the recomputation can itself be differentiated
         grads = _recompute_grads(u, delta, A, B, C, D, z, delta_bias, ctx.softplus, ctx.backend, dout, dlast)
     present = [u, delta, A, B, C, D, z, delta_bias]
     return (*[None if t is None else g for t, g in zip(present, grads)], None, None)
