@@ -37,7 +37,7 @@ from .flops import flop_counter, reference_scan, scan_flops
 from .machine import PeakMemory, environment, matmul_peak_flops
 
 FAMILIES = ("arm", "arm-pretrain", "vit")
-SIZES = ("tiny", "small", "base")
+BENCH_SIZES = ("tiny", "small", "base")  # the sizes with a timm ViT of the same width to compare with
 DEFAULT_IMG = {"arm": 224, "arm-pretrain": 192, "vit": 224}
 QUICK_IMG = {"arm": 64, "arm-pretrain": 128, "vit": 64}
 MODES = ("forward", "train")
@@ -254,7 +254,7 @@ def _add_vit_ratio(rows: list[dict]) -> None:
             r["vs_vit"] = f"{r['median_img_s'] / v['median_img_s']:.2f}x"
 
 
-def make_cases(models: Sequence[str] = FAMILIES, sizes: Sequence[str] = SIZES,
+def make_cases(models: Sequence[str] = FAMILIES, sizes: Sequence[str] = BENCH_SIZES,
                img_sizes: Optional[Sequence[int]] = None, batch_size: int = 8, modes: Sequence[str] = MODES,
                warmup: int = 2, repeats: int = 5, device: str = "auto", dtype: str = "float32",
                threads: Optional[int] = None, quick: bool = False) -> tuple[list[Case], list[str]]:

@@ -5,13 +5,13 @@ import argparse
 
 import torch
 
-from ...bench.model import FAMILIES, MODES, SIZES, Case, make_cases
+from ...bench.model import BENCH_SIZES, FAMILIES, MODES, Case, make_cases
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=FAMILIES,
                         help="model families (default: all); ARM = classifier, ARM-pretrain = pretrainer, ViT = timm")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES, help="sizes (default: all)")
+    parser.add_argument("--sizes", nargs="+", default=list(BENCH_SIZES), choices=BENCH_SIZES, help="sizes (default: all)")
     parser.add_argument("--img-size", nargs="+", type=int, default=None,
                         help="image sizes for every model (default: 224, pretrainer 192)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
