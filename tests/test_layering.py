@@ -83,6 +83,8 @@ def test_imports_point_down_only():
             target = _sub(mod)
             if target is None or target == me:
                 continue
+            if target == "<face>" and me == "experiments":  # experiments use the public face (checked below)
+                continue
             if target == "<face>" or RANK[target] > RANK[me]:
                 bad.append(f"{path.relative_to(PKG)}:{line} ({me}) imports {mod}")
     assert not bad, "imports that point up or at the package face:\n" + "\n".join(bad)

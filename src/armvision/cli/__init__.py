@@ -18,7 +18,7 @@ from typing import NoReturn, Optional, Sequence
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "pretrain": ("armvision.cli.pretrain", "pretrain a backbone (ARM, or --method mae)"),
+    "pretrain": ("armvision.cli.pretrain", "pretrain a backbone (ARM, or the baselines --method mae | contrastive)"),
     "finetune": ("armvision.cli.finetune", "finetune a classifier from a pretraining checkpoint"),
     "eval": ("armvision.cli.evaluate", "top-1/top-5 of a classifier checkpoint on an ImageFolder or robustness set"),
     "probe": ("armvision.cli.probe", "k-NN and linear-probe evaluation of frozen pretrained features"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..argcheck import check_output_dir
+from ..models.config import CONFIG_CLASSES
 from .argtypes import POS_INT
 
 
@@ -12,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="reference .pth, our training checkpoint, or a .safetensors file")
     parser.add_argument("output", help="directory to write config.json and model.safetensors into")
     parser.add_argument("--ema", action="store_true", help="convert the EMA weights (key model_ema / ema)")
-    parser.add_argument("--kind", choices=["pretrainer", "classifier", "mae"], default=None,
+    parser.add_argument("--kind", choices=sorted(CONFIG_CLASSES), default=None,
                         help="model to build (default: what the checkpoint is); 'classifier' turns a pretraining "
                         "checkpoint into a classifier")
     parser.add_argument("--num-classes", type=POS_INT, default=None,

@@ -6,7 +6,8 @@ from .datasets import (
     build_dataset,
     embedded_digits,
 )
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, finetune_transform, pretrain_transform
+from .transforms import (IMAGENET_MEAN, IMAGENET_STD, TwoViews, contrastive_transform, eval_transform,
+                         finetune_transform, pretrain_transform)
 
 __all__ = [
     "EMBEDDED_NAME",
@@ -19,4 +20,6 @@ __all__ = [
     "eval_transform",
     "finetune_transform",
     "pretrain_transform",
+    "TwoViews",
+    "contrastive_transform",
 ]

@@ -1,9 +1,11 @@
-"""The reference's transforms: pretraining, finetuning (timm RandAugment + random erasing) and evaluation."""
+"""The reference's transforms: pretraining, finetuning (timm RandAugment + random erasing) and evaluation; and the
+contrastive baseline's two SimCLR views (`TwoViews` over `contrastive_transform`)."""
 from __future__ import annotations
 
 import math
 from typing import Callable, Optional, Sequence
 
+import torch
 from PIL import Image, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
@@ -24,6 +26,43 @@ def pretrain_transform(
         T.ToTensor(),
         T.Normalize(mean, std),
     ])
+
+
+def contrastive_transform(
+    img_size: int,
+    min_scale: float = 0.08,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable:
+    """One SimCLR view: RandomResizedCrop(scale min_scale..1), flip, colour jitter (0.4, 0.4, 0.4, 0.1; p 0.8),
+    grayscale (p 0.2), Gaussian blur (p 0.5), normalize. The blur is scaled to the image as in SimCLR: kernel ~10 %
+    of the side (odd, >= 3), sigma in [0.1, 2.0] px at 224 px and proportionally less for smaller images."""
+    size = max(img_size) if isinstance(img_size, (list, tuple)) else img_size
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+    scale = size / 224.0
+    return T.Compose([
+        T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1 * scale, 2.0 * scale))], p=0.5),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+class TwoViews:
+    """Dataset transform giving two independent draws of `transform` for one image, stacked: (2, C, H, W). A batch
+    of them is (B, 2, C, H, W), what a contrastive pretrainer takes."""
+
+    def __init__(self, transform: Callable):
+        self.transform = transform
+
+    def __call__(self, img) -> torch.Tensor:
+        return torch.stack([self.transform(img), self.transform(img)])
+
+    def __repr__(self) -> str:
+        return f"TwoViews({self.transform!r})"
 
 
 def finetune_transform(

@@ -65,11 +65,12 @@ class _Features(nn.Module):
 
 
 def _kind(model: nn.Module) -> str:
-    from ..models import ARMClassifier, ARMPretrainer, MAEPretrainer
+    from ..models import ARMClassifier
+    from ..models.backbone import MambaBackbone
 
     if isinstance(model, ARMClassifier):
         return "classifier"
-    if isinstance(model, (ARMPretrainer, MAEPretrainer)):
+    if isinstance(model, MambaBackbone):  # ARM, MAE or contrastive pretrainer: its encoder's features
         return "pretrainer"
     raise ConfigError(f"export takes an armvision classifier or pretrainer, got {type(model).__name__}")
 

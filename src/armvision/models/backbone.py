@@ -1,4 +1,5 @@
-"""The plain Vision Mamba ("MambaMLP") backbone shared by the pretrainer and the classifier."""
+"""The plain Vision Mamba backbone shared by the pretrainer and the classifier: ARM's MambaMLP blocks (the default)
+or Vim's mixer-only blocks (`block="vim"`)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..nn import MambaMixer, MambaMLPBlock, PatchEmbed, direction_name
+from ..nn import MambaMixer, PatchEmbed, direction_name, make_block
 from ..nn.mamba import DIRECTION_SUFFIXES
 from ..errors import CheckpointError, ConfigError
 from .config import BackboneConfig, img_hw
@@ -58,9 +59,31 @@ def tokens_to_format(tokens: Tensor, hw: Tuple[int, int], output_fmt: str) -> Te
 
 
 def is_multi_direction(sd: Mapping[str, Tensor]) -> bool:
-    """True for a state dict whose mixers hold the column-scan tensors (a finetuned 4-direction classifier's)."""
-    marker = "." + direction_name("conv1d.weight", DIRECTION_SUFFIXES[2])
+    """True for a state dict whose mixers hold the backward-scan tensors (a finetuned classifier's: 4 directions,
+    or 2 with block="vim")."""
+    marker = "." + direction_name("conv1d.weight", DIRECTION_SUFFIXES[1])
     return any(k.endswith(marker) for k in sd)
+
+
+def block_of_state_dict(sd: Mapping[str, Tensor]) -> Optional[str]:
+    """Which residual block a state dict's layers are: "mambamlp" (they have an MLP), "vim" (a single `norm`, no MLP),
+    or None when it has no blocks."""
+    if any(re.match(r"^layers\.\d+\.mlp\.", k) for k in sd):
+        return "mambamlp"
+    if any(re.match(r"^layers\.\d+\.norm\.weight$", k) for k in sd):
+        return "vim"
+    return None
+
+
+def check_block(sd: Mapping[str, Tensor], model: "MambaBackbone") -> None:
+    """CheckpointError when the state dict's blocks are not the model's (a MambaMLP checkpoint into a Vim model, or
+    the reverse): the layers would not fit, and the message says which block to build instead."""
+    saved, built = block_of_state_dict(sd), model.config.block
+    if saved is not None and saved != built:
+        raise CheckpointError(
+            f"block mismatch: the checkpoint has {saved} blocks but this {model.config.kind} was built with "
+            f"block={built!r}; build it with block={saved!r} (--block {saved}) to load this checkpoint"
+        )
 
 
 class MambaBackbone(nn.Module):
@@ -70,18 +93,20 @@ class MambaBackbone(nn.Module):
     `group_matcher` (layer-wise lr decay), `feature_info`, `forward_intermediates`, `prune_intermediate_layers`.
     """
 
-    directions = 1
+    directions = 1  # scan directions of the mixers (an instance may differ: `scan_directions`)
     num_prefix_tokens = 0  # tokens before the raster patch tokens in `forward_features` (timm convention)
     fixed_tables: Tuple[str, ...] = ()  # frozen tensors that are functions of the geometry (sin-cos tables)
 
     def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
         super().__init__()
         self.config = cfg
+        self.directions = self.scan_directions(cfg)
         self.embed_dim, self.depth = cfg.embed_dim, cfg.depth
         self.patch_embed = PatchEmbed(img_hw(cfg.img_size), cfg.patch_size, cfg.in_chans, cfg.embed_dim)
         dpr = list(drop_path_rates) if drop_path_rates is not None else [0.0] * cfg.depth
         self.layers = nn.ModuleList(
-            MambaMLPBlock(
+            make_block(
+                cfg.block,
                 cfg.embed_dim,
                 MambaMixer(cfg.embed_dim, cfg.d_state, cfg.d_conv, cfg.expand, directions=self.directions),
                 drop_path=dpr[i],
@@ -93,6 +118,11 @@ class MambaBackbone(nn.Module):
         self.grad_checkpointing = False
         reduction = self.patch_embed.patch_size[0]
         self.feature_info = [dict(module=f"layers.{i}", num_chs=cfg.embed_dim, reduction=reduction) for i in range(cfg.depth)]
+
+    @classmethod
+    def scan_directions(cls, cfg: BackboneConfig) -> int:
+        """Scan directions of this family's mixers for `cfg` (pretrainers: 1, causal)."""
+        return cls.directions
 
     @property
     def grid_size(self):
@@ -228,6 +258,8 @@ class MambaBackbone(nn.Module):
         cfg: Dict[str, Any] = dict(embed_dim=w.shape[0], in_chans=w.shape[1], patch_size=w.shape[2],
                                    depth=max(layer_ids) + 1 if layer_ids else 0)
         cfg.update(MambaMixer.config_from_state_dict(sd, "layers.0.mixer.", cfg["embed_dim"]))
+        if block_of_state_dict(sd) == "vim":  # (MambaMLP, the default, is left implicit)
+            cfg["block"] = "vim"
         n_patches = sd["pos_embed"].shape[1] - cls.num_prefix_tokens if "pos_embed" in sd else 0
         side = int(round(math.sqrt(n_patches)))
         if n_patches and side * side == n_patches:
@@ -237,7 +269,8 @@ class MambaBackbone(nn.Module):
     def filter_state_dict(self, state_dict: Mapping[str, Tensor], report: Any = None) -> Dict[str, Tensor]:
         """The pretrainers' checkpoint_filter_fn: the `fixed_tables` load as saved when they fit and are the model's
         own (regenerated) for another geometry; buffers (the block-causal mask) are always derived from the model's
-        geometry. A finetuned classifier's state dict is refused."""
+        geometry. A finetuned classifier's state dict, or one of another block, is refused."""
+        check_block(state_dict, self)
         if is_multi_direction(state_dict):
             raise CheckpointError(
                 f"this is a finetuned classifier checkpoint; a {self.config.kind} needs a pretraining checkpoint "

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class LoadReport:
-    source: str  # "pretrainer", "classifier", "mae" or "backbone": what the state dict was
+    source: str  # "pretrainer", "classifier", "mae", "contrastive" or "backbone": what the state dict was
     missing: List[str] = field(default_factory=list)  # model keys not in the checkpoint (left as initialised)
     unexpected: List[str] = field(default_factory=list)  # checkpoint keys the model has no place for
     resized: List[str] = field(default_factory=list)  # resampled or regenerated to fit (position embeddings)
@@ -139,7 +139,7 @@ def _families() -> Dict[str, Any]:
 
 
 def state_dict_kind(sd: Mapping[str, Tensor]) -> str:
-    """Which model family wrote a state dict ("pretrainer", "classifier", "mae"), asked of each registered model
+    """Which model family wrote a state dict ("pretrainer", "classifier", "mae", "contrastive"), asked of each registered model
     class (`matches_state_dict`, which knows its own parameter names); "backbone" when none claims it."""
     for kind, cls in _families().items():
         if cls.matches_state_dict(sd):
@@ -175,6 +175,16 @@ def _leave_out(sd: Dict[str, Tensor], exclude: Tuple[str, ...], report: LoadRepo
         del sd[k]
     if dropped:
         report.converted.append(f"left out {', '.join(dropped)}")
+
+
+def _name_dropped_heads(before: Mapping[str, Tensor], after: Mapping[str, Tensor], report: LoadReport) -> None:
+    """Name in the report the pretraining heads (the source family's `pretraining_heads`, e.g. the contrastive
+    projection head) that the model's filter dropped."""
+    heads = getattr(_families().get(report.source), "pretraining_heads", {})
+    for prefix, what in heads.items():
+        gone = [k for k in before if k.startswith(prefix + ".") and k not in after]
+        if gone:
+            report.converted.append(f"dropped the {what} ({prefix}.*, {len(gone)} tensors)")
 
 
 def _check_fit(model: nn.Module, sd: Dict[str, Tensor], own: Mapping[str, Tensor], where: str, strict: bool,
@@ -217,7 +227,8 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
     sd = select_state_dict(read_checkpoint(source), key, where)
     report = LoadReport(source=state_dict_kind(sd))
     if hasattr(model, "filter_state_dict"):
-        sd = model.filter_state_dict(sd, report)
+        before, sd = sd, model.filter_state_dict(sd, report)
+        _name_dropped_heads(before, sd, report)
     exclude = tuple(exclude)
     _leave_out(sd, exclude, report)
     own = model.state_dict()
@@ -255,7 +266,8 @@ def load_model(source: PathOrDict, key: str = "model", strict: bool = True, **ov
     sd = select_state_dict(ckpt, key, str(source) if not isinstance(source, Mapping) else "the given dict")
     cfg = dict(ckpt["model_config"]) if isinstance(ckpt.get("model_config"), Mapping) else infer_config(sd, ckpt.get("args"))
     if overrides.get("kind", cfg["kind"]) != cfg["kind"]:  # e.g. a classifier from a pretraining checkpoint
-        keep = ("embed_dim", "depth", "img_size", "patch_size", "in_chans", "d_state", "d_conv", "expand", "norm_eps", "size")
+        keep = ("embed_dim", "depth", "img_size", "patch_size", "in_chans", "d_state", "d_conv", "expand", "norm_eps", "size",
+                "block")
         cfg = {k: v for k, v in cfg.items() if k in keep}
     cfg.update(overrides)
     model = build_model(cfg)

@@ -1,5 +1,5 @@
-"""ARM classifier: the backbone with 4-direction mixers, a middle cls token, and a linear head; and
-`checkpoint_filter_fn`, which turns a pretraining (or another resolution's) state dict into this model's."""
+"""ARM classifier: the backbone with 4-direction mixers (2 with Vim's blocks), a middle cls token, and a linear head;
+and `checkpoint_filter_fn`, which turns a pretraining (or another resolution's) state dict into this model's."""
 from __future__ import annotations
 
 import math
@@ -12,12 +12,12 @@ from torch import Tensor, nn
 from ..nn import MambaMixer, resample_with_middle_token
 from ..nn.pos_embed import same_grid
 from ..errors import CheckpointError, ConfigError
-from .backbone import MambaBackbone, is_multi_direction, take_indices, tokens_to_format
-from .config import ClassifierConfig
+from .backbone import MambaBackbone, check_block, is_multi_direction, take_indices, tokens_to_format
+from .config import BackboneConfig, ClassifierConfig
 
 
 class ARMClassifier(MambaBackbone):
-    directions = 4
+    directions = 4  # MambaMLP: row-major and column-major, forward and backward
     num_prefix_tokens = 1  # the cls token
     new_when_finetuning = ("cls_token", "norm_f", "head")  # what a pretraining checkpoint has no weights for
 
@@ -31,6 +31,11 @@ class ARMClassifier(MambaBackbone):
         self.norm_f = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
+
+    @classmethod
+    def scan_directions(cls, cfg: BackboneConfig) -> int:
+        """4 for MambaMLP blocks; 2 for block="vim" (Vim's bidirectional scan: row-major forward and backward)."""
+        return 2 if cfg.block == "vim" else cls.directions
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -229,11 +234,13 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: ARMClassifier,
 
     From a pretraining checkpoint (ARM, MAE or a bare backbone): tensors under names the classifier does not have
     (the decoder, its feature norms) are dropped, each single-direction mixer tensor is copied into all scan
-    directions, and the sin-cos table is resampled to the classifier's grid around a zero middle cls slot. From a
-    classifier checkpoint: pos_embed is resampled around its cls slot when the grid differs. `report` (a LoadReport)
-    collects what was converted and resized.
+    directions (4, or 2 for block="vim"), and the sin-cos table is resampled to the classifier's grid around a zero
+    middle cls slot. A checkpoint of the other block (MambaMLP vs Vim) is refused. From a classifier checkpoint:
+    pos_embed is resampled around its cls slot when the grid differs. `report` (a LoadReport) collects what was
+    converted and resized.
     """
     report = report if report is not None else SimpleNamespace(converted=[], resized=[])
+    check_block(state_dict, model)
     sd = dict(state_dict)
     from_classifier = ARMClassifier.matches_state_dict(sd)
     if not from_classifier:
@@ -242,7 +249,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: ARMClassifier,
         for k in dropped:
             del sd[k]
         if dropped:
-            report.converted.append(f"dropped {len(dropped)} decoder tensors")
+            report.converted.append(f"dropped {len(dropped)} pretraining-only tensors (decoder or projection head)")
         added = _copy_directions(sd, model)
         if added:
             report.converted.append(f"copied single-direction mixer tensors into {model.directions} directions "

@@ -48,6 +48,9 @@ class BackboneConfig:
     norm_eps: float = knob(1e-5, "LayerNorm epsilon", check=number(0, lo_open=True))
     drop_path_rate: float = knob(0.0, "stochastic depth rate", check=number(0, 1, hi_open=True),
                                  flags=("--drop-path-rate", "--drop-path"))
+    block: str = knob("mambamlp", "residual block: mambamlp (ARM's: Mamba mixer + SwiGLU MLP; the classifier scans 4 "
+                                  "directions) or vim (Vision Mamba's: Mamba mixer only, no MLP; the classifier scans "
+                                  "2 directions, row-major forward and backward)", choices=("mambamlp", "vim"))
 
 
 @dataclass
@@ -87,7 +90,18 @@ class MAEConfig(BackboneConfig):
     target: str = knob("norm_pixel", "prediction target", TARGETS)
 
 
-CONFIG_CLASSES = {"pretrainer": PretrainerConfig, "classifier": ClassifierConfig, "mae": MAEConfig}
+@dataclass
+class ContrastiveConfig(BackboneConfig):
+    kind: str = knob("contrastive", "model family (set by the factory)")
+    img_size: ImgSize = knob(192, "input resolution in pixels", check=_img_size)
+    temperature: float = knob(0.2, "NT-Xent temperature, > 0", check=number(0, lo_open=True))
+    proj_layers: int = knob(3, "Linear layers of the projection head (hidden ones with BatchNorm + ReLU)", check=POS)
+    proj_hidden_dim: Optional[int] = knob(None, "projection head hidden width (default: the encoder width)", check=POS)
+    proj_dim: int = knob(128, "projection head output width (the space NT-Xent compares in)", check=POS)
+
+
+CONFIG_CLASSES = {"pretrainer": PretrainerConfig, "classifier": ClassifierConfig, "mae": MAEConfig,
+                  "contrastive": ContrastiveConfig}
 
 
 def size_values(size: Optional[str]) -> Dict[str, Any]:

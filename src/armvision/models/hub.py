@@ -93,7 +93,8 @@ def model_card(model: nn.Module, repo_id: Optional[str] = None, description: Opt
     kind = cfg.kind
     what = {"classifier": "an image classifier (four-direction Mamba, middle cls token)",
             "pretrainer": "an ARM pretraining model (causal Mamba encoder + cross-attention decoder)",
-            "mae": "an MAE-style pretraining model on the Mamba backbone"}.get(kind, kind)
+            "mae": "an MAE-style pretraining model on the Mamba backbone",
+            "contrastive": "a SimCLR-style contrastive pretraining model on the Mamba backbone"}.get(kind, kind)
     size = getattr(cfg, "size", None) or "custom"
     img = cfg.img_size if isinstance(cfg.img_size, int) else "x".join(str(v) for v in cfg.img_size)
     tags = ["armvision", "mamba", "vision", "image-classification" if kind == "classifier" else "self-supervised"]

@@ -1,14 +1,16 @@
 """Sizes and factories: `create_pretrainer`, `create_classifier`, `build_model`; timm registration."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict
 
+import torch
 from torch import nn
 
 from .arm import ARMPretrainer
 from .classifier import ARMClassifier
 from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
-from .config import SIZES, config_from_dict, make_config
+from .config import SIZES, BackboneConfig, config_from_dict, make_config
 
 MODEL_CLASSES: Dict[str, Any] = {"pretrainer": ARMPretrainer, "classifier": ARMClassifier}
 
@@ -18,9 +20,10 @@ def create_pretrainer(size: str = "base", **overrides: Any) -> ARMPretrainer:
     return ARMPretrainer(make_config("pretrainer", size, **overrides))
 
 
-def create_classifier(size: str = "base", num_classes: int = 1000, img_size=224, global_pool: bool = False, **overrides: Any) -> ARMClassifier:
-    """ARM classifier (4-direction mixers, middle cls token)."""
-    return ARMClassifier(make_config("classifier", size, num_classes=num_classes, img_size=img_size, global_pool=global_pool, **overrides))
+def create_classifier(size: str = "base", **overrides: Any) -> ARMClassifier:
+    """ARM classifier (4-direction mixers, middle cls token); `overrides` are ClassifierConfig fields (defaults:
+    1000 classes, 224 px, cls-token pooling)."""
+    return ARMClassifier(make_config("classifier", size, **overrides))
 
 
 def register_model_class(kind: str, cls: Any) -> None:
@@ -32,6 +35,32 @@ def build_model(config) -> nn.Module:
     if isinstance(config, dict):
         config = config_from_dict(config)
     return MODEL_CLASSES[config.kind](config)
+
+
+def block_parameters(cfg: BackboneConfig, directions: int = 1) -> int:
+    """Parameters of one encoder block of `cfg` (its block, width and mixer; one scan direction, as pretrained),
+    counted on the meta device (nothing allocated)."""
+    from ..nn import MambaMixer, make_block
+
+    with torch.device("meta"):
+        mixer = MambaMixer(cfg.embed_dim, cfg.d_state, cfg.d_conv, cfg.expand, directions=directions)
+        block = make_block(cfg.block, cfg.embed_dim, mixer)
+    return sum(p.numel() for p in block.parameters())
+
+
+def vim_matched_config(cfg: BackboneConfig, expand: int = 2) -> BackboneConfig:
+    """A block="vim" copy of a MambaMLP config with about its parameter count: same width, Vim's expand (2), and the
+    depth whose blocks hold as many parameters as the MambaMLP blocks (Vim drops the MLP and goes deeper: base
+    768 x 12 -> 768 x 21). Explicit `feature_layers` of a pretrainer keep their relative depth."""
+    from ..errors import ConfigError
+
+    if cfg.block != "mambamlp":
+        raise ConfigError(f"vim_matched_config takes a block='mambamlp' config, got block={cfg.block!r}")
+    vim = dataclasses.replace(cfg, block="vim", expand=expand)
+    vim.depth = max(1, round(cfg.depth * block_parameters(cfg) / block_parameters(vim)))
+    if getattr(cfg, "feature_layers", None):
+        vim.feature_layers = [max(1, round(i * vim.depth / cfg.depth)) for i in cfg.feature_layers]
+    return vim
 
 
 # ---- timm ------------------------------------------------------------------------------------------------------

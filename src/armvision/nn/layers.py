@@ -1,7 +1,7 @@
-"""Small building blocks: patch embedding, SwiGLU, drop path, the MambaMLP block."""
+"""Small building blocks: patch embedding, SwiGLU, drop path, and the two residual blocks (ARM's MambaMLP, Vim's)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Type, Union
 
 from torch import Tensor, nn
 
@@ -89,3 +89,31 @@ class MambaMLPBlock(nn.Module):
     def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
         x = x + self.drop_path(self.mixer(self.norm1(x), **mixer_kwargs))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class VimBlock(nn.Module):
+    """Vision Mamba's block: x + DropPath(Mixer(LN(x))), no MLP.
+
+    Vim writes it as "add, then norm, then mixer" with the residual carried between blocks (to fuse the add into the
+    norm); stacked, that is this pre-norm residual form. LayerNorm as in MambaMLP (Vim defaults to RMSNorm), so the
+    blocks differ only in the MLP.
+    """
+
+    def __init__(self, dim: int, mixer: nn.Module, drop_path: float = 0.0, norm_eps: float = 1e-5):
+        super().__init__()
+        self.mixer = mixer
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
+        return x + self.drop_path(self.mixer(self.norm(x), **mixer_kwargs))
+
+
+BLOCKS: Dict[str, Type[nn.Module]] = {"mambamlp": MambaMLPBlock, "vim": VimBlock}
+
+
+def make_block(kind: str, dim: int, mixer: nn.Module, drop_path: float = 0.0, norm_eps: float = 1e-5) -> nn.Module:
+    """The residual block named `kind` ("mambamlp" or "vim") around `mixer`."""
+    if kind not in BLOCKS:
+        raise ConfigError(f"unknown block {kind!r}; choose one of {', '.join(BLOCKS)}")
+    return BLOCKS[kind](dim, mixer, drop_path=drop_path, norm_eps=norm_eps)

@@ -1,7 +1,7 @@
 """Run configuration: dataclasses that nest the model's config, filled from defaults <- preset / YAML <- flags.
 
 `PretrainConfig` and `FinetuneConfig` hold the training knobs and, under `model`, the model's own dataclass
-(`PretrainerConfig` or `MAEConfig` by `method`; `ClassifierConfig`), so a model knob has one name and one default.
+(`PretrainerConfig`, `MAEConfig` or `ContrastiveConfig` by `method`; `ClassifierConfig`), so a model knob has one name and one default.
 The resolved config is written as nested `config.yaml` next to the checkpoints and stored (as a dict) in them.
 The flat form of earlier versions (`model: base`, `embed_dim: null`, `drop_path: 0.1`, `cluster_size: 4` at the top)
 is still read, from YAML, old checkpoints and keyword arguments: `PretrainConfig(model="tiny", embed_dim=32)`.
@@ -20,7 +20,7 @@ from ..argcheck import device, items, number
 from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from ..fields import alternatives, coerce, knob, load_yaml, type_hints, unknown_key, validate, why_invalid
-from ..models.config import ClassifierConfig, MAEConfig, PretrainerConfig, size_values
+from ..models.config import ClassifierConfig, ContrastiveConfig, MAEConfig, PretrainerConfig, size_values
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
@@ -112,13 +112,15 @@ def _nested_init(cls: type) -> type:
 @_nested_init
 @dataclass
 class PretrainConfig(TrainConfig):
-    """ARM pretraining (or the MAE baseline); the defaults are the reference recipe (ARM_SPEC.md)."""
+    """ARM pretraining (or the MAE / contrastive baseline); the defaults are the reference recipe (ARM_SPEC.md)."""
 
-    MODELS: ClassVar[dict[str, type]] = {"arm": PretrainerConfig, "mae": MAEConfig}
+    MODELS: ClassVar[dict[str, type]] = {"arm": PretrainerConfig, "mae": MAEConfig, "contrastive": ContrastiveConfig}
 
-    model: Union[PretrainerConfig, MAEConfig] = field(default_factory=lambda: _default_model(PretrainConfig, "arm"))
-    method: str = knob("arm", "pretraining method: ARM, or the MAE baseline (decides the model config)",
-                       ("arm", "mae"))
+    model: Union[PretrainerConfig, MAEConfig, ContrastiveConfig] = field(
+        default_factory=lambda: _default_model(PretrainConfig, "arm"))
+    method: str = knob("arm", "pretraining method: ARM, or the MAE or contrastive (SimCLR) baseline (decides the "
+                              "model config; contrastive also trains on two augmented views per image)",
+                       tuple(MODELS))
     epochs: int = knob(1600, "training epochs", check=POS)
     warmup_epochs: float = knob(40.0, "linear warmup epochs", check=NONNEG_F)
     blr: float = knob(1.5e-4, "base learning rate: lr = blr * effective batch / 256", check=POS_F)

@@ -1,7 +1,9 @@
-"""ARM (or MAE baseline) pretraining with the reference recipe as defaults; the command is `armvision pretrain`."""
+"""ARM (or MAE / contrastive baseline) pretraining with the reference recipe as defaults; the command is
+`armvision pretrain`."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 from torch import nn
@@ -26,8 +28,17 @@ def build_from_config(model_config) -> nn.Module:
 
 
 def build_pretrainer(cfg: PretrainConfig) -> nn.Module:
-    """The ARM pretrainer (or the MAE baseline, by `cfg.method`) that `cfg.model` describes."""
+    """The ARM pretrainer (or the MAE / contrastive baseline, by `cfg.method`) that `cfg.model` describes."""
     return build_from_config(cfg.model)
+
+
+def pretrain_data_transform(cfg: PretrainConfig) -> Callable:
+    """The reference's crop + flip; for the contrastive method, two SimCLR views per image ((2, C, H, W))."""
+    from ..data import TwoViews, contrastive_transform, pretrain_transform
+
+    if cfg.method == "contrastive":
+        return TwoViews(contrastive_transform(cfg.model.img_size, cfg.min_scale, cfg.mean, cfg.std))
+    return pretrain_transform(cfg.model.img_size, cfg.min_scale, cfg.mean, cfg.std)
 
 
 def model_config_dict(model: nn.Module) -> dict | None:
@@ -46,14 +57,14 @@ def train_pretrain(cfg: PretrainConfig, info: DistInfo | None = None) -> dict:
 
     Order: build the model (a geometry that cannot work fails first), claim the output folder (lock, no silent
     overwrite, writable), then scan the data and train."""
-    from ..data import AugmentSeeded, build_dataset, pretrain_transform
+    from ..data import AugmentSeeded, build_dataset
 
     info = info or init_distributed(cfg.device, cfg.dist_timeout)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_pretrainer(cfg)
     img_size = cfg.model.img_size
     with run_folder(cfg, info):
-        transform = pretrain_transform(img_size, cfg.min_scale, cfg.mean, cfg.std)
+        transform = pretrain_data_transform(cfg)
         train_set = AugmentSeeded(build_dataset(cfg.data, "train", transform, img_size, cfg.strict_data,
                                                 max_pixels=cfg.max_image_pixels), cfg.seed)
         model = model.to(info.device)
