@@ -38,16 +38,13 @@ INLINE float as_float(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
 INLINE int32_t as_int(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
 
 /* exp(x) = 2^n * 2^r, n = round(x log2 e), r = x log2 e - n in [-1/2, 1/2] (log2 e split in two parts so that r is
- * exact to float rounding), 2^r by a degree-5 fit: relative error ~2e-7; clamped to the normal range outside
- * [-87.3, 88.7] (NaN propagates). Written so that compilers vectorise it. */
+ * exact to float rounding), 2^r by a degree-5 fit: relative error ~2e-7; x clamped to [-87.33, 88.37], so the
+ * result stays normal (NaN propagates). Written so that compilers vectorise it. */
 INLINE float v_exp(float x) {
-    float t = x * 1.44269504f;
-    t = t < -126.0f ? -126.0f : t;
-    t = t > 127.0f ? 127.0f : t;
-    float n = rintf(t);
+    x = x < -87.33f ? -87.33f : x; /* then n >= -126: a normal result, and |r| <= 1/2 needs no clamp */
+    x = x > 88.37f ? 88.37f : x;   /* n <= 127 */
+    float n = rintf(x * 1.44269504f);
     float r = fmaf(x, 1.44269502f, -n) + x * 1.9259629e-8f;
-    r = r < -0.5f ? -0.5f : r;
-    r = r > 0.5f ? 0.5f : r;
     float p = 1.32647273e-3f; /* 2^r = 1 + r q(r): exactly 1 at r = 0, so decays near 1 carry no bias */
     p = p * r + 9.67151299e-3f;
     p = p * r + 5.55073358e-2f;
@@ -237,6 +234,43 @@ INLINE void step_fwd(int N, const float (*A)[W], const float (*Bl)[W], const flo
     }
 }
 
+/* the same step when B_t and C_t are N scalars shared by the lanes (the mixer's case): broadcast in registers */
+INLINE void step_fwd_var(int N, const float (*A)[W], const float *bv, const float *cv, const float *dt,
+                         const float *du, const float (*h_in)[W], float (*h)[W], float *y, float (*da)[W]) {
+    LANES(j) y[j] = 0.0f;
+    for (int n = 0; n < N; n++) {
+        const float bn = bv[n], cn = cv[n];
+        LANES(j) {
+            float a = v_exp(dt[j] * A[n][j]);
+            float hn = a * h_in[n][j] + du[j] * bn;
+            h[n][j] = hn;
+            y[j] += hn * cn;
+            if (da) da[n][j] = a;
+        }
+    }
+}
+
+/* one adjoint step for lanes when B_t, C_t are N scalars: G += gy C; dC partial = gy h_t; dB partial = G du;
+ * dv += G B; q = G a h_{t-1} feeds d(dt) and dA; then G *= a (to step t-1) */
+INLINE void adjoint_var(int N, const float (*A)[W], const float *bv, const float *cv, const float *gy,
+                        const float *du, const float *dt, const float (*Hp)[W], const float (*Hn)[W],
+                        const float (*Da)[W], float (*Gs)[W], float (*dA)[W], float (*PC)[W], float (*PB)[W],
+                        float *dv, float *ddt) {
+    for (int n = 0; n < N; n++) {
+        const float bn = bv[n], cn = cv[n];
+        LANES(j) {
+            float gs = Gs[n][j] + gy[j] * cn;
+            PC[n][j] = gy[j] * Hn[n][j];
+            PB[n][j] = gs * du[j];
+            dv[j] += gs * bn;
+            float q = gs * Da[n][j] * Hp[n][j];
+            ddt[j] += q * A[n][j];
+            dA[n][j] += q * dt[j];
+            Gs[n][j] = gs * Da[n][j];
+        }
+    }
+}
+
 INLINE void load_dt(const scan_ctx *c, const consts_t *k, const float *dlp, int w, float *raw, float *dt) {
     load_lanes(raw, dlp, w);
     if (IP(I_SOFTPLUS)) {
@@ -252,7 +286,7 @@ INLINE void fwd_item(const scan_ctx *c, int64_t item, const int N) {
     const int w = (int)(Dg - d0 < W ? Dg - d0 : W);
     const float *z = PF(P_Z);
     float *out = PF(P_OUT), *ckpt = PF(P_CKPT), *last = PF(P_LAST);
-    const int osum = IP(I_O_SG) == 0;
+    const int osum = IP(I_O_SG) == 0, bothvar = IP(I_B_MODE) != 0 && IP(I_C_MODE) != 0;
     consts_t k;
     float h[NMAX][W], Bb[NMAX][W], Cb[NMAX][W];
     for (int64_t g = 0; g < G; g++) {
@@ -270,9 +304,16 @@ INLINE void fwd_item(const scan_ctx *c, int64_t item, const int N) {
             load_lanes(uu, up + t * IP(I_U_ST), w);
             load_dt(c, &k, dlp + t * IP(I_DL_ST), w, raw, dt);
             LANES(j) du[j] = dt[j] * uu[j];
-            step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
-                     lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, (const float (*)[W])h, h, y,
-                     NULL);
+            if (bothvar) {
+                float bv[NMAX], cv[NMAX];
+                load_bc(c, 0, g, b, t, N, bv);
+                load_bc(c, 1, g, b, t, N, cv);
+                step_fwd_var(N, (const float (*)[W])k.A, bv, cv, dt, du, (const float (*)[W])h, h, y, NULL);
+            } else {
+                step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
+                         lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, (const float (*)[W])h, h,
+                         y, NULL);
+            }
             LANES(j) y[j] += k.Dv[j] * uu[j];
             const int64_t pos = position(c, g, t);
             if (z) {
@@ -346,9 +387,17 @@ INLINE void bwd_item(const scan_ctx *c, int64_t item, const int N, float *ws) {
                 load_lanes(uu, up + t * IP(I_U_ST), w);
                 load_dt(c, &k, dlp + t * IP(I_DL_ST), w, raw, dt);
                 LANES(j) du[j] = dt[j] * uu[j];
-                step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
-                         lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, (const float (*)[W])H[i],
-                         H[i + 1], y, DA[i]);
+                if (bvar && cvar) {
+                    float bv[NMAX], cv[NMAX];
+                    load_bc(c, 0, g, b, t, N, bv);
+                    load_bc(c, 1, g, b, t, N, cv);
+                    step_fwd_var(N, (const float (*)[W])k.A, bv, cv, dt, du, (const float (*)[W])H[i], H[i + 1], y,
+                                 DA[i]);
+                } else {
+                    step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
+                             lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du,
+                             (const float (*)[W])H[i], H[i + 1], y, DA[i]);
+                }
                 LANES(j) Y[i][j] = y[j] + k.Dv[j] * uu[j];
             }
             for (int64_t t = t1 - 1; t >= t0; t--) { /* adjoint, backwards */
@@ -368,12 +417,21 @@ INLINE void bwd_item(const scan_ctx *c, int64_t item, const int N, float *ws) {
                     }
                     store_lanes(dz + g * IP(I_DZ_SG) + b * IP(I_DZ_SB) + pos * IP(I_DZ_ST) + d0, dzz, w, zsum && g > 0);
                 }
-                const float (*Bl)[W] = lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb);
-                const float (*Cl)[W] = lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb);
                 float *dbt = dBp ? dBp + ((((b * G + g) * nblk + blk) * L + t) * N) : NULL;
                 float *dct = dCp ? dCp + ((((b * G + g) * nblk + blk) * L + t) * N) : NULL;
                 LANES(j) { dv[j] = 0.0f; ddt[j] = 0.0f; dD[j] += gy[j] * uu[j]; }
                 float PC[NMAX][W], PB[NMAX][W];
+                if (bvar && cvar) { /* the mixer's case: B_t, C_t are N scalars, broadcast in registers */
+                    float bv[NMAX], cv[NMAX];
+                    load_bc(c, 0, g, b, t, N, bv);
+                    load_bc(c, 1, g, b, t, N, cv);
+                    adjoint_var(N, (const float (*)[W])k.A, bv, cv, gy, du, dt, (const float (*)[W])H[i],
+                                (const float (*)[W])H[i + 1], (const float (*)[W])DA[i], Gs, dA, PC, PB, dv, ddt);
+                    reduce_rows(N, (const float (*)[W])PC, dct);
+                    reduce_rows(N, (const float (*)[W])PB, dbt);
+                } else {
+                const float (*Bl)[W] = lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb);
+                const float (*Cl)[W] = lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb);
                 for (int n = 0; n < N; n++) {
                     float *pc = PC[n], *pb = PB[n];
                     LANES(j) {
@@ -391,6 +449,7 @@ INLINE void bwd_item(const scan_ctx *c, int64_t item, const int N, float *ws) {
                 }
                 if (cvar) reduce_rows(N, (const float (*)[W])PC, dct);
                 if (bvar) reduce_rows(N, (const float (*)[W])PB, dbt);
+                }
                 float dum[W], ddm[W];
                 LANES(j) {
                     ddt[j] += dv[j] * uu[j];
