@@ -1,4 +1,4 @@
-"""Build, load and call the fused CPU kernels of csrc/scan_cpu.c.
+"""Build, load and call the fused CPU kernels of csrc/ (scan_cpu.c, conv_cpu.c, armv_common.h).
 
 The C source is compiled at first use with the system C compiler (`cc`, or $CC) into a shared library cached
 under $ARMVISION_CACHE (default ~/.cache/armvision/kernels), keyed by a hash of the source, the compiler, the
@@ -26,7 +26,8 @@ from torch import Tensor
 from ..fileio import atomic_write_via
 
 log = logging.getLogger("armvision.ops")
-SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = ("scan_cpu.c", "conv_cpu.c")  # one library; both include armv_common.h
 ENV_DISABLE = "ARMVISION_CPU_KERNEL"
 ENV_CACHE = "ARMVISION_CACHE"
 # Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU
@@ -38,7 +39,7 @@ FLAG_SETS = (
 )
 MAX_STATE = 64  # NMAX in the C source
 
-# integer parameter slots and pointer slots, in the order of the enums in scan_cpu.c
+# integer parameter slots and pointer slots, in the order of the enums in scan_cpu.c and conv_cpu.c
 INT_SLOTS = ("batch L G Dg N chunk softplus threads u_sg u_sb u_st dl_sg dl_sb dl_st "
              "b_mode b_sg b_sb b_st b_sn c_mode c_sg c_sb c_st c_sn z_sg z_sb z_st o_sg o_sb o_st "
              "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st").split()
@@ -77,7 +78,7 @@ def cache_dir() -> Path:
 
 def _build(cc: str) -> Path:
     """Compile the source (first working flag set) into the cache; returns the library path."""
-    src = SOURCE.read_bytes()
+    src = b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.suffix in (".c", ".h"))
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     errors = []
     extra = os.environ.get("ARMVISION_CPU_CFLAGS", "").split()  # for experiments, e.g. -DW=8
@@ -99,7 +100,8 @@ class _BuildFailed(RuntimeError):
 
 
 def _compile(cc: str, flags: List[str], out: Path) -> None:
-    cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-o", str(out), str(SOURCE), "-lm"]
+    cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-I", str(CSRC), "-o", str(out),
+           *(str(CSRC / name) for name in SOURCES), "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise _BuildFailed(f"{' '.join(cmd)}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
