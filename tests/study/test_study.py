@@ -5,34 +5,188 @@ import pytest
 from armvision.errors import ConfigError
 from armvision.experiments import study
 from armvision.experiments.study import StudyPlan, plan_cells, run_study
-from armvision.experiments.study import report as study_report
+from armvision.experiments.study import cells as study_cells
 from armvision.experiments.study import runner as study_runner
+
+NO_OPTION = lambda cell: None  # noqa: E731  (every option "exists" in the fake runs)
 
 
 def fake_result(cell):
+    """Deterministic fake results: ARM-pretrained > scratch, seeds add a little noise."""
     if cell.kind == "pretrain":
-        return {"loss": 1.0 + cell.seed, "seconds": 2.0 if cell.variant.get("method") == "mae" else 3.0,
-                "images": 640, "steps": 10}
-    base = {"scratch": 50.0}.get("scratch" if not cell.variant else "", 60.0)
-    return {"top1": base + cell.seed, "top5": 99.0, "seconds": 1.0}
+        return {"loss": 1.0 + cell.seed, "seconds": (2.0 if cell.variant.get("method") == "mae" else 3.0)
+                * cell.variant.get("length", 1.0) + 0.1 * cell.seed, "images": 640, "steps": 10}
+    if cell.kind == "probe":
+        return {"knn": 70.0 + cell.seed, "linear": 75.0 + 0.5 * cell.seed, "seconds": 1.0}
+    base = 50.0 if not cell.variant else 60.0
+    return {"top1": base + cell.seed * 0.7 + (cell.seed % 2) * 1.3, "top5": 99.0, "seconds": 1.0}
 
 
-def test_plan_covers_every_comparison():
+@pytest.fixture
+def fake_runs(monkeypatch):
+    monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: fake_result(c))
+    monkeypatch.setattr(study_cells, "cell_missing", NO_OPTION)
+    monkeypatch.setattr(study_runner, "data_info", lambda plan: {"name": "digits", "train": 1497, "val": 300,
+                                                                  "note": "no second dataset"})
+
+
+def test_plan_has_five_seeds_and_runs_pretraining_first():
     plan = StudyPlan()
+    assert len(plan.seeds) >= 5
     cells = plan_cells(plan)
     names = [c.name for c in cells]
     assert len(names) == len(set(names))
     pre = {c.name for c in cells if c.kind == "pretrain"}
     for c in cells:
-        if c.kind == "finetune" and c.init_name:
-            assert c.init_name in pre and names.index(c.init_name) < names.index(c.name)  # pretrained first
-    main = [c for c in cells if c.kind == "finetune" and c.group == "main"]
-    assert len(main) == len(plan.seeds) * len(plan.label_fractions) * 3
-    ablations = {study.variant_name(c.variant) for c in cells if c.group == "ablation"}
-    assert {"arm-c1-row-d4", "arm-c2-row-d4", "arm-c4-column-d4", "arm-c4-random-d4", "arm-c4-row-d1", "arm-c4-row-d2"} <= ablations
+        if c.kind != "pretrain" and c.init_name:
+            assert c.init_name in pre and names.index(c.init_name) < names.index(c.name)
 
 
-def test_cells_resume_after_interruption(tmp_path, monkeypatch):
+def test_tiny_model_settings_come_from_the_preset():
+    import yaml
+    from importlib import resources
+
+    cfg = yaml.safe_load(resources.files("armvision").joinpath("configs", "study_tiny.yaml").read_text())
+    plan = StudyPlan()
+    assert (plan.embed_dim, plan.depth, plan.img_size, plan.patch_size, plan.batch_size) == (
+        cfg["model"]["embed_dim"], cfg["model"]["depth"], cfg["model"]["img_size"], cfg["model"]["patch_size"],
+        cfg["batch_size"])
+
+
+def test_decoder_depth_axis_holds_feature_layers_fixed():
+    plan = StudyPlan()
+    names = {study.variant_name(v) for v in study.pretrain_variants(plan)}
+    last = plan.depth
+    for d in plan.decoder_depths:
+        assert f"arm-c4-row-d{d}-fl{str(last) * d}" in names  # every depth reads the same (last) encoder layer
+    assert "arm-c4-row-d4-vim" in names and "contrastive" in names and "mae-p2" in names
+
+
+def _doc(tmp_path, plan=None):
+    run_study(plan or StudyPlan(), tmp_path, "armvision study --jobs 2")
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_every_comparison_has_five_seeds_a_side(tmp_path, fake_runs):
+    rows = study.derive(_doc(tmp_path))
+    keys = {r["key"] for r in rows}
+    assert {"scratch", "scratch_low", "mae", "contrastive", "cluster", "order_column", "order_random", "decoder_depth",
+            "feature_layers", "block", "block_arm", "efficiency", "probe"} <= keys
+    for r in rows:
+        assert len(r["a"]) == 5 and len(r["b"]) == 5, r["label"]
+        assert r["verdict"] in (study.stats.SUPPORTED, study.stats.CONTRADICTED, study.stats.INCONCLUSIVE)
+    scratch = next(r for r in rows if r["key"] == "scratch")
+    assert scratch["verdict"] == "supported"  # fake ARM is 10 points above fake scratch
+
+
+def test_efficiency_rule_gives_mae_at_least_arms_time(tmp_path, fake_runs):
+    row = next(r for r in study.derive(_doc(tmp_path)) if r["key"] == "efficiency")
+    assert "mae x2" in row["label"].lower()  # MAE x1 (2 s) < ARM (3 s) <= MAE x2 (4 s)
+
+
+def _number_tokens(text):
+    import re
+
+    return re.findall(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?", text)
+
+
+def _traceable(doc):
+    """Every number of the document, and of what the report code computes from it, in the forms it prints."""
+    import re
+    import statistics
+
+    from armvision.experiments.study import report
+
+    nums, strings = set(), set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(k)
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif isinstance(x, bool) or x is None:
+            pass
+        elif isinstance(x, (int, float)):
+            nums.add(float(x))
+        else:
+            strings.update(re.findall(r"\d+(?:\.\d+)?", str(x)))
+
+    walk(doc)
+    for r in study.derive(doc):
+        for xs in (r["a"], r["b"]):
+            if xs:
+                nums.update([statistics.mean(xs), len(xs)] + ([statistics.stdev(xs)] if len(xs) > 1 else []))
+        if r["welch"]:
+            nums.update(vars(r["welch"]).values())
+        walk(r["label"])
+    for r in report.efficiency_rows(doc) + report.probe_rows(doc):
+        walk(r)
+        for xs in (r.get("top1"), r.get("knn"), r.get("linear")):
+            if xs:
+                nums.update([statistics.mean(xs), len(xs)] + ([statistics.stdev(xs)] if len(xs) > 1 else []))
+    nums.update(report.summary(doc).values())
+    forms = set(strings)
+    for x in nums:
+        for fmt in ("{:.0f}", "{:.1f}", "{:.2f}", "{:.3f}", "{:.4f}", "{:g}", "{:.1e}", "{:+.2f}"):
+            forms.add(fmt.format(x).lstrip("+"))
+        forms.update({f"{x:.0%}".rstrip("%"), f"{x * 100:g}"})
+    return forms
+
+
+def test_every_number_in_the_report_comes_from_results_json(tmp_path, fake_runs):
+    doc = _doc(tmp_path)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert report == study.render(doc)  # the report is a function of results.json alone
+    doc["curves"] = {"finetune": {"f1": {"steps": 100, "converged": True,
+                                         "points": [[50, 61.25], [100, 80.5], [200, 81.0]]}},
+                     "pretrain": {"arm": {"steps": 800, "converged": False,
+                                          "points": [[400, 0.4063], [800, 0.3712]]}},
+                     "pretrain_steps": 800, "finetune_steps": 100, "pretrain_converged": False,
+                     "finetune_converged": True}
+    report = study.render(doc)
+    assert "61.25" in report and "rule chose 800 and 100" in report and "not converged" not in report
+    forms = _traceable(doc)
+    stray = [t for t in _number_tokens(report) if t.lstrip("+-") not in forms]
+    assert not stray, f"numbers in REPORT.md that do not come from results.json: {stray}"
+    assert "supported" in report and "83.2 vs 81.2" in report  # the paper's number beside ours
+    # a changed result changes the report
+    cell = next(k for k, r in doc["cells"].items() if r["kind"] == "finetune" and r["variant"] == "scratch")
+    doc["cells"][cell]["top1"] = 12.345
+    assert study.render(doc) != report
+
+
+def test_quick_plan_draws_no_verdicts(tmp_path, fake_runs):
+    doc = _doc(tmp_path, StudyPlan.quick())
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "no verdicts are drawn" in text
+    assert all(r["verdict"].startswith("no verdict") for r in study.derive(doc) if r["a"] and r["b"])
+
+
+def test_missing_option_is_skipped_then_run_once_it_exists(tmp_path, fake_runs, monkeypatch):
+    plan = StudyPlan.quick()
+    missing = lambda cell: "method=\"contrastive\" is not available" if cell.variant.get("method") == "contrastive" \
+        else None  # noqa: E731
+    monkeypatch.setattr(study_cells, "cell_missing", missing)
+    doc = _doc(tmp_path, plan)
+    assert doc["skipped"] and all("contrastive" in n for n in doc["skipped"])
+    assert "## Not run" in (tmp_path / "REPORT.md").read_text()
+    calls = []
+    monkeypatch.setattr(study_cells, "cell_missing", NO_OPTION)
+    monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: calls.append(c.name) or fake_result(c))
+    _doc(tmp_path, plan)
+    assert sorted(calls) == sorted(doc["skipped"])  # only the skipped cells run on the next invocation
+
+
+def test_option_missing_names_the_option():
+    why = study_cells.option_missing("no-such-method")
+    assert why and 'method="no-such-method"' in why
+    assert study_cells.option_missing("arm") is None
+
+
+def test_cells_resume_after_interruption(tmp_path, fake_runs, monkeypatch):
     plan = StudyPlan.quick()
     calls = []
 
@@ -53,27 +207,41 @@ def test_cells_resume_after_interruption(tmp_path, monkeypatch):
     reran = calls[len(first_round):]
     assert not set(reran) & set(first_round)  # finished cells are not rerun
     assert len(first_round) + len(reran) == len(plan_cells(plan))
-    report = (tmp_path / "REPORT.md").read_text()
-    assert "Supervised vs ARM vs MAE" in report and "ms / image" in report
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results) == len(plan_cells(plan))
-    # a third run does nothing at all
+    assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == len(plan_cells(plan))
     n = len(calls)
-    run_study(plan, tmp_path)
+    run_study(plan, tmp_path)  # a third run does nothing at all
     assert len(calls) == n
 
 
-def test_changed_plan_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: fake_result(c))
+def test_changed_plan_is_refused(tmp_path, fake_runs):
     run_study(StudyPlan.quick(), tmp_path)
     with pytest.raises(ConfigError, match="another plan"):
         run_study(StudyPlan.quick(pretrain_steps=99), tmp_path)
 
 
-def test_verdict_uses_the_seed_spread():
-    assert "no clear difference" in study_report._verdict([80, 82, 81], [81, 79, 83], "A", "B")
-    assert "beats B by" in study_report._verdict([90, 91, 90.5], [80, 81, 80.5], "A", "B")
-    assert "one seed" in study_report._verdict([90], [80], "A", "B")
+def test_estimate_adds_up_measured_step_times():
+    plan = StudyPlan(low_label_finetune_steps=100)
+    times = {"arm": 0.25, "mae": 0.2, "finetune": 0.5, "probe": 10.0}  # no contrastive, no vim measured
+    est = study.estimate(plan, times, jobs=2)
+    cells = plan_cells(plan)
+    ft_steps = sum(study.plan.finetune_steps_of(plan, c.fraction) for c in cells if c.kind == "finetune")
+    assert ft_steps < sum(plan.finetune_steps for c in cells if c.kind == "finetune")  # fewer steps with 10 % labels
+    assert est["finetune"] == pytest.approx(ft_steps * 0.5)
+    assert est["probe"] == pytest.approx(10.0 * sum(c.kind == "probe" for c in cells))
+    assert est["unmeasured"] == 2 * len(plan.seeds)  # the contrastive and vim pretrainings
+    arm_steps = sum(study.plan.pretrain_steps_of(plan, c.variant) for c in cells
+                    if c.kind == "pretrain" and c.variant.get("method") == "arm" and not c.variant.get("block"))
+    assert est["arm"] == pytest.approx(arm_steps * 0.25)
+    assert est["wall"] == pytest.approx(est["total"] / 2)
+    assert "CPU hours" in study.format_estimate(plan, est, 2, times)
+
+
+def test_plateau_rule():
+    from armvision.experiments.study.curves import plateau
+
+    assert plateau([(50, 60.0), (100, 80.0), (200, 85.0), (400, 85.5)], 1.0, False) == (200, True)
+    assert plateau([(50, 60.0), (100, 80.0)], 1.0, False) == (100, False)  # still rising: not converged
+    assert plateau([(100, 1.0), (200, 0.8), (400, 0.79)], 0.02, True) == (200, True)
 
 
 @pytest.mark.slow
@@ -81,12 +249,132 @@ def test_quick_study_runs_for_real(tmp_path):
     """The CI smoke test: every kind of cell trains for a few steps on the embedded digits."""
     from armvision.cli import main
 
-    assert main(["study", "--quick", "--output", str(tmp_path)]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results) == len(plan_cells(StudyPlan.quick()))
-    for r in results.values():
+    assert main(["study", "--quick", "--jobs", "2", "--output", str(tmp_path)]) == 0  # two worker processes
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert len(doc["cells"]) + len(doc["skipped"]) == len(plan_cells(StudyPlan.quick()))
+    for r in doc["cells"].values():
         if r["kind"] == "finetune":
             assert 0.0 <= r["top1"] <= 100.0
+        elif r["kind"] == "pretrain":
+            assert r["loss"] > 0 and r["seconds"] > 0 and (r["step_seconds"] is None or r["step_seconds"] > 0)
         else:
-            assert r["loss"] > 0 and r["seconds"] > 0
+            assert 0.0 <= r["knn"] <= 100.0 and 0.0 <= r["linear"] <= 100.0
+    assert any(r.get("step_seconds") for r in doc["cells"].values())  # 8 steps, logged every 5: one rate
     assert (tmp_path / "REPORT.md").exists() and (tmp_path / "main.png").exists()
+    assert (tmp_path / "efficiency.png").exists()
+    assert main(["study", "--quick", "--output", str(tmp_path), "--report-only"]) == 0
+
+
+@pytest.mark.slow
+def test_quick_curves_choose_budgets(tmp_path):
+    from armvision.experiments.study.curves import CurvePlan, run_curves
+
+    doc = run_curves(StudyPlan.quick(), CurvePlan.quick(), tmp_path)
+    assert doc["choice"]["finetune_steps"] in (4, 8) and doc["choice"]["pretrain_steps"] in (4, 8)
+    assert doc["choice"]["finetune"]["f1"]["points"][0][0] == 4
+    assert (tmp_path / "curves" / "curves.png").exists() and (tmp_path / "curves" / "CURVES.md").exists()
+
+
+def test_welch_by_hand_and_against_scipy():
+    import random
+
+    from armvision.experiments.study.stats import t_ppf, t_sf2
+
+    w = study.welch([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])  # means 3, 6; variances 2.5, 10
+    assert w.t == pytest.approx(-3 / 2.5 ** 0.5) and w.df == pytest.approx(6.25 / (0.0625 + 1.0))
+    assert t_ppf(0.975, 10) == pytest.approx(2.228139, abs=1e-6)  # textbook t tables
+    assert t_ppf(0.975, 4) == pytest.approx(2.776445, abs=1e-6)
+    assert t_sf2(2.0, 10) == pytest.approx(0.073388, abs=1e-6)  # textbook two-sided tail
+    with pytest.raises(ValueError, match="at least 2"):
+        study.welch([1.0], [1.0, 2.0])
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(0)
+    for _ in range(100):
+        a = [rng.gauss(0, 1) for _ in range(rng.randint(2, 8))]
+        b = [rng.gauss(rng.uniform(-2, 2), rng.uniform(0.1, 3)) for _ in range(rng.randint(2, 8))]
+        ref, w = scipy_stats.ttest_ind(a, b, equal_var=False), study.welch(a, b)
+        assert w.t == pytest.approx(ref.statistic, rel=1e-9) and w.p == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-12)
+        ci = ref.confidence_interval(0.95)
+        assert (w.ci_low, w.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-6)
+
+
+def test_verdict_rule():
+    from armvision.experiments.study.stats import verdict
+
+    up, down, flat = [90, 91, 90.5, 91.5, 90.2], [80, 81, 80.5, 79.5, 80.9], [80, 92, 85, 88, 79]
+    assert verdict(study.welch(up, down), +1, 5, 5) == "supported"
+    assert verdict(study.welch(down, up), +1, 5, 5) == "contradicted"
+    assert verdict(study.welch(up, flat), +1, 5, 5) == "inconclusive at this scale"
+    assert verdict(study.welch(up, down), 0, 5, 5) == "contradicted"  # "about equal", but they differ
+    assert verdict(study.welch(up[:3], down[:3]), +1, 3, 3).startswith("no verdict")
+
+
+def test_step_seconds_ignore_the_gap_of_a_resume(tmp_path):
+    log = tmp_path / "log.jsonl"
+    times = [(5, 0.0), (10, 1.0), (15, 2.0), (20, 100.0), (25, 101.0)]  # killed after step 15, resumed much later
+    log.write_text("".join(json.dumps({"kind": "train", "step": s, "time": t, "loss": 1.0}) + "\n" for s, t in times)
+                   + json.dumps({"kind": "val", "step": 25, "time": 102.0}) + "\n")
+    assert study_cells.step_seconds(log) == pytest.approx(0.2)
+
+
+def test_curves_choose_by_the_plateau_rule_and_grow_without_rerunning(tmp_path, monkeypatch):
+    from armvision.experiments.study.curves import CurvePlan, run_curves
+
+    calls = []
+
+    def fake(plan, cell, root):
+        calls.append(cell.name)
+        if cell.kind == "pretrain":
+            n = plan.pretrain_steps  # loss 1 + 100/n: flat (< 2 %) from 3200 steps on
+            out = root / "cells" / cell.name
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "log.jsonl").write_text("".join(json.dumps({"kind": "train", "step": s, "time": s, "loss":
+                                                               1.0 + 100.0 / n}) + "\n" for s in range(5, n + 1, 5)))
+            return {"loss": 1.0, "seconds": 1.0, "images": 1, "steps": n}
+        return {"top1": min(95.0, plan.finetune_steps / 4), "top5": 99.0, "seconds": 1.0}  # flat from 380 steps
+
+    monkeypatch.setattr(study_runner, "run_cell", fake)
+    monkeypatch.setattr(study_cells, "cell_missing", NO_OPTION)
+    small = CurvePlan(finetune_lengths=[100, 200, 400], pretrain_lengths=[800, 1600], fractions=[1.0], methods=["arm"])
+    doc = run_curves(StudyPlan(), small, tmp_path, draw=False)
+    assert doc["choice"]["finetune_steps"] == 400 and doc["choice"]["finetune_converged"] is False
+    assert doc["choice"]["pretrain_steps"] == 1600 and doc["choice"]["pretrain_converged"] is False
+    n = len(calls)
+    grown = CurvePlan(finetune_lengths=[100, 200, 400, 800], pretrain_lengths=[800, 1600, 3200, 6400],
+                      fractions=[1.0], methods=["arm"])
+    doc = run_curves(StudyPlan(), grown, tmp_path, draw=False)
+    assert len(calls) == n + 3  # only the new lengths ran
+    assert (doc["choice"]["finetune_steps"], doc["choice"]["finetune_converged"]) == (400, True)
+    assert (doc["choice"]["pretrain_steps"], doc["choice"]["pretrain_converged"]) == (3200, True)
+    with pytest.raises(ConfigError, match="another plan"):
+        run_curves(StudyPlan(embed_dim=64), grown, tmp_path, draw=False)
+
+
+def test_report_only_refuses_results_of_the_earlier_format(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"finetune-mae-f1-s0": {"top1": 50.0}}))
+    with pytest.raises(ConfigError, match="earlier version"):
+        study.load_results(tmp_path)
+    assert study.load_results(tmp_path / "none") is None
+
+
+def test_vim_depth_matches_the_parameter_count():
+    if study_cells.option_missing("arm", "vim"):
+        pytest.skip('block="vim" is not in this library yet')
+    import dataclasses
+
+    from armvision.models import build_model
+    from armvision.train import PretrainConfig
+
+    plan = StudyPlan()
+
+    def params(block, depth):
+        cfg = PretrainConfig(model="tiny", embed_dim=plan.embed_dim, depth=depth, img_size=plan.img_size,
+                             patch_size=plan.patch_size, decoder_embed_dim=plan.decoder_embed_dim, block=block)
+        return sum(p.numel() for p in build_model(cfg.model).parameters())
+
+    d = study_cells.vim_depth(plan)
+    target = params("mambamlp", plan.depth)
+    assert d > plan.depth  # Vim's block has no MLP: more blocks for the same parameters
+    assert abs(params("vim", d) - target) <= min(abs(params("vim", d + k) - target) for k in (-1, 1))
+    assert abs(params("vim", d) - target) < 0.1 * target
+    assert study_cells.vim_depth(dataclasses.replace(plan, seeds=[0])) == d

@@ -10,25 +10,51 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="ImageFolder root with train/ and val/ (default: embedded digits)")
     parser.add_argument("--output", default="study", help="study folder: cells/, results.json, REPORT.md, plots")
-    parser.add_argument("--quick", action="store_true", help="a smoke test of every kind of cell (< 5 minutes)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the main comparison")
+    parser.add_argument("--quick", action="store_true", help="a smoke test of every kind of cell (a few minutes); "
+                        "one seed, so no verdicts")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of every comparison (default: the "
+                        "plan's 5; fewer than 5 draws no verdicts)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="optimizer steps of each pretraining cell "
-                        "(default: the plan's)")
+                        "(default: the plan's, chosen by --curves)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="optimizer steps of each finetuning cell "
-                        "(default: the plan's)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite REPORT.md from the finished cells")
+                        "(default: the plan's, chosen by --curves)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each); 2 on a 2-core "
+                        "machine halves the wall-clock")
+    parser.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and the plots from "
+                        "OUTPUT/results.json")
+    parser.add_argument("--curves", action="store_true", help="measure the budget curves instead (finetuning from "
+                        "scratch and pretraining at doubling lengths) into OUTPUT/curves, and print the chosen budgets")
+    parser.add_argument("--estimate", action="store_true", help="time a few steps of each kind of cell and print the "
+                        "plan's CPU time (nothing is written)")
+
+
+def _command(args: argparse.Namespace) -> str:
+    given = [a for a in sys.argv[2:] if a != "--report-only"] if sys.argv[1:2] == ["study"] else []
+    return " ".join(["armvision study", *map(shlex.quote, given)])  # the report's "how to reproduce"
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments.study import finished_results, make_plan, run_study, write_report
+    from ..errors import ConfigError
+    from ..experiments import study
 
-    plan = make_plan(args.quick, args.data, args.seeds, args.pretrain_steps, args.finetune_steps)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: give at least 1 worker process")
+    plan = study.make_plan(args.quick, args.data, args.seeds, args.pretrain_steps, args.finetune_steps)
     root = Path(args.output)
-    given = [a for a in sys.argv[2:] if a != "--report-only"] if sys.argv[1:2] == ["study"] else []
-    command = " ".join(["armvision study", *map(shlex.quote, given)])  # the report's "how to reproduce"
-    if args.report_only:
-        print(f"wrote {write_report(plan, finished_results(root), root, command)}")
+    if args.estimate:
+        times = study.measure_step_times(plan)
+        print(study.format_estimate(plan, study.estimate(plan, times, args.jobs), args.jobs, times))
         return 0
-    run_study(plan, root, command)
+    if args.curves:
+        doc = study.run_curves(plan, study.CurvePlan.quick() if args.quick else study.CurvePlan(), root, args.jobs)
+        print((root / "curves" / "CURVES.md").read_text())
+        return 0 if doc["choice"] else 1
+    if args.report_only:
+        doc = study.load_results(root)
+        if doc is None:
+            raise ConfigError(f"{root / 'results.json'}: no results to report; run `armvision study` first")
+        print(f"wrote {study.write_report(doc, root)}")
+        return 0
+    study.run_study(plan, root, _command(args), jobs=args.jobs)
     print(f"study done: {root / 'REPORT.md'}")
     return 0

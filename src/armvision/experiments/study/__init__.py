@@ -1,20 +1,27 @@
-"""`armvision study`: a small, resumable study of ARM's claims that runs on a CPU.
+"""`armvision study`: a resumable study of ARM's claims on a CPU, with enough seeds and statistics to decide.
 
-Cells (each one pretraining or finetuning run, several seeds):
-- main: supervised from scratch vs ARM-pretrained vs MAE-pretrained (same backbone, same finetuning recipe), with all
-  labels and with a fraction of them;
-- ARM ablations: cluster size, cluster ordering, decoder depth (one knob at a time from the reference defaults);
-- cost: pretraining wall-clock per epoch and per image, ARM vs MAE, from the same runs.
+One table row per claim of the paper, the paper's number beside ours, Welch's t-test over >= 5 seeds and a verdict
+rule fixed before the run (stats.py). Cells (each one pretraining, finetuning or probe run, per seed):
+- main: supervised from scratch vs ARM vs MAE vs contrastive (same backbone, same finetuning), 100 % and 10 % labels;
+- ARM ablations, one knob at a time: cluster size, ordering, decoder depth (feature layers held fixed), feature
+  layers, block (MambaMLP vs Vim's, matched parameters);
+- efficiency: ARM and MAE at several pretraining lengths, finetuned top-1 against pretraining wall-clock;
+- probes: k-NN and linear probe of the main comparison's pretrained encoders.
 
-Every finished cell leaves `result.json` in its folder and is not rerun; an interrupted cell resumes from its last
-checkpoint. `REPORT.md`, `results.json` and the plots are rewritten from all finished cells at the end.
-
-plan.py: the budget and the cells; runner.py: running them (armvision.train's public entry points); report.py:
-REPORT.md and the plots. Everything here uses armvision's public API only.
+plan.py: the budget and the cells; cells.py: running one (armvision's public entry points); runner.py: running them
+all (resumable, optionally in parallel) and results.json; claims.py: the paper's claims and the comparisons;
+report.py / plots.py: REPORT.md and pictures from results.json only; curves.py: `--curves`, the measurement that
+chooses the budgets; estimate.py: `--estimate`, the plan's CPU time from measured step times.
 """
-from .plan import Cell, StudyPlan, arm_variant, make_plan, plan_cells, pretrain_variants, variant_name
-from .report import mean_std, write_report
-from .runner import finished_results, run_cell, run_study
+from .claims import PAPER, derive
+from .curves import CurvePlan, run_curves
+from .estimate import estimate, format_estimate, measure_step_times
+from .plan import Cell, StudyPlan, arm_variant, make_plan, method_variant, plan_cells, pretrain_variants, variant_name
+from .report import render, write_report
+from .runner import finished_results, load_results, run_cell, run_study
+from .stats import mean_std, verdict, welch
 
-__all__ = ["Cell", "StudyPlan", "arm_variant", "finished_results", "make_plan", "mean_std", "plan_cells", "pretrain_variants",
-           "run_cell", "run_study", "variant_name", "write_report"]
+__all__ = ["PAPER", "Cell", "CurvePlan", "StudyPlan", "arm_variant", "derive", "estimate", "finished_results",
+           "format_estimate", "load_results", "make_plan", "mean_std", "measure_step_times", "method_variant",
+           "plan_cells", "pretrain_variants", "render", "run_cell", "run_curves", "run_study", "variant_name",
+           "verdict", "welch", "write_report"]

@@ -1,108 +1,178 @@
-"""Running the study's cells through armvision.train's public entry points; results.json and REPORT.md at the end.
+"""Running the study's cells (one process, or `jobs` worker processes of one thread each); results.json and
+REPORT.md at the end.
 
 Each finished cell leaves `cells/NAME/result.json` (written atomically: a cell counts as finished only once that
-file exists) and is not rerun; an interrupted cell resumes from its last checkpoint (resume="auto").
+file exists) and is not rerun; an interrupted cell resumes from its last checkpoint (resume="auto"). A cell whose
+option does not exist in this library (block="vim", method="contrastive" before they land) is skipped with a note
+and runs on a later invocation once it exists.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import platform
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import torch
+
+import armvision
 from armvision.errors import ConfigError
 from armvision.fileio import atomic_write
-from armvision.train import FinetuneConfig, PretrainConfig, train_finetune, train_pretrain
 
-from .plan import Cell, StudyPlan, plan_cells, variant_name
+from . import cells as cell_runs
+from .plan import Cell, StudyPlan, plan_cells
 from .report import write_report
 
-
-def _common(plan: StudyPlan, cell: Cell, out: Path) -> Dict[str, Any]:
-    """Settings shared by every cell: the plan's tiny backbone, CPU, fp32, resumable, quiet."""
-    return dict(data=plan.data, model="tiny", embed_dim=plan.embed_dim, depth=plan.depth, img_size=plan.img_size,
-                patch_size=plan.patch_size, batch_size=plan.batch_size, epochs=1000, seed=cell.seed,
-                num_workers=0, device="cpu", output=str(out), resume="auto", save_every=50, log_every=5,
-                progress=False, tensorboard=False, precision="fp32")
-
-
-def _pretrain(plan: StudyPlan, cell: Cell, out: Path) -> Dict[str, Any]:
-    v = cell.variant
-    cfg = PretrainConfig(**_common(plan, cell, out), max_steps=plan.pretrain_steps, warmup_epochs=1.0,
-                         blr=plan.pretrain_blr, decoder_embed_dim=plan.decoder_embed_dim,
-                         method=v.get("method", "arm"), cluster_size=v.get("cluster_size", plan.default_cluster),
-                         ordering=v.get("ordering", "row"), order_seed=cell.seed,
-                         decoder_depth=v.get("decoder_depth", plan.default_decoder_depth))
-    start = time.perf_counter()
-    summary = train_pretrain(cfg)
-    seconds = time.perf_counter() - start
-    images = plan.pretrain_steps * plan.batch_size
-    return {"loss": summary["loss"], "seconds": seconds, "images": images, "steps": summary["step"]}
-
-
-def _finetune(plan: StudyPlan, cell: Cell, out: Path, root: Path) -> Dict[str, Any]:
-    init = str(root / "cells" / cell.init_name / "checkpoint-last.pth") if cell.init_name else None
-    cfg = FinetuneConfig(**_common(plan, cell, out), max_steps=plan.finetune_steps, warmup_epochs=1.0,
-                         blr=plan.finetune_blr, init=init, label_fraction=cell.fraction, layer_decay=0.75,
-                         drop_path=0.1, ema=False, mixup=0.0, cutmix=0.0, smoothing=0.1, auto_augment=None,
-                         reprob=0.0, min_scale=0.6, hflip=0.0, eval_every=10**6)  # one evaluation, at the end
-    start = time.perf_counter()
-    summary = train_finetune(cfg)
-    m = summary["metrics"]
-    return {"top1": m["acc1"], "top5": m.get("acc5"), "seconds": time.perf_counter() - start}
+Task = Tuple[StudyPlan, Cell]
+Log = Callable[[str], None]
 
 
 def run_cell(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
-    """Train one cell in root/cells/NAME -> its result (pretrain: loss, seconds, images, steps; finetune: top1...)."""
-    out = root / "cells" / cell.name
-    return _pretrain(plan, cell, out) if cell.kind == "pretrain" else _finetune(plan, cell, out, root)
+    """Run one cell (see cells.run_cell); the study calls it through this name so tests can replace it."""
+    return cell_runs.run_cell(plan, cell, root)
 
 
-def _claim(plan: StudyPlan, root: Path) -> None:
-    """Write root/plan.json, refusing a folder that holds a study with another plan."""
+def _claim(plan: Any, root: Path, name: str = "plan.json") -> None:
+    """Write root/plan.json (a plan dataclass or dict), refusing a folder that holds a study with another plan."""
     root.mkdir(parents=True, exist_ok=True)
-    plan_path = root / "plan.json"
-    plan_dict = dataclasses.asdict(plan)
+    plan_path = root / name
+    plan_dict = dataclasses.asdict(plan) if dataclasses.is_dataclass(plan) else plan
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
         if old != plan_dict:
-            raise ConfigError(f"{root} holds a study with another plan ({plan_path}); use another --output or delete it")
+            raise ConfigError(f"{root} holds a study with another plan ({plan_path}); use another --output or "
+                              "delete it")
     plan_path.write_text(json.dumps(plan_dict, indent=2) + "\n")
 
 
 def _short(res: Dict[str, Any]) -> str:
     if res["kind"] == "pretrain":
         return f"loss {res['loss']:.4f} in {res['seconds']:.1f}s"
+    if res["kind"] == "probe":
+        return f"k-NN {res['knn']:.2f}%, linear {res['linear']:.2f}% in {res['seconds']:.1f}s"
     return f"top-1 {res['top1']:.2f}% in {res['seconds']:.1f}s"
 
 
-def run_study(plan: StudyPlan, root: Path, command: str = "", log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Run every unfinished cell, then write results.json, the plots and REPORT.md. Returns the results."""
-    root = Path(root)
-    _claim(plan, root)
-    cells = plan_cells(plan)
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _finish(cell: Cell, res: Dict[str, Any], root: Path) -> Dict[str, Any]:
+    res.update(kind=cell.kind, seed=cell.seed, fraction=cell.fraction, group=cell.group, variant=cell.label)
+    done = root / "cells" / cell.name / "result.json"
+    done.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(done, json.dumps(res, indent=2) + "\n")  # a cell counts as finished only once this file exists
+    return res
+
+
+def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Run the unfinished tasks (pretrainings first, then the rest) -> (results by cell name, skipped: name -> why)."""
     results: Dict[str, Any] = {}
-    t0 = time.perf_counter()
-    for i, cell in enumerate(cells, 1):
+    skipped: Dict[str, str] = {}
+    todo: List[Task] = []
+    for plan, cell in tasks:
         done = root / "cells" / cell.name / "result.json"
         if done.exists():
             results[cell.name] = json.loads(done.read_text())
-            log(f"[{i}/{len(cells)}] {cell.name}: done earlier")
+        elif cell_runs.cell_missing(cell):
+            skipped[cell.name] = str(cell_runs.cell_missing(cell))
+        else:
+            todo.append((plan, cell))
+    log(f"{len(results)} cells done earlier, {len(todo)} to run, {len(skipped)} skipped")
+    t0 = time.perf_counter()
+    waves = [[t for t in todo if t[1].kind == "pretrain"], [t for t in todo if t[1].kind != "pretrain"]]
+    for wave in waves:
+        if jobs <= 1 or len(wave) <= 1:
+            for plan, cell in wave:
+                log(f"{cell.name} ... (elapsed {time.perf_counter() - t0:.0f}s)")
+                results[cell.name] = _finish(cell, run_cell(plan, cell, root), root)
+                log(f"    -> {_short(results[cell.name])}")
             continue
-        log(f"[{i}/{len(cells)}] {cell.name} ... (elapsed {time.perf_counter() - t0:.0f}s)")
-        res = run_cell(plan, cell, root)
-        res.update(kind=cell.kind, seed=cell.seed, fraction=cell.fraction, group=cell.group,
-                   variant=variant_name(cell.variant) if cell.variant else "scratch")
-        done.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(done, json.dumps(res, indent=2) + "\n")  # a cell counts as finished only once this file exists
-        results[cell.name] = res
-        log(f"    -> {_short(res)}")
-    (root / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    write_report(plan, results, root, command)
-    return results
+        failed: List[BaseException] = []
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+            futures = [(cell, pool.submit(_run_and_finish, plan, cell, root)) for plan, cell in wave]
+            for cell, fut in futures:  # a failed cell does not stop the others; the first failure is raised at the end
+                try:
+                    results[cell.name] = fut.result()
+                except Exception as e:  # noqa: BLE001
+                    failed.append(e)
+                    log(f"{cell.name} FAILED: {e}")
+                    continue
+                log(f"{cell.name} -> {_short(results[cell.name])} (elapsed {time.perf_counter() - t0:.0f}s)")
+        if failed:
+            raise failed[0]
+    return results, skipped
+
+
+def _run_and_finish(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
+    """A worker's job: run the cell and write its result.json (so a finished cell counts even if the parent dies)."""
+    return _finish(cell, cell_runs.run_cell(plan, cell, root), root)
+
+
+def machine_info(jobs: int) -> Dict[str, Any]:
+    """What the report states about the machine and the software."""
+    return {"machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "armvision": armvision.__version__, "torch_threads": torch.get_num_threads(), "jobs": jobs}
+
+
+NO_SECOND_DATASET = ("No second real dataset: none ships with the installed packages (scikit-learn's other image "
+                     "sets, torchvision's and scipy's all download at run time); pass --data for an ImageFolder.")
+
+
+def data_info(plan: StudyPlan) -> Dict[str, Any]:
+    """Which data the study used, and how many images."""
+    from armvision.data import build_dataset
+
+    sizes = {s: len(build_dataset(plan.data, s, None, plan.img_size)) for s in ("train", "val")}
+    name = plan.data or "embedded scikit-learn 8x8 digits (10 classes, upscaled)"
+    return {"name": name, **sizes, "note": NO_SECOND_DATASET if plan.data is None else ""}
+
+
+def results_document(plan: StudyPlan, cells: Dict[str, Any], skipped: Dict[str, str], meta: Dict[str, Any],
+                     root: Path) -> Dict[str, Any]:
+    """results.json: everything REPORT.md is rendered from (plan, cells, skipped, machine, paper, rule, curves)."""
+    from .claims import PAPER, RULE
+    from .curves import load_choice
+
+    return {"plan": dataclasses.asdict(plan), "cells": cells, "skipped": skipped, "meta": meta, "paper": PAPER,
+            "rule": RULE, "curves": load_choice(root)}
+
+
+def run_study(plan: StudyPlan, root: Path, command: str = "", log: Log = print, jobs: int = 1) -> Dict[str, Any]:
+    """Run every unfinished cell, then write results.json, the plots and REPORT.md. Returns the results document."""
+    root = Path(root)
+    _claim(plan, root)
+    start, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
+    results, skipped = execute([(plan, c) for c in plan_cells(plan)], root, jobs, log)
+    meta = dict(machine_info(jobs), command=command or "armvision study", started=start,
+                finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                wall_seconds=time.perf_counter() - t0, data=data_info(plan))
+    doc = results_document(plan, results, skipped, meta, root)
+    atomic_write(root / "results.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    write_report(doc, root)
+    return doc
 
 
 def finished_results(root: Path) -> Dict[str, Any]:
     """The results of the finished cells under root/cells (for rewriting the report alone)."""
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(root).glob("cells/*/result.json"))}
+
+
+def load_results(root: Path) -> Optional[Dict[str, Any]]:
+    """root/results.json, or None if there is none."""
+    path = Path(root) / "results.json"
+    if not path.exists():
+        print(f"no {path}", file=sys.stderr)
+        return None
+    doc = json.loads(path.read_text())
+    if not {"plan", "cells"} <= set(doc):
+        raise ConfigError(f"{path} was written by an earlier version of the study (no plan and cells in it); rerun "
+                          "`armvision study` into a new --output")
+    return doc

@@ -1,0 +1,98 @@
+"""The study's pictures (matplotlib's Agg canvas, no display): main.png, efficiency.png, curves/curves.png."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from .claims import values
+from .plan import StudyPlan, arm_variant, method_variant, variant_name
+
+Doc = Dict[str, Any]
+
+
+def _figure(ncols: int = 1, size: Tuple[float, float] = (6, 3.5)) -> Tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
+
+
+def _ms(xs: List[float]) -> Tuple[float, float]:
+    return (statistics.mean(xs) if xs else 0.0, statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def main_plot(doc: Doc, path: Path) -> Path:
+    """Bars of finetuned top-1 per label fraction: from scratch, ARM and each baseline (mean ± std over seeds)."""
+    plan, cells = StudyPlan(**doc["plan"]), doc["cells"]
+    series = [("scratch", "from scratch"), (variant_name(arm_variant(plan)), "ARM")]
+    series += [(variant_name(method_variant(m)), m) for m in plan.methods if m != "arm"]
+    fig, ax = _figure()
+    width = 0.8 / len(series)
+    for j, (label, name) in enumerate(series):
+        ms = [_ms(values(cells, ("finetune", label, f, "top1"))) for f in plan.label_fractions]
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(plan.label_fractions))]
+        ax.bar(xs, [m for m, _ in ms], width, yerr=[s for _, s in ms], capsize=3, label=name)
+    ax.set_xticks(range(len(plan.label_fractions)), [f"{f:.0%} labels" for f in plan.label_fractions])
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title("Finetuned accuracy, mean ± std over seeds")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def efficiency_plot(doc: Doc, path: Path) -> Path:
+    """Finetuned top-1 against median pretraining wall-clock, one line per method (ARM, MAE)."""
+    from .report import efficiency_rows
+
+    fig, ax = _figure()
+    for method in ("ARM", "MAE"):
+        rows = [r for r in efficiency_rows(doc) if r["method"] == method and r["seconds"] is not None and r["top1"]]
+        if rows:
+            ms = [_ms(r["top1"]) for r in rows]
+            ax.errorbar([r["seconds"] for r in rows], [m for m, _ in ms], yerr=[s for _, s in ms], marker="o",
+                        capsize=3, label=method)
+    ax.set_xlabel("pretraining wall-clock (s, median over seeds)")
+    ax.set_ylabel("val top-1 after finetuning (%)")
+    ax.set_title("Accuracy per unit of pretraining time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def curves_plot(doc: Doc, path: Path) -> Path:
+    """Budget curves: finetune-from-scratch top-1 and final pretraining loss against steps; the longest
+    pretraining run's logged loss."""
+    ch = doc["choice"]
+    fig, (a0, a1, a2) = _figure(3, (13, 3.5))
+    for label, c in ch.get("finetune", {}).items():
+        a0.plot(*zip(*c["points"]), marker="o", label=f"{float(label[1:]):.0%} labels (chose {c['steps']})")
+    for label, c in ch.get("pretrain", {}).items():
+        a1.plot(*zip(*c["points"]), marker="o", label=f"{label} (chose {c['steps']})")
+    longest: Dict[str, Tuple[int, List[Any]]] = {}
+    for r in doc["cells"].values():
+        if r.get("curve") and r["steps"] >= longest.get(r["variant"], (0, []))[0]:
+            longest[r["variant"]] = (r["steps"], r["curve"])
+    for label, (n, curve) in longest.items():
+        a2.plot(*zip(*curve), label=f"{label}, {n} steps")
+    for ax, title, ylab in ((a0, "finetune from scratch", "val top-1 (%)"), (a1, "pretraining: final loss", "loss"),
+                            (a2, "pretraining loss (longest run)", "loss")):
+        ax.set_title(title)
+        ax.set_xlabel("optimizer steps")
+        ax.set_ylabel(ylab)
+        if ax is not a2:
+            ax.set_xscale("log", base=2)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def draw_plots(doc: Doc, root: Path) -> List[Path]:
+    """main.png and efficiency.png under root; returns the written paths."""
+    root = Path(root)
+    return [main_plot(doc, root / "main.png"), efficiency_plot(doc, root / "efficiency.png")]
