@@ -33,3 +33,16 @@ def tiny_classifier(**kw):
     cfg = dict(embed_dim=32, depth=2, img_size=32, patch_size=8, num_classes=3)
     cfg.update(kw)
     return armvision.create_classifier("tiny", **cfg)
+
+
+def fit_steps(model, inputs, steps: int, lr: float) -> list:
+    """`steps` AdamW steps of `model(inputs).loss` on one fixed batch; the losses before each step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from armtest import tiny_classifier
+from armtest import fit_steps, tiny_classifier
 from armvision.data import TwoViews, contrastive_transform
 from armvision.errors import ConfigError
 from armvision.models import ContrastivePretrainer, create_contrastive, load_checkpoint, load_model, nt_xent
@@ -152,13 +152,6 @@ def test_a_few_steps_learn_to_tell_a_fixed_batch_apart():
     m = tiny_contrastive(temperature=0.5)
     x = torch.randn(16, 3, 32, 32)
     views = torch.stack([x, x + torch.randn_like(x)], 1)  # two noisy views of each image
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = m(views).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_steps(m, views, steps=25, lr=3e-3)
     aligned = math.log(1 + 30 * math.exp(-2.0))  # positives at cosine 1, negatives at 0, temperature 0.5
     assert losses[0] > aligned + 1.0 and losses[-1] < aligned + 0.05, losses

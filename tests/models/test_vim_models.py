@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import armvision
-from armtest import tiny_classifier, tiny_pretrainer
+from armtest import fit_steps, tiny_classifier, tiny_pretrainer
 from armvision.cli._config import add_config_arguments, resolve_config
 from armvision.errors import CheckpointError, ConfigError
 from armvision.models import build_model, load_checkpoint, load_model, make_config
@@ -44,15 +44,7 @@ def test_vim_pretrainer_is_causal_one_direction_and_trains():
     assert all(isinstance(layer, VimBlock) for layer in model.layers)
     assert all(m.directions == 1 and m.d_inner == 64 for m in mixers(model))
     assert not any(k.startswith("layers.") and ".mlp." in k for k in model.state_dict())  # (the decoder has MLPs)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    imgs = torch.randn(4, 3, 32, 32)
-    losses = []
-    for _ in range(5):
-        loss = model(imgs).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_steps(model, torch.randn(4, 3, 32, 32), steps=5, lr=1e-3)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
 
