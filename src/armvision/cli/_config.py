@@ -13,7 +13,8 @@ import typing
 from typing import Any, Callable, Iterator, Optional
 
 from ..fields import alternatives, default_of, is_list
-from ..train.config import build_config_kwargs, config_from_layers, load_config_file, preset_names, yaml_where
+from ..train.config import (build_config_kwargs, config_from_layers, load_config_file, model_knobs, preset_names,
+                            yaml_where)
 
 MODEL = "model."  # dest prefix of the nested model's flags
 
@@ -23,15 +24,15 @@ def config_flags(cls: type) -> Iterator[tuple[str, dataclasses.Field, Any, list[
     model classes it can nest (`dest` = "model.<name>")."""
     hints = typing.get_type_hints(cls)
     for f in cls.training_fields():
-        yield f.name, f, hints[f.name], list(f.metadata.get("flags") or ["--" + f.name.replace("_", "-")])
-    seen = {f.name for f in cls.training_fields()} | {"kind"}
-    for mcls in cls.MODELS.values():
-        mhints = typing.get_type_hints(mcls)
-        for f in dataclasses.fields(mcls):
-            if f.name not in seen:
-                seen.add(f.name)
-                flags = f.metadata.get("flags") or ["--" + f.name.replace("_", "-")]
-                yield MODEL + f.name, f, mhints[f.name], list(flags)
+        yield f.name, f, hints[f.name], _spellings(f)
+    training = {f.name for f in cls.training_fields()}
+    for name, (f, tp) in model_knobs(cls).items():
+        if name not in training and name != "kind":
+            yield MODEL + name, f, tp, _spellings(f)
+
+
+def _spellings(f: dataclasses.Field) -> list[str]:
+    return list(f.metadata.get("flags") or ["--" + f.name.replace("_", "-")])
 
 
 def _only_for(cls: type, name: str) -> str:

@@ -159,7 +159,7 @@ class FinetuneConfig(TrainConfig):
 
 
 # ---- from dicts (YAML, flags, old checkpoints) to configs ------------------------------------------------------------
-def _model_types(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+def model_knobs(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     """name -> (field, type) of every model knob `cls` can nest."""
     out: dict[str, tuple[dataclasses.Field, Any]] = {}
     for mcls in cls.MODELS.values():
@@ -173,7 +173,7 @@ def split_layer(cls: type, values: dict[str, Any], source: str = "config") -> di
     """One layer of values (nested, or the flat form of earlier versions; '-' or '_' in keys) as
     {training key: value, ..., "model": {model key: value}}. Unknown keys raise ConfigError ("did you mean")."""
     train = {f.name for f in cls.training_fields()}
-    models = _model_types(cls)
+    models = model_knobs(cls)
     out: dict[str, Any] = {}
     model: dict[str, Any] = {}
     for key, value in values.items():
@@ -218,7 +218,7 @@ def coerce_layer(cls: type, layer: dict[str, Any], where: Where) -> dict[str, An
     fields = {f.name: f for f in cls.training_fields()}
     out = {k: _checked(fields[k], hints[k], v, where(k, v)) for k, v in layer.items() if k != "model"}
     if "model" in layer:
-        models = _model_types(cls)
+        models = model_knobs(cls)
         out["model"] = {k: _checked(*models[k], v, where(f"model.{k}", v)) for k, v in layer["model"].items()}
     return out
 
