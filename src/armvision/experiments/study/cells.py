@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from armvision.errors import ArmVisionError
-from armvision.eval import probe_checkpoint
+from armvision.eval import probe_checkpoint, read_log
 from armvision.models import build_model
 from armvision.train import FinetuneConfig, PretrainConfig, train_finetune, train_pretrain
 
@@ -84,10 +84,15 @@ def vim_depth(plan: StudyPlan) -> int:
     return min(range(1, 4 * plan.depth + 1), key=lambda d: abs(_param_count(key, "vim", d) - target))
 
 
+def train_rows(log_path: Path) -> list:
+    """The training lines of a run's log.jsonl."""
+    return [r for r in read_log(log_path) if r.get("kind") == "train"]
+
+
 def step_seconds(log_path: Path) -> Optional[float]:
     """Median seconds per optimizer step between consecutive logged training lines (robust to a resumed run, whose
     own wall-clock would miss the steps before the interruption); None with fewer than two lines."""
-    rows = [r for r in map(json.loads, log_path.read_text().splitlines()) if r.get("kind") == "train"]
+    rows = train_rows(log_path)
     rates = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(rows, rows[1:]) if b["step"] > a["step"]]
     return statistics.median(rates) if rates else None
 

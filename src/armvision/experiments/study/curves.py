@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from armvision.fileio import atomic_write
 
+from .cells import train_rows
 from .plan import Cell, StudyPlan, arm_variant, method_variant
 from .runner import Log, Task, _claim, execute
 
@@ -63,10 +64,9 @@ def curve_tasks(plan: StudyPlan, curves: CurvePlan) -> List[Task]:
     return tasks
 
 
-def final_loss(log_path: Path) -> float:
-    """Mean training loss of the last 10 % (at least one) of the logged lines of a run's log.jsonl."""
-    losses = [r["loss"] for r in map(json.loads, log_path.read_text().splitlines())
-              if r.get("kind") == "train" and "loss" in r]
+def final_loss(rows: List[Dict[str, Any]]) -> float:
+    """Mean training loss of the last 10 % (at least one) of a run's logged training lines."""
+    losses = [r["loss"] for r in rows if "loss" in r]
     tail = losses[-max(1, len(losses) // 10):]
     return float(statistics.mean(tail))
 
@@ -119,9 +119,9 @@ def run_curves(plan: StudyPlan, curves: CurvePlan, root: Path, jobs: int = 1, lo
     cells, skipped = execute(curve_tasks(plan, curves), root, jobs, log)
     for name, r in cells.items():
         if r["kind"] == "pretrain" and "final_loss" not in r:
-            r["final_loss"] = final_loss(root / "cells" / name / "log.jsonl")
-            r["curve"] = [(x["step"], x["loss"]) for x in map(json.loads, (root / "cells" / name / "log.jsonl")
-                          .read_text().splitlines()) if x.get("kind") == "train"]
+            rows = train_rows(root / "cells" / name / "log.jsonl")
+            r["final_loss"] = final_loss(rows)
+            r["curve"] = [(x["step"], x["loss"]) for x in rows]
     doc = {"curve_plan": dataclasses.asdict(curves), "cells": cells, "skipped": skipped,
            "choice": choose(cells, curves)}
     atomic_write(root / "curves.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
