@@ -19,6 +19,7 @@ import yaml
 from ..argcheck import device, items, number
 from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
+from ..fileio import atomic_write
 from ..fields import alternatives, coerce, knob, load_yaml, type_hints, unknown_key, validate, why_invalid
 from ..models.config import ClassifierConfig, ContrastiveConfig, MAEConfig, PretrainerConfig, size_values
 
@@ -286,4 +287,4 @@ def load_config_file(name: str | Path) -> tuple[dict[str, Any], str]:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

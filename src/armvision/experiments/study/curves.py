@@ -125,7 +125,7 @@ def run_curves(plan: StudyPlan, curves: CurvePlan, root: Path, jobs: int = 1, lo
     doc = {"curve_plan": dataclasses.asdict(curves), "cells": cells, "skipped": skipped,
            "choice": choose(cells, curves)}
     atomic_write(root / "curves.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (root / "CURVES.md").write_text(curves_markdown(doc))
+    atomic_write(root / "CURVES.md", curves_markdown(doc))
     if draw:
         from .plots import curves_plot
 

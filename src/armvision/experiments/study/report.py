@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+from armvision.fileio import atomic_write
+
 from .claims import PAPER, RULE, derive, pretrain_seconds, values
 from .plan import StudyPlan, arm_variant, method_variant, pretrain_steps_of, variant_name
 from .stats import mean_std
@@ -165,7 +167,7 @@ def write_report(doc: Doc, root: Path) -> Path:
     """Write root/REPORT.md and the plots from a results document; returns the report's path."""
     root = Path(root)
     path = root / "REPORT.md"
-    path.write_text(render(doc))
+    atomic_write(path, render(doc))
     try:
         from .plots import draw_plots
 

@@ -48,7 +48,7 @@ def _claim(plan: Any, root: Path, name: str = "plan.json") -> None:
         if old != plan_dict:
             raise ConfigError(f"{root} holds a study with another plan ({plan_path}); use another --output or "
                               "delete it")
-    plan_path.write_text(json.dumps(plan_dict, indent=2) + "\n")
+    atomic_write(plan_path, json.dumps(plan_dict, indent=2) + "\n")
 
 
 def _short(res: Dict[str, Any]) -> str:
