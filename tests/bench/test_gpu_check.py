@@ -39,6 +39,9 @@ def test_dry_run_end_to_end(tmp_path):
         assert any(r["backend"] == "triton" and "fwd_bwd_ms" in r for r in s["scan_speed"]["rows"])
         assert s["scan_speed"]["triton_tuning"] and "error" not in s["scan_speed"]["triton_tuning"][0]
         assert s["pretrain"]["scan_backend"].startswith("triton")
+        agree = s["scan_speed"]["triton_groups"]["agreement"]  # one launch vs 4 separate calls, put back in place
+        assert set(agree["float32"]) == {"out", "du", "ddelta", "dA"} and max(agree["float32"].values()) < 1e-4, agree
+        assert "agreement, float32" in md
     assert "torch" in backends
     assert s["pretrain"]["losses_finite"] and s["pretrain"]["img_s"] > 0
     rows = {(r["model"], r["precision"]) for r in s["models"]["rows"] if "error" not in r}

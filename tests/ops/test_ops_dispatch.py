@@ -44,6 +44,25 @@ def test_auto_on_cuda_prefers_mamba_then_triton_then_torch(monkeypatch):
     assert resolve_backend("selective_scan", None, on_cuda=True) == "torch"
 
 
+def test_mixer_takes_the_one_launch_triton_path_on_cuda_only_when_asked(monkeypatch):
+    """One fused call for all directions: always with the CPU kernel; with Triton under the interpreter, and on
+    CUDA only with ARMVISION_TRITON_GROUPS=1 (not yet run on a GPU); never on the torch path."""
+    monkeypatch.delenv(dispatch.ENV_TRITON_GROUPS, raising=False)
+    monkeypatch.setattr(dispatch, "_resolve", lambda op, b, on_cuda, dtype=None: "triton")
+    assert dispatch.mixer_fused(on_cuda=True) is False
+    assert dispatch.mixer_fused(on_cuda=False) is True  # Triton's interpreter on CPU tensors
+    monkeypatch.setenv(dispatch.ENV_TRITON_GROUPS, "1")
+    assert dispatch.mixer_fused(on_cuda=True) is True
+    monkeypatch.setenv(dispatch.ENV_TRITON_GROUPS, "0")
+    assert dispatch.mixer_fused(on_cuda=False) is False
+    monkeypatch.setenv(dispatch.ENV_TRITON_GROUPS, "yes")
+    with pytest.raises(ConfigError, match="ARMVISION_TRITON_GROUPS is 'yes'; use 1"):
+        dispatch.mixer_fused(on_cuda=True)
+    for backend, fused in (("cpu", True), ("torch", False), ("cuda", False)):
+        monkeypatch.setattr(dispatch, "_resolve", lambda op, b, on_cuda, dtype=None, r=backend: r)
+        assert dispatch.mixer_fused(on_cuda=backend == "cuda") is fused, backend
+
+
 def test_forced_backends_on_the_wrong_device_are_clear_errors(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_BACKEND, raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..ops import causal_conv1d_fn, resolve_backend, selective_scan_fn
+from ..ops import causal_conv1d_fn, mixer_fused, selective_scan_fn
 from ..ops import scan_decomposed
 from ..ops.scan_op import conv_groups, selective_scan_groups
 
@@ -178,8 +178,7 @@ class MambaMixer(nn.Module):
     def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
         self._check_grid(x.shape[1], hw, cls_index)
         xz = self.in_proj(x)  # (B, L, 2*Di)
-        fused = resolve_backend("selective_scan", None, xz.is_cuda, xz.dtype) in ("cpu", "triton")
-        if fused or scan_decomposed.active():
+        if mixer_fused(xz.is_cuda, xz.dtype) or scan_decomposed.active():
             return self.out_proj(self._forward_fused(xz, hw, cls_index))
         xz = xz.transpose(1, 2)  # (B, 2*Di, L)
         y = self._scan(xz, "")

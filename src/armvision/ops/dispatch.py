@@ -25,6 +25,7 @@ from .selective_scan import selective_scan_torch
 BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "cuda")
 CONV_BACKENDS = ("auto", "ref", "torch", "cuda")
 ENV_BACKEND = "ARMVISION_SCAN_BACKEND"
+ENV_TRITON_GROUPS = "ARMVISION_TRITON_GROUPS"
 _KERNELS = {  # op -> (module, attribute, pip package)
     "selective_scan": ("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn", "mamba-ssm"),
     "causal_conv1d": ("causal_conv1d", "causal_conv1d_fn", "causal-conv1d"),
@@ -132,6 +133,27 @@ def _resolve(op: str, backend: Optional[str], on_cuda: bool, dtype: Optional[tor
                               f"in the environment before the process starts, to interpret the kernels on CPU "
                               f"tensors); use backend 'cpu' or 'torch'")
     return backend
+
+
+def mixer_fused(on_cuda: bool, dtype: Optional[torch.dtype] = None) -> bool:
+    """Whether a multi-direction mixer runs all its directions in one fused call (selective_scan_groups): always
+    with the "cpu" backend; with "triton" under Triton's interpreter, and on CUDA only where
+    ARMVISION_TRITON_GROUPS=1. The one-launch Triton kernel (ops/triton_groups.py) is tested in the interpreter
+    but has not yet run on a GPU (the per-direction Triton kernels have, on an H200), so on CUDA it waits for
+    the GPU check (benchmarks/gpu_check.sh) before it becomes the default. Decided at trace time under compile."""
+    backend = resolve_backend("selective_scan", None, on_cuda, dtype)
+    if backend != "triton":
+        return backend == "cpu"
+    return _triton_groups_wanted(on_cuda)
+
+
+@torch.compiler.assume_constant_result
+def _triton_groups_wanted(on_cuda: bool) -> bool:
+    value = os.environ.get(ENV_TRITON_GROUPS, "").strip()
+    if value not in ("", "0", "1"):
+        raise ConfigError(f"environment variable {ENV_TRITON_GROUPS} is {value!r}; use 1 (one Triton launch for "
+                          f"all of a mixer's directions) or 0 (one launch per direction)")
+    return value == "1" if value else not on_cuda
 
 
 def _torch_any_form(u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Dict, List
 
-from .common import PAPER_IMG_S, Timer, log, peak_mb, reset_peak, scan_backend, spent, tf32, with_backend_fallback
+from .common import (PAPER_IMG_S, Timer, env_var, log, peak_mb, reset_peak, scan_backend, spent, tf32,
+                     with_backend_fallback)
+
+GROUPS_ROW = "arm, one-launch mixer"
 
 
 def _build(family: str, cfg: dict):
@@ -71,12 +74,21 @@ def section_models(cfg: dict, report: dict) -> dict:
 def _section_models(cfg: dict, report: dict) -> dict:
     res: Dict[str, object] = {"rows": [], "notes": [], "ratios": {}, "tf32": True}
     for precision in ("fp32", "bf16"):
-        for family in ("arm", "vit", "arm-auto"):
+        for family in ("arm", "vit", "arm-auto", GROUPS_ROW):
             if family == "arm-auto" and (not cfg["compare_auto"] or not cfg["model_backend"]
                                          or spent() > cfg["budget_s"] - 60):
                 continue  # the automatic backend once more, for comparison (--compare-auto), when there is time
+            if family == GROUPS_ROW and (cfg["device"] != "cuda" or spent() > cfg["budget_s"] - 60):
+                continue  # on CUDA the mixer's one-launch Triton path is opt-in until measured: measure it here
             try:
-                if family == "arm":
+                if family == GROUPS_ROW:
+                    from ...ops.dispatch import ENV_TRITON_GROUPS
+
+                    with env_var(ENV_TRITON_GROUPS, "1"):
+                        row = with_backend_fallback(lambda: _model_run("arm", precision, cfg), cfg["model_backend"],
+                                                    res["notes"])
+                    row["model"] = GROUPS_ROW
+                elif family == "arm":
                     row = with_backend_fallback(lambda: _model_run("arm", precision, cfg), cfg["model_backend"],
                                                 res["notes"])
                 elif family == "arm-auto":
@@ -96,6 +108,9 @@ def _section_models(cfg: dict, report: dict) -> dict:
         for key in ("forward_img_s", "train_img_s"):
             if a.get(key) and v.get(key):
                 res["ratios"][f"{precision} {key}: ARM / ViT"] = round(a[key] / v[key], 3)
+            one = by.get((GROUPS_ROW, precision), {})
+            if a.get(key) and one.get(key):
+                res["ratios"][f"{precision} {key}: one-launch mixer / per-direction"] = round(one[key] / a[key], 3)
     return res
 
 

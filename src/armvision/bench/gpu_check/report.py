@@ -56,7 +56,9 @@ def _scan_speed_md(sp: dict) -> List[str]:
         md += [f"4-direction finetuning scan {tg.get('shape')}: one Triton launch for all directions vs 4 "
                "separate Triton calls (fwd+bwd through autograd):", "",
                _table(tg.get("rows", []), ["impl", "dtype", "fwd_ms", "fwd_bwd_ms", "peak_mb", "error"]), ""]
-        md += _ratios(tg) + [""]
+        md += _ratios(tg)
+        md += [f"- agreement, {d} (max difference / max value, one launch vs separate): {a}"
+               for d, a in tg.get("agreement", {}).items()] + [""]
     return md
 
 

@@ -213,6 +213,8 @@ def _triton_groups_timing(cfg: dict, timer) -> dict:
             for a in sep:
                 selective_scan_triton(*a, delta_softplus=True).backward(gout_t)
 
+        res.setdefault("agreement", {})[dname] = _groups_agreement(leaves, sep, idx, gout, gout_t)
+        log(f"scan groups {dname}: one launch vs separate calls {res['agreement'][dname]}")
         for name, fwd, fwd_bwd in (("triton-groups (1 launch)", groups_fwd, groups_fwd_bwd),
                                    ("triton x4 (separate)", separate_fwd, separate_fwd_bwd)):
             res["rows"].append(_time_row({"impl": name, "dtype": dname}, fwd, fwd_bwd, clear, cfg, timer))
@@ -224,6 +226,39 @@ def _triton_groups_timing(cfg: dict, timer) -> dict:
                 res["ratios"][f"{dname}: groups / separate ({key[:-3]} time)"] = round(a[key] / b[key], 3)
         del leaves, sep, gout, gout_t
     return res
+
+
+def _groups_agreement(leaves, sep, idx, gout, gout_t) -> dict:
+    """Largest difference, relative to the largest value, between the one-launch op and the 4 separate Triton
+    calls (their outputs put back at each step's raster position and summed) in the output and in du, ddelta and
+    dA: what decides whether ARMVISION_TRITON_GROUPS=1 may become the GPU default."""
+    import torch
+
+    from ...ops import scan_op
+    from ...ops.triton_scan import selective_scan_triton
+
+    def rel(a, b) -> float:
+        a, b = a.detach().float(), b.detach().float()
+        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+    try:
+        for t in leaves + [t for a in sep for t in a]:
+            t.grad = None
+        out = scan_op.selective_scan_groups_triton_fwd(*leaves, idx)[0]
+        out.backward(gout)
+        total = torch.zeros_like(out, dtype=torch.float32)
+        for k, a in enumerate(sep):
+            y = selective_scan_triton(*a, delta_softplus=True)
+            y.backward(gout_t[:, :, idx[k].long()])
+            total[:, idx[k].long()] += y.detach().float().transpose(1, 2)
+        G = len(sep)
+        res = {"out": rel(out, total)}
+        for name, i in (("du", 0), ("ddelta", 1)):
+            res[name] = max(rel(leaves[i].grad[k], sep[k][i].grad.transpose(1, 2)) for k in range(G))
+        res["dA"] = rel(leaves[2].grad, torch.cat([a[2].grad for a in sep]))
+        return {k: float(f"{v:.2e}") for k, v in res.items()}
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def _triton_tuning(cfg: dict, shape, timer) -> List[dict]:
