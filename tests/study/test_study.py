@@ -378,3 +378,17 @@ def test_vim_depth_matches_the_parameter_count():
     assert abs(params("vim", d) - target) <= min(abs(params("vim", d + k) - target) for k in (-1, 1))
     assert abs(params("vim", d) - target) < 0.1 * target
     assert study_cells.vim_depth(dataclasses.replace(plan, seeds=[0])) == d
+
+
+def test_progress_lines_count_cells_and_give_an_eta(tmp_path, fake_runs):
+    plan = StudyPlan.quick()
+    lines = []
+    run_study(plan, tmp_path, log=lines.append)
+    done = [ln for ln in lines if ln.startswith("[")]
+    n = len(plan_cells(plan))
+    assert len(done) == n and done[0].startswith(f"[1/{n}] ") and done[-1].startswith(f"[{n}/{n}] ")
+    assert all(" -> " in ln and ", elapsed " in ln and ", ETA " in ln for ln in done)
+    assert done[-1].endswith("ETA 0:00:00")
+    lines.clear()
+    run_study(plan, tmp_path, log=lines.append)  # nothing left: no progress lines
+    assert lines[0].startswith(f"{n} cells done earlier, 0 to run") and not [ln for ln in lines if ln.startswith("[")]

@@ -6,6 +6,7 @@ config (dataclasses <- YAML <- flags), optim (AdamW groups, layer decay), schedu
 """
 from .config import FinetuneConfig, PretrainConfig
 from .finetune import train_finetune
+from .logging import format_duration
 from .pretrain import train_pretrain
 
-__all__ = ["FinetuneConfig", "PretrainConfig", "train_finetune", "train_pretrain"]
+__all__ = ["FinetuneConfig", "PretrainConfig", "format_duration", "train_finetune", "train_pretrain"]

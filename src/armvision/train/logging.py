@@ -67,7 +67,8 @@ def _step_of(line: str) -> float:
         return float("inf")  # a torn last line of a killed run: drop it
 
 
-def _fmt_time(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """H:MM:SS ("?" for an unknown duration)."""
     if not math.isfinite(seconds):
         return "?"
     s = int(seconds)
@@ -104,7 +105,7 @@ class Progress:
             rate = (step - self.start_step) / max(1e-9, time.time() - self.t0)
             eta = (self.total - step) / rate if rate > 0 else float("inf")
             parts = " ".join(f"{k} {v}" for k, v in shown.items())
-            log.info(f"{self.desc} step {step}/{self.total} {parts} eta {_fmt_time(eta)}")
+            log.info(f"{self.desc} step {step}/{self.total} {parts} eta {format_duration(eta)}")
 
     def write(self, line: str) -> None:
         if not self.enabled:

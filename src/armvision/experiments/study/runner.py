@@ -24,6 +24,7 @@ import torch
 import armvision
 from armvision.errors import ConfigError
 from armvision.fileio import atomic_write
+from armvision.train import format_duration
 
 from . import cells as cell_runs
 from .plan import Cell, StudyPlan, plan_cells
@@ -71,6 +72,25 @@ def _finish(cell: Cell, res: Dict[str, Any], root: Path) -> Dict[str, Any]:
     return res
 
 
+class CellProgress:
+    """`[k/n] name -> result, elapsed H:MM:SS, ETA H:MM:SS` lines; the ETA is the mean wall-clock per cell finished
+    in this invocation times the cells left (pretraining cells come first and cost less than the finetuning ones,
+    so the early ETAs are low)."""
+
+    def __init__(self, total: int, log: Log) -> None:
+        self.total, self.done, self.log, self.t0 = total, 0, log, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def finished(self, name: str, what: str) -> None:
+        self.done += 1
+        el = self.elapsed()
+        eta = el / self.done * (self.total - self.done)
+        self.log(f"[{self.done}/{self.total}] {name} -> {what}, elapsed {format_duration(el)}, "
+                 f"ETA {format_duration(eta)}")
+
+
 def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """Run the unfinished tasks (pretrainings first, then the rest) -> (results by cell name, skipped: name -> why)."""
     results: Dict[str, Any] = {}
@@ -85,14 +105,14 @@ def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> T
         else:
             todo.append((plan, cell))
     log(f"{len(results)} cells done earlier, {len(todo)} to run, {len(skipped)} skipped")
-    t0 = time.perf_counter()
+    progress = CellProgress(len(todo), log)
     waves = [[t for t in todo if t[1].kind == "pretrain"], [t for t in todo if t[1].kind != "pretrain"]]
     for wave in waves:
         if jobs <= 1 or len(wave) <= 1:
             for plan, cell in wave:
-                log(f"{cell.name} ... (elapsed {time.perf_counter() - t0:.0f}s)")
+                log(f"{cell.name} ... (elapsed {format_duration(progress.elapsed())})")
                 results[cell.name] = _finish(cell, run_cell(plan, cell, root), root)
-                log(f"    -> {_short(results[cell.name])}")
+                progress.finished(cell.name, _short(results[cell.name]))
             continue
         failed: List[BaseException] = []
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
@@ -104,7 +124,7 @@ def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> T
                     failed.append(e)
                     log(f"{cell.name} FAILED: {e}")
                     continue
-                log(f"{cell.name} -> {_short(results[cell.name])} (elapsed {time.perf_counter() - t0:.0f}s)")
+                progress.finished(cell.name, _short(results[cell.name]))
         if failed:
             raise failed[0]
     return results, skipped
