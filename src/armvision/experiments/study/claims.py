@@ -116,11 +116,15 @@ def _size(cells: Dict[str, Any], v: Dict[str, Any]) -> str:
     return f"depth {r['depth']}, {r['params']} parameters" if r else "?"
 
 
+def cell_seconds(r: Dict[str, Any]) -> float:
+    """A finished cell's time: steps x the median logged seconds per step where the log has them (a resumed cell's
+    own wall-clock would miss its first part), else its wall-clock."""
+    return r["steps"] * r["step_seconds"] if r.get("step_seconds") else r["seconds"]
+
+
 def pretrain_seconds(cells: Dict[str, Any], label: str) -> Optional[float]:
-    """Median pretraining time of a variant's finished cells (None if none): steps x the median logged seconds per
-    step where the log has them (a resumed cell's own wall-clock would miss its first part), else the wall-clock."""
-    secs = [r["steps"] * r["step_seconds"] if r.get("step_seconds") else r["seconds"] for r in cells.values()
-            if r["kind"] == "pretrain" and r["variant"] == label]
+    """Median pretraining time (cell_seconds) of a variant's finished cells (None if none)."""
+    secs = [cell_seconds(r) for r in cells.values() if r["kind"] == "pretrain" and r["variant"] == label]
     return statistics.median(secs) if secs else None
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from armvision.fileio import atomic_write
 
-from .claims import PAPER, RULE, derive, pretrain_seconds, values
+from .claims import PAPER, RULE, cell_seconds, derive, pretrain_seconds, values
 from .plan import StudyPlan, arm_variant, method_variant, pretrain_steps_of, variant_name
 from .stats import mean_std
 
@@ -23,7 +23,7 @@ def summary(doc: Doc) -> Dict[str, float]:
     """Counts and wall-clock totals of the document."""
     cells = doc["cells"]
     return {"cells": len(cells), "skipped": len(doc.get("skipped", {})),
-            "cell_minutes": sum(r["seconds"] for r in cells.values()) / 60,
+            "cell_minutes": sum(cell_seconds(r) for r in cells.values()) / 60,
             "wall_minutes": doc.get("meta", {}).get("wall_seconds", 0.0) / 60}
 
 
@@ -55,8 +55,10 @@ def _header(doc: Doc) -> List[str]:
             f"Command: `{meta.get('command', 'armvision study')}`. Machine: {meta.get('machine', '?')}, "
             f"{meta.get('cpu_count', '?')} CPUs, {meta.get('jobs', 1)} worker process(es). Python "
             f"{meta.get('python', '?')}, torch {meta.get('torch', '?')}, armvision {meta.get('armvision', '?')}. "
-            f"Last run: {meta.get('started', '?')} to {meta.get('finished', '?')}, {s['wall_minutes']:.1f} minutes "
-            f"wall-clock; {s['cells']:.0f} finished cells, {s['cell_minutes']:.1f} minutes of training in all.", "",
+            f"{s['cells']:.0f} finished cells, {s['cell_minutes']:.1f} CPU-minutes of cell time in all (each cell on "
+            f"one thread; a resumed pretraining cell counted as steps x its median step time). Last invocation "
+            f"(finished cells are kept, so a run may span several): {meta.get('started', '?')} to "
+            f"{meta.get('finished', '?')}, {s['wall_minutes']:.1f} minutes wall-clock.", "",
             f"Data: {data.get('name', plan['data'] or 'embedded digits')} ({data.get('train', '?')} train / "
             f"{data.get('val', '?')} val images). {data.get('note', '')}", "",
             f"Model: width {plan['embed_dim']}, depth {plan['depth']}, {plan['img_size']} px, patch "
