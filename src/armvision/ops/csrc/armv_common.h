@@ -26,14 +26,9 @@
 INLINE float as_float(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
 INLINE int32_t as_int(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
 
-/* exp(x) = 2^n * 2^r, n = round(x log2 e), r = x log2 e - n in [-1/2, 1/2] (log2 e split in two parts so that r is
- * exact to float rounding), 2^r by a degree-5 fit: relative error ~2e-7; x clamped to [-87.33, 88.37], so the
- * result stays normal (NaN propagates). Written so that compilers vectorise it. */
-INLINE float v_exp(float x) {
-    x = x < -87.33f ? -87.33f : x; /* then n >= -126: a normal result, and |r| <= 1/2 needs no clamp */
-    x = x > 88.37f ? 88.37f : x;   /* n <= 127 */
-    float n = rintf(x * 1.44269504f);
-    float r = fmaf(x, 1.44269502f, -n) + x * 1.9259629e-8f;
+/* 2^n * 2^r for an integral n in [-126, 127] and r in [-1/2, 1/2]: 2^r by a degree-5 fit (relative error ~2e-7),
+ * 2^n by building the float's exponent. */
+INLINE float pow2_parts(float n, float r) {
     float p = 1.32647273e-3f; /* 2^r = 1 + r q(r): exactly 1 at r = 0, so decays near 1 carry no bias */
     p = p * r + 9.67151299e-3f;
     p = p * r + 5.55073358e-2f;
@@ -41,6 +36,26 @@ INLINE float v_exp(float x) {
     p = p * r + 6.93147004e-1f;
     p = 1.0f + p * r;
     return p * as_float(((int32_t)n + 127) << 23);
+}
+
+/* exp(x) = 2^n * 2^r, n = round(x log2 e), r = x log2 e - n in [-1/2, 1/2] (log2 e split in two parts so that r is
+ * exact to float rounding); x clamped to [-87.33, 88.37], so the result stays normal (NaN propagates). Written so
+ * that compilers vectorise it. */
+INLINE float v_exp(float x) {
+    x = x < -87.33f ? -87.33f : x; /* then n >= -126: a normal result, and |r| <= 1/2 needs no clamp */
+    x = x > 88.37f ? 88.37f : x;   /* n <= 127 */
+    float n = rintf(x * 1.44269504f);
+    return pow2_parts(n, fmaf(x, 1.44269502f, -n) + x * 1.9259629e-8f);
+}
+
+/* 2^x (x clamped to [-126, 127]): the scan's decays exp(dt A) = 2^(dt A log2 e) with A log2 e formed once per work
+ * item, which saves the change of base per state and step (the relative error grows to ~|x| 1e-7, which the dt A
+ * product's own rounding already had). */
+INLINE float v_exp2(float x) {
+    x = x < -126.0f ? -126.0f : x;
+    x = x > 127.0f ? 127.0f : x;
+    float n = rintf(x);
+    return pow2_parts(n, x - n);
 }
 
 /* log(1 + y) for y >= 0, ~1 ulp: log of u = 1 + y by exponent split and an atanh series, plus the rounding

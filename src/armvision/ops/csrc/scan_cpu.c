@@ -40,14 +40,15 @@ typedef struct { const int64_t *ip; void *const *pp; int64_t nblk; } scan_ctx;
 #define IP(k) (c->ip[k])
 #define PF(k) ((float *)c->pp[k])
 
-/* per-group constants of one work item: A (N x W), D, dt bias; constant-form B / C (N x W) */
-typedef struct { float A[NMAX][W], B[NMAX][W], C[NMAX][W], Dv[W], bias[W]; } consts_t;
+/* per-group constants of one work item: A and A log2 e (N x W), D, dt bias; constant-form B / C (N x W) */
+typedef struct { float A[NMAX][W], A2[NMAX][W], B[NMAX][W], C[NMAX][W], Dv[W], bias[W]; } consts_t;
 
 INLINE void load_consts(const scan_ctx *c, int64_t ch0, int w, int N, consts_t *k) {
     const float *A = PF(P_A), *Bm = PF(P_B), *Cm = PF(P_C), *Dv = PF(P_D), *bias = PF(P_BIAS);
     for (int n = 0; n < N; n++)
         for (int j = 0; j < W; j++) {
             k->A[n][j] = j < w ? A[(ch0 + j) * N + n] : 0.0f;
+            k->A2[n][j] = k->A[n][j] * 1.44269504f;
             k->B[n][j] = (IP(I_B_MODE) == 0 && j < w) ? Bm[(ch0 + j) * N + n] : 0.0f;
             k->C[n][j] = (IP(I_C_MODE) == 0 && j < w) ? Cm[(ch0 + j) * N + n] : 0.0f;
         }
@@ -80,13 +81,13 @@ INLINE const float (*lanes_bc(const scan_ctx *c, int which, int64_t g, int64_t b
     return (const float (*)[W])buf;
 }
 
-/* one step forward for lanes: updates h (and stores the decays in da if given); y = sum_n C h */
-INLINE void step_fwd(int N, const float (*A)[W], const float (*Bl)[W], const float (*Cl)[W], const float *dt,
+/* one step forward for lanes (A2 = A log2 e): updates h (and stores the decays in da if given); y = sum_n C h */
+INLINE void step_fwd(int N, const float (*A2)[W], const float (*Bl)[W], const float (*Cl)[W], const float *dt,
                      const float *du, const float (*h_in)[W], float (*h)[W], float *y, float (*da)[W]) {
     LANES(j) y[j] = 0.0f;
     for (int n = 0; n < N; n++) {
         LANES(j) {
-            float a = v_exp(dt[j] * A[n][j]);
+            float a = v_exp2(dt[j] * A2[n][j]);
             float hn = a * h_in[n][j] + du[j] * Bl[n][j];
             h[n][j] = hn;
             y[j] += hn * Cl[n][j];
@@ -96,13 +97,13 @@ INLINE void step_fwd(int N, const float (*A)[W], const float (*Bl)[W], const flo
 }
 
 /* the same step when B_t and C_t are N scalars shared by the lanes (the mixer's case): broadcast in registers */
-INLINE void step_fwd_var(int N, const float (*A)[W], const float *bv, const float *cv, const float *dt,
+INLINE void step_fwd_var(int N, const float (*A2)[W], const float *bv, const float *cv, const float *dt,
                          const float *du, const float (*h_in)[W], float (*h)[W], float *y, float (*da)[W]) {
     LANES(j) y[j] = 0.0f;
     for (int n = 0; n < N; n++) {
         const float bn = bv[n], cn = cv[n];
         LANES(j) {
-            float a = v_exp(dt[j] * A[n][j]);
+            float a = v_exp2(dt[j] * A2[n][j]);
             float hn = a * h_in[n][j] + du[j] * bn;
             h[n][j] = hn;
             y[j] += hn * cn;
@@ -169,9 +170,9 @@ INLINE void fwd_item(const scan_ctx *c, int64_t item, const int N) {
                 float bv[NMAX], cv[NMAX];
                 load_bc(c, 0, g, b, t, N, bv);
                 load_bc(c, 1, g, b, t, N, cv);
-                step_fwd_var(N, (const float (*)[W])k.A, bv, cv, dt, du, (const float (*)[W])h, h, y, NULL);
+                step_fwd_var(N, (const float (*)[W])k.A2, bv, cv, dt, du, (const float (*)[W])h, h, y, NULL);
             } else {
-                step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
+                step_fwd(N, (const float (*)[W])k.A2, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
                          lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du, (const float (*)[W])h, h,
                          y, NULL);
             }
@@ -252,10 +253,10 @@ INLINE void bwd_item(const scan_ctx *c, int64_t item, const int N, float *ws) {
                     float bv[NMAX], cv[NMAX];
                     load_bc(c, 0, g, b, t, N, bv);
                     load_bc(c, 1, g, b, t, N, cv);
-                    step_fwd_var(N, (const float (*)[W])k.A, bv, cv, dt, du, (const float (*)[W])H[i], H[i + 1], y,
+                    step_fwd_var(N, (const float (*)[W])k.A2, bv, cv, dt, du, (const float (*)[W])H[i], H[i + 1], y,
                                  DA[i]);
                 } else {
-                    step_fwd(N, (const float (*)[W])k.A, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
+                    step_fwd(N, (const float (*)[W])k.A2, lanes_bc(c, 0, g, b, t, N, (const float (*)[W])k.B, Bb),
                              lanes_bc(c, 1, g, b, t, N, (const float (*)[W])k.C, Cb), dt, du,
                              (const float (*)[W])H[i], H[i + 1], y, DA[i]);
                 }
