@@ -184,3 +184,27 @@ def test_conv_groups_equals_gathered_conv1d(G, K, dim, L):
     exp = torch.autograd.grad((want * gout).sum(), [x, w, b])
     for name, a, e in zip(("x", "weight", "bias"), got, exp):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m: f"gradient of {name}: {m}")
+
+
+def test_conv_groups_bitwise_the_same_whatever_the_thread_count():
+    """The fused conv's forward and every gradient (dx summed over orders, dweight and dbias over the batch in a
+    fixed order) are the same bits with 1, 2 and 3 threads."""
+    from armvision.ops.groups_op import conv_groups
+
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.randn(5, 11, 2 * 40, generator=g)[..., :40]
+    w0, b0 = torch.randn(4 * 40, 4, generator=g), torch.randn(4 * 40, generator=g)
+    index = torch.stack([torch.randperm(11, generator=g) for _ in range(4)])
+    gout = torch.randn(4, 5, 11, 40, generator=g)
+    old, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
+            out = conv_groups(x, w, b, index)
+            results.append([out.detach()] + list(torch.autograd.grad((out * gout).sum(), [x, w, b])))
+    finally:
+        torch.set_num_threads(old)
+    for other in results[1:]:
+        for name, a, e in zip(("out", "dx", "dweight", "dbias"), other, results[0]):
+            assert torch.equal(a, e), f"{name} depends on the thread count"
