@@ -1,5 +1,5 @@
 """Models: the ARM pretrainer, the classifier, sizes, and checkpoint conversion."""
-from .arm import ARMOutput, ARMPretrainer
+from .arm import ARMOutput, ARMPretrainer, default_feature_layers
 from .checkpoint import (LoadReport, from_pretrained, infer_config, load_checkpoint, load_model, read_checkpoint,
                          save_pretrained, select_state_dict)
 from .classifier import ARMClassifier, checkpoint_filter_fn
@@ -12,7 +12,7 @@ from .registry import build_model, create_classifier, create_pretrainer, registe
 register_timm()
 
 __all__ = [
-    "ARMOutput", "ARMPretrainer", "ARMClassifier", "LoadReport", "from_pretrained", "infer_config", "load_checkpoint",
+    "ARMOutput", "ARMPretrainer", "default_feature_layers", "ARMClassifier", "LoadReport", "from_pretrained", "infer_config", "load_checkpoint",
     "load_model", "read_checkpoint", "save_pretrained", "select_state_dict", "SIZES", "ClassifierConfig",
     "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer", "MAEOutput",
     "MAEPretrainer", "create_mae", "model_card", "push_to_hub", "checkpoint_filter_fn", "vim_matched_config",

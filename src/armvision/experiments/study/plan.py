@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from armvision.models import default_feature_layers
+
 PRESET = "study_tiny.yaml"
 Variant = Dict[str, Any]
 
@@ -169,9 +171,8 @@ def _unique(plan: StudyPlan, variants: List[Variant]) -> List[Variant]:
 
 
 def _reference_layers(plan: StudyPlan) -> List[int]:
-    """The reference's feature layers for the plan's depth and default decoder depth (every depth//6-th layer)."""
-    step, n = max(1, plan.depth // 6), plan.default_decoder_depth
-    return [max(1, plan.depth - (n - 1 - k) * step) for k in range(n)]
+    """The reference's feature layers for the plan's depth and default decoder depth (the model's own default)."""
+    return default_feature_layers(plan.depth, plan.default_decoder_depth)
 
 
 def pretrain_variants(plan: StudyPlan) -> List[Variant]:
