@@ -23,6 +23,7 @@ from armvision.fileio import atomic_write
 
 from .cells import train_rows
 from .plan import Cell, StudyPlan, arm_variant, method_variant
+from .report import curve_rows
 from .runner import Log, Task, _claim, execute
 
 
@@ -139,11 +140,7 @@ def curves_markdown(doc: Dict[str, Any]) -> str:
     lines = ["# Budget curves", "", f"Plateau rule: a length is enough when doubling it gains less than "
              f"{cp['acc_tol']:g} top-1 points (finetuning from scratch) or lowers the final pretraining loss by less "
              f"than {cp['loss_tol']:.0%}; seeds {cp['seeds']}.", "",
-             "| curve | steps: metric | chosen | converged |", "|---|---|---|---|"]
-    for kind, metric in (("finetune", "top-1"), ("pretrain", "loss")):
-        for label, c in ch.get(kind, {}).items():
-            pts = ", ".join(f"{n}: {v:.{2 if kind == 'finetune' else 4}f}" for n, v in c["points"])
-            lines.append(f"| {kind} {label} ({metric}) | {pts} | {c['steps']} | {'yes' if c['converged'] else 'no'} |")
+             "| curve | steps: metric | chosen | converged |", "|---|---|---|---|"] + curve_rows(ch, with_metric=True)
     if not all(ch.get(k, True) for k in ("pretrain_converged", "finetune_converged", "low_label_finetune_converged")):
         lines += ["", "Not converged means no measured doubling met the rule: the chosen length is only the longest "
                   "measured; add longer lengths to find the plateau."]

@@ -127,11 +127,7 @@ def _budget(doc: Doc) -> List[str]:
         return ["## Budgets", "", "No `--curves` measurement was found beside this run; the plan's budgets are its "
                 "defaults; run `armvision study --curves` with the same --output to measure them.", ""]
     lines = ["## Budgets (from `armvision study --curves`)", "", "| curve | steps: metric | chosen | converged |",
-             "|---|---|---|---|"]
-    for kind in ("finetune", "pretrain"):
-        for label, c in ch.get(kind, {}).items():
-            pts = ", ".join(f"{n}: {v:.{2 if kind == 'finetune' else 4}f}" for n, v in c["points"])
-            lines.append(f"| {kind} {label} | {pts} | {c['steps']} | {'yes' if c['converged'] else 'no'} |")
+             "|---|---|---|---|"] + curve_rows(ch)
     plan = doc["plan"]
     yes = lambda k: "yes" if ch.get(k) else "no"  # noqa: E731
     lines += ["", f"This run used {plan['pretrain_steps']} pretraining and {plan['finetune_steps']} / "
@@ -140,6 +136,18 @@ def _budget(doc: Doc) -> List[str]:
               f"{ch.get('low_label_finetune_steps')} (converged: {yes('pretrain_converged')}, "
               f"{yes('finetune_converged')} / {yes('low_label_finetune_converged')})."]
     return lines + ["", "![curves](curves/curves.png)", ""]
+
+
+def curve_rows(choice: Dict[str, Any], with_metric: bool = False) -> List[str]:
+    """Markdown rows of a budget table, one per measured curve: name, the points (steps: metric), the chosen
+    length and whether it converged (CURVES.md names the metric too)."""
+    rows = []
+    for kind, metric in (("finetune", "top-1"), ("pretrain", "loss")):
+        for label, c in choice.get(kind, {}).items():
+            pts = ", ".join(f"{n}: {v:.{2 if kind == 'finetune' else 4}f}" for n, v in c["points"])
+            name = f"{kind} {label} ({metric})" if with_metric else f"{kind} {label}"
+            rows.append(f"| {name} | {pts} | {c['steps']} | {'yes' if c['converged'] else 'no'} |")
+    return rows
 
 
 def _skipped(doc: Doc) -> List[str]:
