@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Tuple
 
-from .plan import StudyPlan, arm_variant, method_variant, variant_name
+from .plan import StudyPlan, _unique, arm_variant, method_variant, variant_name
 from .stats import ALPHA, MIN_SEEDS, Welch, verdict, welch
 
 SOURCE = "Ren et al., Autoregressive Pretraining with Mamba in Vision, ICLR 2025 (arXiv 2406.07537)"
@@ -104,8 +104,6 @@ def _comparisons(plan: StudyPlan, cells: Dict[str, Any]) -> List[Tuple[str, str,
 
 def _plain(plan: StudyPlan, layers: List[int]) -> Dict[str, Any]:
     """The variant of a feature-layer set at the default depth (the reference's set is the default variant)."""
-    from .plan import _unique
-
     return _unique(plan, [arm_variant(plan, feature_layers=layers)])[0]
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -189,7 +188,6 @@ def load_results(root: Path) -> Optional[Dict[str, Any]]:
     """root/results.json, or None if there is none."""
     path = Path(root) / "results.json"
     if not path.exists():
-        print(f"no {path}", file=sys.stderr)
         return None
     doc = json.loads(path.read_text())
     if not {"plan", "cells"} <= set(doc):
