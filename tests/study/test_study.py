@@ -131,7 +131,7 @@ def _traceable(doc):
     forms = set(strings)
     for x in nums:
         for fmt in ("{:.0f}", "{:.1f}", "{:.2f}", "{:.3f}", "{:.4f}", "{:g}", "{:.1e}", "{:+.2f}"):
-            forms.add(fmt.format(x).lstrip("+"))
+            forms.add(fmt.format(x).lstrip("+-"))  # tokens are compared unsigned
         forms.update({f"{x:.0%}".rstrip("%"), f"{x * 100:g}"})
     return forms
 
@@ -156,6 +156,20 @@ def test_every_number_in_the_report_comes_from_results_json(tmp_path, fake_runs)
     cell = next(k for k, r in doc["cells"].items() if r["kind"] == "finetune" and r["variant"] == "scratch")
     doc["cells"][cell]["top1"] = 12.345
     assert study.render(doc) != report
+
+
+def test_committed_report_is_generated_from_the_committed_results():
+    """study/REPORT.md in the repository is render(study/results.json), and every number in it traces there."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "study"
+    doc = study_runner.load_results(root)
+    assert doc is not None, f"{root / 'results.json'} is missing"
+    report = (root / "REPORT.md").read_text()
+    assert report == study.render(doc), "study/REPORT.md is stale: run `armvision study --report-only --output study`"
+    forms = _traceable(doc)
+    stray = [t for t in _number_tokens(report) if t.lstrip("+-") not in forms]
+    assert not stray, f"numbers in study/REPORT.md that do not come from study/results.json: {stray}"
 
 
 def test_quick_plan_draws_no_verdicts(tmp_path, fake_runs):

@@ -25,20 +25,24 @@ def _ms(xs: List[float]) -> Tuple[float, float]:
 
 
 def main_plot(doc: Doc, path: Path) -> Path:
-    """Bars of finetuned top-1 per label fraction: from scratch, ARM and each baseline (mean ± std over seeds)."""
+    """Finetuned top-1 per label fraction: from scratch, ARM and each baseline, every seed as a dot beside the
+    mean ± std (points, not bars, so the axis can zoom to where the methods differ without exaggerating)."""
     plan, cells = StudyPlan(**doc["plan"]), doc["cells"]
     series = [("scratch", "from scratch"), (variant_name(arm_variant(plan)), "ARM")]
-    series += [(variant_name(method_variant(m)), m) for m in plan.methods if m != "arm"]
+    series += [(variant_name(method_variant(m)), m.upper() if m == "mae" else m) for m in plan.methods if m != "arm"]
     fig, ax = _figure()
     width = 0.8 / len(series)
     for j, (label, name) in enumerate(series):
-        ms = [_ms(values(cells, ("finetune", label, f, "top1"))) for f in plan.label_fractions]
-        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(plan.label_fractions))]
-        ax.bar(xs, [m for m, _ in ms], width, yerr=[s for _, s in ms], capsize=3, label=name)
+        for i, f in enumerate(plan.label_fractions):
+            xs = values(cells, ("finetune", label, f, "top1"))
+            x = i + (j - (len(series) - 1) / 2) * width
+            m, s = _ms(xs)
+            ax.errorbar([x], [m], yerr=[s], fmt="o", capsize=4, color=f"C{j}", label=name if i == 0 else None)
+            ax.plot([x + 0.25 * width] * len(xs), xs, ".", color=f"C{j}", alpha=0.5, markersize=4)
     ax.set_xticks(range(len(plan.label_fractions)), [f"{f:.0%} labels" for f in plan.label_fractions])
     ax.set_ylabel("val top-1 (%)")
-    ax.set_title("Finetuned accuracy, mean ± std over seeds")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Finetuned accuracy: mean ± std (large), each seed (small)")
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
