@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Tuple
 
-from .plan import StudyPlan, _unique, arm_variant, method_variant, variant_name
+from .plan import StudyPlan, _unique, arm_variant, method_label, method_variant, variant_name
 from .stats import ALPHA, MIN_SEEDS, Welch, verdict, welch
 
 SOURCE = "Ren et al., Autoregressive Pretraining with Mamba in Vision, ICLR 2025 (arXiv 2406.07537)"
@@ -68,7 +68,7 @@ def _comparisons(plan: StudyPlan, cells: Dict[str, Any]) -> List[Tuple[str, str,
         out.append(("scratch" if frac == 1.0 else "scratch_low", f"ARM vs from scratch, {pct}", _ft(d, frac),
                     _ft({}, frac)))
         for m in (m for m in plan.methods if m != "arm"):
-            out.append((m, f"ARM vs {m.upper() if m == 'mae' else m}, {pct}", _ft(d, frac),
+            out.append((m, f"ARM vs {method_label(m)}, {pct}", _ft(d, frac),
                         _ft(method_variant(m), frac)))
     for k in (k for k in plan.cluster_sizes if k != plan.default_cluster):
         out.append(("cluster", f"cluster {plan.default_cluster}x{plan.default_cluster} vs {k}x{k}", _ft(d, f),

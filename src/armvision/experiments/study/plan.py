@@ -116,6 +116,11 @@ def method_variant(method: str, length: Optional[float] = None) -> Variant:
     return {"method": method, **({"length": length} if length not in (None, 1.0) else {})}
 
 
+def method_label(method: str) -> str:
+    """A pretraining method's name in tables and plots ("MAE" is an acronym; "contrastive" is not)."""
+    return method.upper() if method == "mae" else method
+
+
 def variant_name(v: Variant) -> str:
     """Folder-name form: "mae", "contrastive-p0.5", "arm-c{cluster}-{ordering}-d{depth}[-fl444][-vim][-p0.5]"."""
     if not v:

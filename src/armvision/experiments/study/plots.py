@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from .claims import values
-from .plan import StudyPlan, arm_variant, method_variant, variant_name
+from .plan import StudyPlan, arm_variant, method_label, method_variant, variant_name
 
 Doc = Dict[str, Any]
 
@@ -29,7 +29,7 @@ def main_plot(doc: Doc, path: Path) -> Path:
     mean ± std (points, not bars, so the axis can zoom to where the methods differ without exaggerating)."""
     plan, cells = StudyPlan(**doc["plan"]), doc["cells"]
     series = [("scratch", "from scratch"), (variant_name(arm_variant(plan)), "ARM")]
-    series += [(variant_name(method_variant(m)), m.upper() if m == "mae" else m) for m in plan.methods if m != "arm"]
+    series += [(variant_name(method_variant(m)), method_label(m)) for m in plan.methods if m != "arm"]
     fig, ax = _figure()
     width = 0.8 / len(series)
     for j, (label, name) in enumerate(series):

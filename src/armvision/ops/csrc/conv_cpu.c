@@ -10,7 +10,7 @@
  * ---------------------------------------------------------------------------------------------------------- */
 enum { C_BATCH, C_L, C_G, C_DG, C_K, C_THREADS, C_X_SB, C_X_ST, C_COUNT };
 enum { Q_X, Q_W, Q_BIAS, Q_IDX, Q_U, Q_DU, Q_DX, Q_DWP, Q_DBP, Q_DW, Q_DB, Q_COUNT };
-typedef struct { const int64_t *ip; void *const *pp; int64_t nblk; } conv_ctx;
+typedef struct { const int64_t *ip; void *const *pp; } conv_ctx;
 #define CI(k) (c->ip[k])
 #define CF(k) ((float *)c->pp[k])
 
@@ -111,13 +111,13 @@ static void conv_reduce_item(const void *ctx_, int64_t ch, float *ws) {
 
 int armv_conv_fwd(const int64_t *ip, void *const *pp) {
     if (ip[C_K] < 1 || ip[C_K] > 8) return -2;
-    conv_ctx c = {ip, pp, 0};
+    conv_ctx c = {ip, pp};
     return parallel_for((int)ip[C_THREADS], ip[C_BATCH] * ip[C_G], conv_fwd_item, &c, (size_t)(ip[C_K] * ip[C_DG]));
 }
 
 int armv_conv_bwd(const int64_t *ip, void *const *pp) {
     if (ip[C_K] < 1 || ip[C_K] > 8) return -2;
-    conv_ctx c = {ip, pp, 0};
+    conv_ctx c = {ip, pp};
     const size_t ws = (size_t)((2 * ip[C_K] + 3) * ip[C_DG]);
     if (parallel_for((int)ip[C_THREADS], ip[C_BATCH], conv_bwd_item, &c, ws)) return -1;
     return parallel_for((int)ip[C_THREADS], ip[C_G] * ip[C_DG], conv_reduce_item, &c, 0);
