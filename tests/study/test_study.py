@@ -7,28 +7,7 @@ from armvision.experiments import study
 from armvision.experiments.study import StudyPlan, plan_cells, run_study
 from armvision.experiments.study import cells as study_cells
 from armvision.experiments.study import runner as study_runner
-
-NO_OPTION = lambda cell: None  # noqa: E731  (every option "exists" in the fake runs)
-
-
-def fake_result(cell):
-    """Deterministic fake results: ARM-pretrained > scratch, seeds add a little noise."""
-    if cell.kind == "pretrain":
-        return {"loss": 1.0 + cell.seed, "seconds": (2.0 if cell.variant.get("method") == "mae" else 3.0)
-                * cell.variant.get("length", 1.0) + 0.1 * cell.seed, "images": 640, "steps": 10}
-    if cell.kind == "probe":
-        return {"knn": 70.0 + cell.seed, "linear": 75.0 + 0.5 * cell.seed, "seconds": 1.0}
-    base = 50.0 if not cell.variant else 60.0
-    return {"top1": base + cell.seed * 0.7 + (cell.seed % 2) * 1.3, "top5": 99.0, "seconds": 1.0}
-
-
-@pytest.fixture
-def fake_runs(monkeypatch):
-    monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: fake_result(c))
-    monkeypatch.setattr(study_cells, "cell_missing", NO_OPTION)
-    monkeypatch.setattr(study_runner, "data_info", lambda plan: {"name": "digits", "train": 1497, "val": 300,
-                                                                  "note": "no second dataset"})
-
+from studykit import NO_OPTION, fake_result, number_tokens, study_doc, traceable
 
 def test_plan_has_five_seeds_and_runs_pretraining_first():
     plan = StudyPlan()
@@ -62,13 +41,8 @@ def test_decoder_depth_axis_holds_feature_layers_fixed():
     assert "arm-c4-row-d4-vim" in names and "contrastive" in names and "mae-p2" in names
 
 
-def _doc(tmp_path, plan=None):
-    run_study(plan or StudyPlan(), tmp_path, "armvision study --jobs 2")
-    return json.loads((tmp_path / "results.json").read_text())
-
-
 def test_every_comparison_has_five_seeds_a_side(tmp_path, fake_runs):
-    rows = study.derive(_doc(tmp_path))
+    rows = study.derive(study_doc(tmp_path))
     keys = {r["key"] for r in rows}
     assert {"scratch", "scratch_low", "mae", "contrastive", "cluster", "order_column", "order_random", "decoder_depth",
             "feature_layers", "block", "block_arm", "efficiency", "probe"} <= keys
@@ -80,64 +54,12 @@ def test_every_comparison_has_five_seeds_a_side(tmp_path, fake_runs):
 
 
 def test_efficiency_rule_gives_mae_at_least_arms_time(tmp_path, fake_runs):
-    row = next(r for r in study.derive(_doc(tmp_path)) if r["key"] == "efficiency")
+    row = next(r for r in study.derive(study_doc(tmp_path)) if r["key"] == "efficiency")
     assert "mae x2" in row["label"].lower()  # MAE x1 (2 s) < ARM (3 s) <= MAE x2 (4 s)
 
 
-def _number_tokens(text):
-    import re
-
-    return re.findall(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?", text)
-
-
-def _traceable(doc):
-    """Every number of the document, and of what the report code computes from it, in the forms it prints."""
-    import re
-    import statistics
-
-    from armvision.experiments.study import report
-
-    nums, strings = set(), set()
-
-    def walk(x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(k)
-                walk(v)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                walk(v)
-        elif isinstance(x, bool) or x is None:
-            pass
-        elif isinstance(x, (int, float)):
-            nums.add(float(x))
-        else:
-            strings.update(re.findall(r"\d+(?:\.\d+)?", str(x)))
-
-    walk(doc)
-    for r in study.derive(doc):
-        for xs in (r["a"], r["b"]):
-            if xs:
-                nums.update([statistics.mean(xs), len(xs)] + ([statistics.stdev(xs)] if len(xs) > 1 else []))
-        if r["welch"]:
-            nums.update(vars(r["welch"]).values())
-        walk(r["label"])
-    for r in report.efficiency_rows(doc) + report.probe_rows(doc):
-        walk(r)
-        for xs in (r.get("top1"), r.get("knn"), r.get("linear")):
-            if xs:
-                nums.update([statistics.mean(xs), len(xs)] + ([statistics.stdev(xs)] if len(xs) > 1 else []))
-    nums.update(report.summary(doc).values())
-    forms = set(strings)
-    for x in nums:
-        for fmt in ("{:.0f}", "{:.1f}", "{:.2f}", "{:.3f}", "{:.4f}", "{:g}", "{:.1e}", "{:+.2f}"):
-            forms.add(fmt.format(x).lstrip("+-"))  # tokens are compared unsigned
-        forms.update({f"{x:.0%}".rstrip("%"), f"{x * 100:g}"})
-    return forms
-
-
 def test_every_number_in_the_report_comes_from_results_json(tmp_path, fake_runs):
-    doc = _doc(tmp_path)
+    doc = study_doc(tmp_path)
     report = (tmp_path / "REPORT.md").read_text()
     assert report == study.render(doc)  # the report is a function of results.json alone
     doc["curves"] = {"finetune": {"f1": {"steps": 100, "converged": True,
@@ -148,8 +70,8 @@ def test_every_number_in_the_report_comes_from_results_json(tmp_path, fake_runs)
                      "finetune_converged": True}
     report = study.render(doc)
     assert "61.25" in report and "rule chose 800 and 100" in report and "not converged" not in report
-    forms = _traceable(doc)
-    stray = [t for t in _number_tokens(report) if t.lstrip("+-") not in forms]
+    forms = traceable(doc)
+    stray = [t for t in number_tokens(report) if t.lstrip("+-") not in forms]
     assert not stray, f"numbers in REPORT.md that do not come from results.json: {stray}"
     assert "supported" in report and "83.2 vs 81.2" in report  # the paper's number beside ours
     # a changed result changes the report
@@ -158,22 +80,8 @@ def test_every_number_in_the_report_comes_from_results_json(tmp_path, fake_runs)
     assert study.render(doc) != report
 
 
-def test_committed_report_is_generated_from_the_committed_results():
-    """study/REPORT.md in the repository is render(study/results.json), and every number in it traces there."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2] / "study"
-    doc = study_runner.load_results(root)
-    assert doc is not None, f"{root / 'results.json'} is missing"
-    report = (root / "REPORT.md").read_text()
-    assert report == study.render(doc), "study/REPORT.md is stale: run `armvision study --report-only --output study`"
-    forms = _traceable(doc)
-    stray = [t for t in _number_tokens(report) if t.lstrip("+-") not in forms]
-    assert not stray, f"numbers in study/REPORT.md that do not come from study/results.json: {stray}"
-
-
 def test_quick_plan_draws_no_verdicts(tmp_path, fake_runs):
-    doc = _doc(tmp_path, StudyPlan.quick())
+    doc = study_doc(tmp_path, StudyPlan.quick())
     text = (tmp_path / "REPORT.md").read_text()
     assert "no verdicts are drawn" in text
     assert all(r["verdict"].startswith("no verdict") for r in study.derive(doc) if r["a"] and r["b"])
@@ -184,13 +92,13 @@ def test_missing_option_is_skipped_then_run_once_it_exists(tmp_path, fake_runs, 
     missing = lambda cell: "method=\"contrastive\" is not available" if cell.variant.get("method") == "contrastive" \
         else None  # noqa: E731
     monkeypatch.setattr(study_cells, "cell_missing", missing)
-    doc = _doc(tmp_path, plan)
+    doc = study_doc(tmp_path, plan)
     assert doc["skipped"] and all("contrastive" in n for n in doc["skipped"])
     assert "## Not run" in (tmp_path / "REPORT.md").read_text()
     calls = []
     monkeypatch.setattr(study_cells, "cell_missing", NO_OPTION)
     monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: calls.append(c.name) or fake_result(c))
-    _doc(tmp_path, plan)
+    study_doc(tmp_path, plan)
     assert sorted(calls) == sorted(doc["skipped"])  # only the skipped cells run on the next invocation
 
 

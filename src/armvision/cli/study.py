@@ -5,6 +5,10 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..experiments.study import StudyPlan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the plan's, chosen by --curves)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="optimizer steps of each finetuning cell "
                         "(default: the plan's, chosen by --curves)")
+    parser.add_argument("--low-label-finetune-steps", type=int, default=None, help="optimizer steps of finetuning "
+                        "with a fraction of the labels (default: the plan's)")
+    parser.add_argument("--methods", nargs="+", default=None, help="pretraining methods compared (default: arm mae "
+                        "contrastive)")
+    parser.add_argument("--label-fractions", type=float, nargs="+", default=None, help="label fractions of the main "
+                        "comparison (default: 1 0.1)")
+    parser.add_argument("--main-only", action="store_true", help="only the main comparison and its probes (no "
+                        "ablations, no efficiency lengths): the headline claims at longer budgets")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each); 2 on a 2-core "
                         "machine halves the wall-clock")
     parser.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and the plots from "
@@ -33,13 +45,21 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(["armvision study", *map(shlex.quote, given)])  # the report's "how to reproduce"
 
 
+def plan_of(args: argparse.Namespace) -> StudyPlan:
+    """The study plan the command line asks for (the report's recorded command rebuilds the same plan)."""
+    from ..experiments import study
+
+    return study.make_plan(args.quick, args.data, args.seeds, args.pretrain_steps, args.finetune_steps,
+                           args.low_label_finetune_steps, args.methods, args.label_fractions, args.main_only)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..experiments import study
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: give at least 1 worker process")
-    plan = study.make_plan(args.quick, args.data, args.seeds, args.pretrain_steps, args.finetune_steps)
+    plan = plan_of(args)
     root = Path(args.output)
     if args.estimate:
         times = study.measure_step_times(plan)

@@ -7,6 +7,7 @@ rule fixed before the run (stats.py). Cells (each one pretraining, finetuning or
   layers, block (MambaMLP vs Vim's, matched parameters);
 - efficiency: ARM and MAE at several pretraining lengths, finetuned top-1 against pretraining wall-clock;
 - probes: k-NN and linear probe of the main comparison's pretrained encoders.
+`--main-only` keeps the main comparison and its probes alone, for the headline claims at longer budgets.
 
 plan.py: the budget and the cells; cells.py: running one (armvision's public entry points); runner.py: running them
 all (resumable, optionally in parallel) and results.json; claims.py: the paper's claims and the comparisons;

@@ -96,7 +96,7 @@ def _comparisons(plan: StudyPlan, cells: Dict[str, Any]) -> List[Tuple[str, str,
         out.append(("efficiency", eff[0], _ft(d, f), eff[1]))
     for m in (m for m in plan.methods if m != "arm") if plan.probe else ():
         for metric in ("knn", "linear"):
-            out.append(("probe", f"{'k-NN' if metric == 'knn' else 'linear probe'}: ARM vs {m}",
+            out.append(("probe", f"{'k-NN' if metric == 'knn' else 'linear probe'}: ARM vs {method_label(m)}",
                         ("probe", variant_name(d), 1.0, metric),
                         ("probe", variant_name(method_variant(m)), 1.0, metric)))
     return out

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from armvision.errors import ConfigError
 from armvision.models import default_feature_layers
 
 PRESET = "study_tiny.yaml"
@@ -242,14 +243,45 @@ def plan_cells(plan: StudyPlan) -> List[Cell]:
     return cells
 
 
+MAIN_ONLY: Dict[str, Any] = dict(cluster_sizes=[], orderings=[], decoder_depths=[], feature_layer_sets=[], blocks=[],
+                                 arm_lengths=[], mae_lengths=[])  # --main-only: no ablation or efficiency cells
+KNOWN_METHODS = ("arm", "mae", "contrastive")
+
+
 def make_plan(quick: bool = False, data: Optional[str] = None, seeds: Optional[List[int]] = None,
-              pretrain_steps: Optional[int] = None, finetune_steps: Optional[int] = None) -> StudyPlan:
-    """The default plan (or the quick one) with the given changes."""
-    overrides: Dict[str, Any] = {"data": data}
+              pretrain_steps: Optional[int] = None, finetune_steps: Optional[int] = None,
+              low_label_finetune_steps: Optional[int] = None, methods: Optional[List[str]] = None,
+              label_fractions: Optional[List[float]] = None, main_only: bool = False) -> StudyPlan:
+    """The default plan (or the quick one) with the given changes. main_only keeps the main comparison (from scratch
+    vs ARM vs the baselines, and the probes) and drops the ablations and efficiency lengths: a check of the headline
+    claims at longer budgets than the full plan affords."""
+    overrides: Dict[str, Any] = {"data": data, **(MAIN_ONLY if main_only else {})}
     if seeds:
         overrides["seeds"] = list(seeds)
     if pretrain_steps:
         overrides["pretrain_steps"] = pretrain_steps
     if finetune_steps:
         overrides.update(finetune_steps=finetune_steps, low_label_finetune_steps=None)
+    if low_label_finetune_steps:
+        overrides["low_label_finetune_steps"] = low_label_finetune_steps
+    if methods:
+        overrides["methods"] = _checked_methods(methods)
+    if label_fractions:
+        overrides["label_fractions"] = _checked_fractions(label_fractions)
     return StudyPlan.quick(**overrides) if quick else StudyPlan(**overrides)
+
+
+def _checked_methods(methods: List[str]) -> List[str]:
+    unknown = [m for m in methods if m not in KNOWN_METHODS]
+    if unknown or "arm" not in methods:
+        raise ConfigError(f"--methods {' '.join(methods)}: give arm and any of mae, contrastive"
+                          + (f" ({', '.join(unknown)} is not one)" if unknown else ""))
+    return list(dict.fromkeys(methods))
+
+
+def _checked_fractions(fractions: List[float]) -> List[float]:
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ConfigError(f"--label-fractions {' '.join(f'{f:g}' for f in fractions)}: each must be in (0, 1], "
+                          f"not {bad[0]:g}")
+    return list(dict.fromkeys(fractions))

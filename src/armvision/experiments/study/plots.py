@@ -97,6 +97,9 @@ def curves_plot(doc: Doc, path: Path) -> Path:
 
 
 def draw_plots(doc: Doc, root: Path) -> List[Path]:
-    """main.png and efficiency.png under root; returns the written paths."""
+    """main.png and (if the plan has efficiency lengths) efficiency.png under root; returns the written paths."""
+    from .report import efficiency_rows
+
     root = Path(root)
-    return [main_plot(doc, root / "main.png"), efficiency_plot(doc, root / "efficiency.png")]
+    paths = [main_plot(doc, root / "main.png")]
+    return paths + ([efficiency_plot(doc, root / "efficiency.png")] if efficiency_rows(doc) else [])

@@ -102,6 +102,8 @@ def _claims_table(doc: Doc) -> List[str]:
 
 
 def _efficiency_table(doc: Doc) -> List[str]:
+    if not efficiency_rows(doc):  # a --main-only plan has no efficiency lengths
+        return []
     lines = ["## Efficiency: finetuned top-1 against pretraining wall-clock", "",
              "| method | pretraining steps | pretraining s (median) | top-1 |", "|---|---|---|---|"]
     for r in efficiency_rows(doc):

@@ -1,0 +1,46 @@
+"""The study committed under study/ is what the code renders from its results.json, every number traces there, and
+the command its report records rebuilds the plan it ran."""
+import argparse
+import shlex
+from pathlib import Path
+
+import pytest
+
+from armvision.cli import study as study_cli
+from armvision.experiments import study
+from armvision.experiments.study import StudyPlan
+from armvision.experiments.study import runner as study_runner
+from studykit import number_tokens, traceable
+
+STUDY = Path(__file__).resolve().parents[2] / "study"
+COMMITTED = [STUDY]
+
+
+def _load(root):
+    doc = study_runner.load_results(root)
+    assert doc is not None, f"{root / 'results.json'} is missing"
+    return doc
+
+
+@pytest.mark.parametrize("root", COMMITTED, ids=lambda p: p.relative_to(STUDY.parent).as_posix())
+def test_committed_report_is_generated_from_the_committed_results(root):
+    doc = _load(root)
+    report = (root / "REPORT.md").read_text()
+    assert report == study.render(doc), f"{root}/REPORT.md is stale: run `armvision study --report-only --output " \
+                                        f"{root.relative_to(STUDY.parent)}`"
+    forms = traceable(doc)
+    stray = [t for t in number_tokens(report) if t.lstrip("+-") not in forms]
+    assert not stray, f"numbers in {root}/REPORT.md that do not come from its results.json: {stray}"
+    for line in report.splitlines():  # every picture the report shows is committed beside it
+        if line.startswith("!["):
+            assert (root / line[line.index("(") + 1:-1]).exists(), line
+
+
+@pytest.mark.parametrize("root", COMMITTED, ids=lambda p: p.relative_to(STUDY.parent).as_posix())
+def test_recorded_command_rebuilds_the_plan(root):
+    doc = _load(root)
+    words = shlex.split(doc["meta"]["command"])
+    assert words[:2] == ["armvision", "study"]
+    parser = argparse.ArgumentParser()
+    study_cli.add_arguments(parser)
+    assert study_cli.plan_of(parser.parse_args(words[2:])) == StudyPlan(**doc["plan"])
