@@ -1,5 +1,6 @@
-"""The study committed under study/ is what the code renders from its results.json, every number traces there, and
-the command its report records rebuilds the plan it ran."""
+"""The studies committed under study/ (the full plan, and study/long: the headline claims at the budgets the curves
+chose) are what the code renders from their results.json, every number traces there, and the command each report
+records rebuilds the plan it ran."""
 import argparse
 import shlex
 from pathlib import Path
@@ -13,7 +14,7 @@ from armvision.experiments.study import runner as study_runner
 from studykit import number_tokens, traceable
 
 STUDY = Path(__file__).resolve().parents[2] / "study"
-COMMITTED = [STUDY]
+COMMITTED = [STUDY, STUDY / "long"]
 
 
 def _load(root):
@@ -44,3 +45,15 @@ def test_recorded_command_rebuilds_the_plan(root):
     parser = argparse.ArgumentParser()
     study_cli.add_arguments(parser)
     assert study_cli.plan_of(parser.parse_args(words[2:])) == StudyPlan(**doc["plan"])
+
+
+def test_long_study_is_the_main_comparison_at_the_chosen_budgets():
+    """study/long ran the budgets the curves chose: the longest pretraining measured, and 10 %-label finetuning at
+    the length the curves chose for it; 5 seeds a side, so it draws verdicts."""
+    doc = _load(STUDY / "long")
+    plan, chosen = doc["plan"], doc["curves"]
+    assert plan["pretrain_steps"] == chosen["pretrain_steps"] > _load(STUDY)["plan"]["pretrain_steps"]
+    assert plan["low_label_finetune_steps"] == chosen["low_label_finetune_steps"]
+    assert {r["group"] for r in doc["cells"].values()} == {"main", "probe"}
+    rows = study.derive(doc)
+    assert rows and all(len(r["a"]) >= 5 and len(r["b"]) >= 5 for r in rows)

@@ -42,7 +42,7 @@ def main_plot(doc: Doc, path: Path) -> Path:
     ax.set_xticks(range(len(plan.label_fractions)), [f"{f:.0%} labels" for f in plan.label_fractions])
     ax.set_ylabel("val top-1 (%)")
     ax.set_title("Finetuned accuracy: mean ± std (large), each seed (small)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # the seeds' dots must not hide behind it
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
