@@ -9,6 +9,7 @@ from armvision.experiments.study import cells as study_cells
 from armvision.experiments.study import runner as study_runner
 from studykit import NO_OPTION, fake_result, number_tokens, study_doc, traceable
 
+
 def test_plan_has_five_seeds_and_runs_pretraining_first():
     plan = StudyPlan()
     assert len(plan.seeds) >= 5
