@@ -16,6 +16,7 @@ import yaml
 
 from armvision.errors import ConfigError
 from armvision.models import default_feature_layers
+from armvision.train import PretrainConfig
 
 PRESET = "study_tiny.yaml"
 Variant = Dict[str, Any]
@@ -245,7 +246,6 @@ def plan_cells(plan: StudyPlan) -> List[Cell]:
 
 MAIN_ONLY: Dict[str, Any] = dict(cluster_sizes=[], orderings=[], decoder_depths=[], feature_layer_sets=[], blocks=[],
                                  arm_lengths=[], mae_lengths=[])  # --main-only: no ablation or efficiency cells
-KNOWN_METHODS = ("arm", "mae", "contrastive")
 
 
 def make_plan(quick: bool = False, data: Optional[str] = None, seeds: Optional[List[int]] = None,
@@ -272,9 +272,11 @@ def make_plan(quick: bool = False, data: Optional[str] = None, seeds: Optional[L
 
 
 def _checked_methods(methods: List[str]) -> List[str]:
-    unknown = [m for m in methods if m not in KNOWN_METHODS]
+    known = list(PretrainConfig.MODELS)  # the library's pretraining methods
+    unknown = [m for m in methods if m not in known]
     if unknown or "arm" not in methods:
-        raise ConfigError(f"--methods {' '.join(methods)}: give arm and any of mae, contrastive"
+        others = ", ".join(m for m in known if m != "arm")
+        raise ConfigError(f"--methods {' '.join(methods)}: give arm and any of {others}"
                           + (f" ({', '.join(unknown)} is not one)" if unknown else ""))
     return list(dict.fromkeys(methods))
 

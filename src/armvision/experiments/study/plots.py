@@ -52,9 +52,10 @@ def efficiency_plot(doc: Doc, path: Path) -> Path:
     """Finetuned top-1 against median pretraining wall-clock, one line per method (ARM, MAE)."""
     from .report import efficiency_rows
 
+    measured = [r for r in efficiency_rows(doc) if r["seconds"] is not None and r["top1"]]
     fig, ax = _figure()
     for method in ("ARM", "MAE"):
-        rows = [r for r in efficiency_rows(doc) if r["method"] == method and r["seconds"] is not None and r["top1"]]
+        rows = [r for r in measured if r["method"] == method]
         if rows:
             ms = [_ms(r["top1"]) for r in rows]
             ax.errorbar([r["seconds"] for r in rows], [m for m, _ in ms], yerr=[s for _, s in ms], marker="o",

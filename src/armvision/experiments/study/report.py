@@ -102,11 +102,12 @@ def _claims_table(doc: Doc) -> List[str]:
 
 
 def _efficiency_table(doc: Doc) -> List[str]:
-    if not efficiency_rows(doc):  # a --main-only plan has no efficiency lengths
+    rows = efficiency_rows(doc)
+    if not rows:  # a --main-only plan has no efficiency lengths
         return []
     lines = ["## Efficiency: finetuned top-1 against pretraining wall-clock", "",
              "| method | pretraining steps | pretraining s (median) | top-1 |", "|---|---|---|---|"]
-    for r in efficiency_rows(doc):
+    for r in rows:
         secs = f"{r['seconds']:.0f}" if r["seconds"] is not None else "n/a"
         lines.append(f"| {r['method']} | {r['steps']} | {secs} | {mean_std(r['top1'])} ({len(r['top1'])}) |")
     return lines + ["", "![efficiency](efficiency.png)", ""]
