@@ -14,8 +14,7 @@ register_timm()
 __all__ = [
     "ARMOutput", "ARMPretrainer", "default_feature_layers", "ARMClassifier", "LoadReport", "from_pretrained",
     "infer_config", "load_checkpoint", "load_model", "read_checkpoint", "save_pretrained", "select_state_dict", "SIZES",
-    "ClassifierConfig",
-    "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer", "MAEOutput",
-    "MAEPretrainer", "create_mae", "model_card", "push_to_hub", "checkpoint_filter_fn", "vim_matched_config",
-    "ContrastiveOutput", "ContrastivePretrainer", "create_contrastive", "nt_xent",
+    "ClassifierConfig", "PretrainerConfig", "make_config", "build_model", "create_classifier", "create_pretrainer",
+    "MAEOutput", "MAEPretrainer", "create_mae", "model_card", "push_to_hub", "checkpoint_filter_fn",
+    "vim_matched_config", "ContrastiveOutput", "ContrastivePretrainer", "create_contrastive", "nt_xent",
 ]
