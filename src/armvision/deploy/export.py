@@ -6,7 +6,7 @@
     print(res.max_diff)                                             # exported vs eager on random inputs
 
 .pt2: `torch.export` of the model as it runs in eager mode; the selective scan stays one custom op
-(`armvision::selective_scan_groups_fwd` on CPU), so loading the program needs `import armvision` first
+(`armvision::selective_scan_directions_fwd` on CPU), so loading the program needs `import armvision` first
 (`torch.export.load(path).module()(x)`), and it runs the fused CPU kernel (bitwise the eager outputs).
 ONNX: the scan is lowered to standard ONNX ops (scan_decomposed.py: one ONNX `Scan` over time per layer), so the
 file runs in onnxruntime or any ONNX runtime without armvision.

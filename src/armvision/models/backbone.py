@@ -108,7 +108,8 @@ class MambaBackbone(nn.Module):
             make_block(
                 cfg.block,
                 cfg.embed_dim,
-                MambaMixer(cfg.embed_dim, cfg.d_state, cfg.d_conv, cfg.expand, directions=self.directions),
+                MambaMixer(cfg.embed_dim, cfg.d_state, cfg.d_conv, cfg.expand, directions=self.directions,
+                           scan_backend=cfg.scan_backend),
                 drop_path=dpr[i],
                 norm_eps=cfg.norm_eps,
             )

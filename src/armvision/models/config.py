@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from ..argcheck import items, number
 from ..errors import ConfigError
 from ..fields import knob
+from ..ops import BACKENDS
 
 SIZES: Dict[str, Tuple[int, int]] = {  # name -> (embed_dim, depth)
     "tiny": (192, 12),
@@ -51,6 +52,9 @@ class BackboneConfig:
     block: str = knob("mambamlp", "residual block: mambamlp (ARM's: Mamba mixer + SwiGLU MLP; the classifier scans 4 "
                                   "directions) or vim (Vision Mamba's: Mamba mixer only, no MLP; the classifier scans "
                                   "2 directions, row-major forward and backward)", choices=("mambamlp", "vim"))
+    scan_backend: str = knob("auto", "selective-scan backend of the Mamba mixers: auto (env ARMVISION_SCAN_BACKEND "
+                                     "when set, else the fastest one here), or one of ref, torch, cpu, triton, cuda",
+                             BACKENDS)
 
 
 @dataclass

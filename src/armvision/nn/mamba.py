@@ -2,6 +2,10 @@
 
 Parameter names follow the reference checkpoints: direction suffixes "", "_b", "_c", "_c_b" on conv1d / x_proj /
 dt_proj, and `A_log`, `A_b_log`, `A_c_log`, `A_c_b_log`, `D`, `D_b`, `D_c`, `D_c_b`.
+
+The mixer resolves its scan backend once per call (`scan_backend`: "auto" or a name of armvision.ops.BACKENDS) and
+passes the answer to the two ops it calls: the conv of every direction (`causal_conv1d_directions`) and the scan of
+every direction (`selective_scan_directions`), each in one call where the backend has a multi-direction kernel.
 """
 from __future__ import annotations
 
@@ -13,9 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..ops import causal_conv1d_fn, mixer_fused, selective_scan_fn
-from ..ops import scan_decomposed
-from ..ops.scan_op import conv_groups, selective_scan_groups
+from ..ops import BACKENDS, causal_conv1d_directions, resolve_backend, selective_scan_directions
 
 DIRECTION_SUFFIXES = ("", "_b", "_c", "_c_b")  # row fwd, row bwd, column fwd, column bwd
 
@@ -57,6 +59,8 @@ class MambaMixer(nn.Module):
     directions=2: forward + backward over the sequence, averaged.
     directions=4: row-major forward/backward and column-major forward/backward over a (h, w) grid whose optional cls
     token stays at `cls_index`; the four outputs are summed and divided by 4 before out_proj.
+    scan_backend: the selective-scan backend ("auto": ARMVISION_SCAN_BACKEND when set, else the fastest one here;
+    see armvision.ops.resolve); a plain attribute, so it can be changed on a built model.
     """
 
     def __init__(
@@ -70,10 +74,14 @@ class MambaMixer(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
+        scan_backend: str = "auto",
     ):
         super().__init__()
         if directions not in (1, 2, 4):
             raise ConfigError(f"MambaMixer: directions must be 1, 2 or 4, got {directions}")
+        if scan_backend not in BACKENDS:
+            raise ConfigError(f"MambaMixer: scan_backend must be one of {', '.join(BACKENDS)}, got {scan_backend!r}")
+        self.scan_backend = scan_backend
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -112,17 +120,6 @@ class MambaMixer(nn.Module):
         delta = F.linear(dt, getattr(self, f"dt_proj{s}").weight).transpose(1, 2)  # (B, Di, L)
         return delta, b.transpose(1, 2).contiguous(), c.transpose(1, 2).contiguous()
 
-    def _scan(self, xz: Tensor, s: str) -> Tensor:
-        """One direction over xz (B, 2*Di, L) -> gated SSM output (B, Di, L)."""
-        x, z = xz.chunk(2, dim=1)
-        conv = getattr(self, f"conv1d{s}")
-        x = causal_conv1d_fn(x, conv.weight.squeeze(1), conv.bias, activation="silu")
-        delta, b, c = self._ssm_inputs(x, s)
-        return selective_scan_fn(
-            x, delta, -torch.exp(getattr(self, _a_name(s)).float()), b, c, getattr(self, f"D{s}").float(),
-            z=z, delta_bias=getattr(self, f"dt_proj{s}").bias.float(), delta_softplus=True,
-        )
-
     def scan_orders(self, L: int, hw: Optional[Tuple[int, int]], cls_index: Optional[int], device) -> Tensor:
         """(directions, L) int64: the sequence position that each direction visits at step t. Row-major forward
         and backward; column-major forward and backward over the (h, w) grid, a cls token keeping its index.
@@ -151,46 +148,41 @@ class MambaMixer(nn.Module):
             if hw[0] * hw[1] + (cls_index is not None) != L:
                 raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {L}")
 
-    def _forward_fused(self, xz: Tensor, hw, cls_index) -> Tensor:
-        """All directions in one call of the fused scan (the CPU kernel, or one Triton launch), channels-last, no
-        flips or transposes of the activations: each direction's conv runs in its scan order on a gather of x,
-        the scan reads the shared gate z and writes the (summed) output at each step's raster position.
-        (B, L, 2Di) -> (B, L, Di)."""
+    def _mix(self, xz: Tensor, hw, cls_index, backend: str) -> Tensor:
+        """All directions channels-last, no flips or transposes of the activations: each direction's conv runs in
+        its scan order on a gather of x, the scan reads the shared gate z and writes the (summed) output at each
+        step's raster position. (B, L, 2Di) -> (B, L, Di)."""
         Bsz, L, _ = xz.shape
         G, Di, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
         x, z = xz.split(Di, dim=-1)  # (B, L, Di) views
         order = self.scan_orders(L, hw, cls_index, xz.device) if G > 1 else None
         convs = [getattr(self, f"conv1d{s}") for s in self.suffixes]
-        u = conv_groups(x, torch.cat([c.weight.squeeze(1) for c in convs]),  # (G, B, L, Di), each in its order
-                        torch.cat([c.bias for c in convs]), order)
+        u = causal_conv1d_directions(x, torch.cat([c.weight.squeeze(1) for c in convs]),  # (G, B, L, Di)
+                                     torch.cat([c.bias for c in convs]), order, backend=backend)
         w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in self.suffixes])  # (G, R + 2N, Di)
         w_dt = torch.stack([getattr(self, f"dt_proj{s}").weight for s in self.suffixes])  # (G, Di, R)
-        x_dbl = torch.matmul(u.view(G, Bsz * L, Di), w_x.transpose(1, 2).to(u.dtype))  # (G, B*L, R + 2N)
+        x_dbl = torch.matmul(u.reshape(G, Bsz * L, Di), w_x.transpose(1, 2).to(u.dtype))  # (G, B*L, R + 2N)
         delta = torch.matmul(x_dbl[..., :R], w_dt.transpose(1, 2).to(u.dtype)).view(G, Bsz, L, Di)
         b = x_dbl[..., R:R + N].view(G, Bsz, L, N)
         c = x_dbl[..., R + N:].view(G, Bsz, L, N)
         A = -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in self.suffixes]).float())  # (G*Di, N)
         D = torch.cat([getattr(self, f"D{s}") for s in self.suffixes]).float()
         bias = torch.cat([getattr(self, f"dt_proj{s}").bias for s in self.suffixes]).float()
-        y = selective_scan_groups(u, delta, A, b, c, D, z, bias, order)  # (B, L, Di)
+        y = self.scan(u, delta, A, b, c, D, z, bias, order, backend)  # (B, L, Di)
         return y / G if G > 1 else y
+
+    def scan(self, u: Tensor, delta: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor, z: Tensor, bias: Tensor,
+             order: Optional[Tensor], backend: str) -> Tensor:
+        """The selective scan of every direction (armvision.ops.selective_scan_directions): u, delta (G, B, L, Di)
+        and b, c (G, B, L, N) in each direction's order, z (B, L, Di) raster order -> silu(z) * sum_g (y_g + D u_g)
+        as (B, L, Di). A method of its own so that a benchmark can time the mixer without the recurrence."""
+        return selective_scan_directions(u, delta, A, b, c, D, z, bias, order, backend=backend)
 
     def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
         self._check_grid(x.shape[1], hw, cls_index)
         xz = self.in_proj(x)  # (B, L, 2*Di)
-        if mixer_fused(xz.is_cuda, xz.dtype) or scan_decomposed.active():
-            return self.out_proj(self._forward_fused(xz, hw, cls_index))
-        xz = xz.transpose(1, 2)  # (B, 2*Di, L)
-        y = self._scan(xz, "")
-        if self.directions >= 2:
-            y = y + self._scan(xz.flip(-1), "_b").flip(-1)
-        if self.directions == 4:
-            xc = to_column_major(xz, hw, cls_index)
-            yc = self._scan(xc, "_c") + self._scan(xc.flip(-1), "_c_b").flip(-1)
-            y = y + from_column_major(yc, hw, cls_index)
-        if self.directions > 1:
-            y = y / self.directions
-        return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+        backend = resolve_backend("selective_scan", self.scan_backend, xz.is_cuda, xz.dtype, self.d_state)
+        return self.out_proj(self._mix(xz, hw, cls_index, backend))  # (B, L, D)
 
     def direction_copies(self) -> Dict[str, str]:
         """Local name of each tensor of the extra directions -> its first-direction counterpart

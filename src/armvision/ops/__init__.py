@@ -1,17 +1,22 @@
-"""Sequence operators: selective scan and depthwise causal conv1d.
+"""Sequence operators: the selective scan (single, and the Mamba mixer's several directions in one call) and the
+depthwise causal conv1d.
 
-`selective_scan_fn` / `causal_conv1d_fn` validate their inputs and dispatch (see `dispatch.py`) to the fused CPU
-kernel (`cpu_kernel.py`, `scan_cpu.py`, `csrc/`), Triton (`triton_scan.py`), mamba_ssm's CUDA kernels, or the pure
-PyTorch paths (`*_torch`); `*_ref` are the sequential oracles every path is tested against. The scan is a
-torch.library custom op (`scan_op.py`; the Mamba mixer's multi-direction ops: `groups_op.py`).
+    api.py           the entry points: check the arguments, resolve the backend once, run it
+    resolve.py       which backend runs ("auto", the ARMVISION_SCAN_BACKEND default, availability, device, dtype)
+    custom_ops.py    the torch.library custom ops every fast backend runs behind (autograd, compile, export)
+    backends/        one room per backend, the same functions in each: ref (the sequential oracle), torch
+                     (chunked PyTorch), cpu (the fused C kernel: csrc/, cpu_kernel.py, scan_cpu.py), triton, cuda
+                     (mamba_ssm's kernels)
+    scan_decomposed  the multi-direction scan in standard ops, for ONNX export
 """
-from .causal_conv1d import causal_conv1d_torch
-from .dispatch import BACKENDS, available_backends, causal_conv1d_fn, mixer_fused, resolve_backend, selective_scan_fn
-from .reference import causal_conv1d_ref, selective_scan_ref
-from .selective_scan import selective_scan_torch
+from .api import causal_conv1d_directions, causal_conv1d_fn, selective_scan_directions, selective_scan_fn
+from .backends.ref import causal_conv1d_ref, selective_scan_ref
+from .backends.torch import causal_conv1d_torch
+from .backends.torch_scan import selective_scan_torch
+from .resolve import BACKENDS, available_backends, resolve_backend
 
 __all__ = [
-    "BACKENDS", "available_backends", "mixer_fused", "resolve_backend",
-    "selective_scan_fn", "selective_scan_ref", "selective_scan_torch",
-    "causal_conv1d_fn", "causal_conv1d_ref", "causal_conv1d_torch",
+    "BACKENDS", "available_backends", "resolve_backend",
+    "selective_scan_fn", "selective_scan_ref", "selective_scan_torch", "selective_scan_directions",
+    "causal_conv1d_fn", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_directions",
 ]

@@ -4,7 +4,8 @@ The C source is compiled at first use with the system C compiler (`cc`, or $CC) 
 under $ARMVISION_CACHE (default ~/.cache/armvision/kernels), keyed by a hash of the source, the compiler, the
 flags and the CPU; later processes load the cached file with ctypes. No torch headers, CUDA or OpenMP runtime are
 needed (threads are pthreads). Where no compiler is found or the build fails, `load()` returns None, a one-line
-notice is logged once, and callers fall back to the pure-PyTorch path. ARMVISION_CPU_KERNEL=0 disables the kernel.
+notice is logged once, and callers fall back to the pure-PyTorch path. ARMVISION_CPU_KERNEL=0 disables the kernel
+(the environment is read by armvision.env).
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .. import env
 from ..fileio import atomic_write_via
 
 log = logging.getLogger("armvision.ops")
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("scan_cpu.c", "conv_cpu.c")  # one library; both include armv_common.h
-ENV_DISABLE = "ARMVISION_CPU_KERNEL"
-ENV_CACHE = "ARMVISION_CACHE"
+ENV_DISABLE = env.CPU_KERNEL
+ENV_CACHE = env.CACHE
 # Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU
 # (part of the cache key). No -ffast-math: the kernel's log1p needs strict float rounding, and NaN must propagate.
 FLAG_SETS = (
@@ -73,7 +75,7 @@ def _cpu_id() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "armvision" / "kernels")
+    return Path(env.cache_dir() or Path.home() / ".cache" / "armvision" / "kernels")
 
 
 def _build(cc: str) -> Path:
@@ -81,7 +83,7 @@ def _build(cc: str) -> Path:
     src = b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.suffix in (".c", ".h"))
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     errors = []
-    extra = os.environ.get("ARMVISION_CPU_CFLAGS", "").split()  # for experiments, e.g. -DW=8
+    extra = env.cpu_cflags()  # for experiments, e.g. -DW=8
     for flags in FLAG_SETS:
         flags = [*flags, *extra]
         key = hashlib.sha256(src + cc.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
@@ -113,7 +115,7 @@ def load():
         if "lib" in _state:
             return _state["lib"]
         lib, why = None, None
-        if os.environ.get(ENV_DISABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+        if not env.cpu_kernel_enabled():
             why = f"disabled by {ENV_DISABLE}"
         else:
             cc = _compiler()

@@ -1,6 +1,7 @@
 """The Mamba mixer's multi-direction scan in standard tensor ops, for exporters that cannot call our kernels (ONNX).
 
-`groups_scan` computes exactly what `armvision::selective_scan_groups_fwd` computes (see groups_op.py), in float32:
+`directions_scan` computes exactly what `armvision::selective_scan_directions_fwd` computes (see api.py,
+`selective_scan_directions`), in float32:
 
     dt = softplus(delta + delta_bias),  h_t = exp(dt_t * A) * h_{t-1} + dt_t * u_t * B_t,  y_t = C_t . h_t + D u_t,
     out[raster index of step t] = silu(z) * sum_g y_g,t
@@ -11,8 +12,8 @@ exp(dt A) are formed step by step (no division by cumulative decays, so no overf
 around the recurrence (softplus, dt * u, the D skip, the gate, the return to raster order) is vectorised over L.
 No data-dependent control flow: the graph holds for any batch and any sequence length.
 
-`decomposed_scan()` switches the mixer to this path (groups_op.selective_scan_groups and conv_groups consult
-`active()`).
+`decomposed_scan()` switches the mixer to this path (ops.api's `selective_scan_directions` and
+`causal_conv1d_directions` consult `active()`).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def active() -> bool:
 
 @contextlib.contextmanager
 def decomposed_scan() -> Iterator[None]:
-    """Within this block the Mamba mixer runs its scan through `groups_scan` (standard ops) instead of the
+    """Within this block the Mamba mixer runs its scan through `directions_scan` (standard ops) instead of the
     custom ops: for ONNX export, or any tracer that must not see `armvision::` ops. Process-wide."""
     global _ACTIVE
     before, _ACTIVE = _ACTIVE, True
@@ -52,11 +53,11 @@ def _step(A4: Tensor):
     return step
 
 
-def groups_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, delta_bias: Tensor,
+def directions_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, delta_bias: Tensor,
                 index: Optional[Tensor] = None) -> Tensor:
-    """Same arguments and result as groups_op.selective_scan_groups: u, delta (G, batch, L, Dg) in each group's scan
-    order; B, C (G, batch, L, N); A (G * Dg, N); D, delta_bias (G * Dg,); z (batch, L, Dg) raster order; index
-    (G, L) raster position of step t (None: raster order). Returns (batch, L, Dg) in u's dtype."""
+    """Same arguments and result as ops.selective_scan_directions: u, delta (G, batch, L, Dg) in each direction's
+    scan order; B, C (G, batch, L, N); A (G * Dg, N); D, delta_bias (G * Dg,); z (batch, L, Dg) raster order;
+    index (G, L) raster position of step t (None: raster order). Returns (batch, L, Dg) in u's dtype."""
     from torch._higher_order_ops.scan import scan
 
     G, batch, L, Dg = u.shape

@@ -1,23 +1,25 @@
 """Several scan directions over one sequence in one Triton launch: the Triton form of the CPU kernel's
-multi-direction scan (`groups_op.selective_scan_groups`, the Mamba mixer's fused path).
+multi-direction scan (`armvision.ops.selective_scan_directions`, the Mamba mixer's path).
 
-Semantics (as scan_cpu / groups_op.selective_scan_groups, softplus always on):
-    u, delta (G, batch, L, Dg) in each group's scan order (any strides; contiguous channels are the fast case);
+Semantics (as scan_cpu's multi-direction form, softplus always on), with G directions of Dg channels each:
+    u, delta (G, batch, L, Dg) in each direction's scan order (any strides; contiguous channels are the fast case);
     B, C (G, batch, L, N) views, any strides; A (G * Dg, N); D, delta_bias (G * Dg,); z (batch, L, Dg) in raster
-    order, shared by all groups; index (G, L) int = raster position visited by group g at step t (None: every
-    group in raster order).
+    order, shared by all directions; index (G, L) int = raster position visited by direction g at step t (None:
+    every direction in raster order).
     out (batch, L, Dg) = silu(z) * sum_g (y_g + D_g u_g), y_g written at raster position index[g, t].
 
 Kernel: the plain scan's kernels (`_triton_kernels`) with segment strides and an index map. The G * Dg channels
-are cut into segments of Dg (one per group: B_t / C_t are one (N,) vector per block), so the launch grid is
-(batch, G * ceil(Dg / BLOCK_D)): every group in one launch. Groups write the same raster positions, so each
-writes its own fp32 (G, batch, L, Dg) buffer (out: gated output silu(z) (y_g + D u_g), linear in y_g; backward:
-dz_g), and the host sums over g in a fixed order (torch .sum(0)): deterministic, no atomics. Checkpoints are
-the plain kernel's: (n_chunks, batch, G * Dg, N) fp32, the state before each chunk of `chunk` steps.
+are cut into segments of Dg (one per direction: B_t / C_t are one (N,) vector per block), so the launch grid is
+(batch, G * ceil(Dg / BLOCK_D)): every direction in one launch. Directions write the same raster positions, so
+each writes its own fp32 (G, batch, L, Dg) buffer (out: gated output silu(z) (y_g + D u_g), linear in y_g;
+backward: dz_g), and the host sums over g in a fixed order (torch .sum(0)): deterministic, no atomics.
+Checkpoints are the plain kernel's: (n_chunks, batch, G * Dg, N) fp32, the state before each chunk of `chunk`
+steps.
 
-`triton_groups_fwd` / `triton_groups_bwd` are pure functions (no autograd); groups_op wraps them as the custom ops
-`armvision::selective_scan_groups_triton_fwd/bwd`. CPU tensors run under Triton's interpreter (TRITON_INTERPRET=1
-set before triton is imported), as for triton_scan.
+`triton_directions_fwd` / `triton_directions_bwd` are pure functions (no autograd); the custom ops
+`armvision::selective_scan_directions_fwd/bwd` (ops/custom_ops.py) call them through the Triton room
+(backends/triton.py). CPU tensors run under Triton's interpreter (TRITON_INTERPRET=1 set before triton is
+imported), as for triton_scan.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from torch import Tensor
 from . import triton_scan
 from .triton_scan import DEFAULT_CHUNK
 
-__all__ = ["triton_groups_fwd", "triton_groups_bwd", "groups_ref", "DEFAULT_CHUNK"]
+__all__ = ["triton_directions_fwd", "triton_directions_bwd", "directions_ref", "DEFAULT_CHUNK"]
 
 
 def _mamba_bc(X: Tensor) -> Tensor:
@@ -42,17 +44,17 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, z: Optiona
     G, batch, L, Dg = u.shape
     N = A.shape[1]
     if delta.shape != u.shape:
-        raise ValueError(f"triton_groups: delta {tuple(delta.shape)} != u {tuple(u.shape)}")
+        raise ValueError(f"triton_directions: delta {tuple(delta.shape)} != u {tuple(u.shape)}")
     for name, X in (("B", B), ("C", C)):
         if tuple(X.shape) != (G, batch, L, N):
-            raise ValueError(f"triton_groups: {name} must be (G, batch, L, N) = {(G, batch, L, N)}, "
+            raise ValueError(f"triton_directions: {name} must be (G, batch, L, N) = {(G, batch, L, N)}, "
                              f"got {tuple(X.shape)}")
     if tuple(A.shape) != (G * Dg, N):
-        raise ValueError(f"triton_groups: A must be (G * Dg, N) = {(G * Dg, N)}, got {tuple(A.shape)}")
+        raise ValueError(f"triton_directions: A must be (G * Dg, N) = {(G * Dg, N)}, got {tuple(A.shape)}")
     if z is not None and tuple(z.shape) != (batch, L, Dg):
-        raise ValueError(f"triton_groups: z must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(z.shape)}")
+        raise ValueError(f"triton_directions: z must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(z.shape)}")
     if index is not None and tuple(index.shape) != (G, L):
-        raise ValueError(f"triton_groups: index must be (G, L) = {(G, L)}, got {tuple(index.shape)}")
+        raise ValueError(f"triton_directions: index must be (G, L) = {(G, L)}, got {tuple(index.shape)}")
 
 
 def _seq_strides(x: Tensor) -> Tuple[int, int, int]:
@@ -66,13 +68,13 @@ def _raster_strides(x: Tensor) -> Tuple[int, int, int]:
 
 
 def _check_bwd(u: Tensor, A: Tensor, saved: Tensor, dout: Tensor, chunk: int) -> int:
-    """Checks dout and saved (from triton_groups_fwd with this chunk); returns the number of chunks."""
+    """Checks dout and saved (from triton_directions_fwd with this chunk); returns the number of chunks."""
     G, batch, L, Dg = u.shape
     if tuple(dout.shape) != (batch, L, Dg):
-        raise ValueError(f"triton_groups_bwd: dout must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(dout.shape)}")
+        raise ValueError(f"triton_directions_bwd: dout must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(dout.shape)}")
     n_chunks = -(-L // chunk)
     if tuple(saved.shape) != (n_chunks, batch, G * Dg, A.shape[1]):
-        raise ValueError(f"triton_groups_bwd: saved has shape {tuple(saved.shape)}, expected "
+        raise ValueError(f"triton_directions_bwd: saved has shape {tuple(saved.shape)}, expected "
                          f"{(n_chunks, batch, G * Dg, A.shape[1])} for chunk={chunk}")
     return n_chunks
 
@@ -84,7 +86,7 @@ def _index(index: Optional[Tensor], like: Tensor) -> Tuple[Tensor, int]:
     return idx, idx.stride(0)
 
 
-def triton_groups_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def triton_directions_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                       z: Optional[Tensor], delta_bias: Optional[Tensor], index: Optional[Tensor],
                       chunk: int = DEFAULT_CHUNK) -> Tuple[Tensor, Tensor]:
     """(out (batch, L, Dg) in u's dtype, saved = checkpoints (n_chunks, batch, G * Dg, N) fp32)."""
@@ -94,19 +96,19 @@ def triton_groups_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     N, dim = A.shape[1], G * Dg
     chunk = int(chunk)
     if chunk < 1:
-        raise ValueError(f"triton_groups_fwd: chunk must be >= 1, got {chunk}")
+        raise ValueError(f"triton_directions_fwd: chunk must be >= 1, got {chunk}")
     n_chunks = -(-L // chunk)
     dev = u.device
     f32 = dict(dtype=torch.float32, device=dev)
     ckpt = torch.zeros((n_chunks, batch, dim, N), **f32)
     if u.numel() == 0 or N == 0:  # nothing to launch
         with torch.no_grad():
-            return groups_ref(u, delta, A, B, C, D, z, delta_bias, index), ckpt
+            return directions_ref(u, delta, A, B, C, D, z, delta_bias, index), ckpt
     Bm, Cm = _mamba_bc(B), _mamba_bc(C)
     lay = triton_scan._Layout(Bm, Cm, dim, N)
     assert lay.dseg == Dg and lay.b_vary and lay.c_vary
     alloc = torch.empty if index is None else torch.zeros  # positions an index never visits stay 0
-    outg = alloc((G, batch, L, Dg), **f32)  # per group, gated, at raster positions
+    outg = alloc((G, batch, L, Dg), **f32)  # per direction, gated, at raster positions
     last = torch.empty((batch, dim, N), **f32)  # written by the kernel, not returned
     zz = u[0] if z is None else z
     idx, s_ig = _index(index, u)
@@ -124,12 +126,12 @@ def triton_groups_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     return outg.sum(0).to(u.dtype), ckpt
 
 
-def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def triton_directions_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                       z: Optional[Tensor], delta_bias: Optional[Tensor], index: Optional[Tensor], saved: Tensor,
                       dout: Tensor, chunk: int = DEFAULT_CHUNK) -> List[Optional[Tensor]]:
     """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] in the inputs' dtypes and shapes (None for absent inputs):
     du, ddelta contiguous (G, batch, L, Dg); dB, dC (G, batch, L, N) views of contiguous (batch, G, N, L)
-    tensors; dz contiguous (batch, L, Dg). `saved` from triton_groups_fwd with the same chunk."""
+    tensors; dz contiguous (batch, L, Dg). `saved` from triton_directions_fwd with the same chunk."""
     _check(u, delta, A, B, C, z, index)
     chunk = int(chunk)
     n_chunks = _check_bwd(u, A, saved, dout, chunk)
@@ -137,7 +139,7 @@ def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     G, batch, L, Dg = u.shape
     N, dim = A.shape[1], G * Dg
     if u.numel() == 0 or N == 0:
-        return triton_scan.autograd_grads(lambda *xs: groups_ref(*xs, index), (u, delta, A, B, C, D, z, delta_bias),
+        return triton_scan.autograd_grads(lambda *xs: directions_ref(*xs, index), (u, delta, A, B, C, D, z, delta_bias),
                                           dout)
     Bm, Cm = _mamba_bc(B), _mamba_bc(C)
     lay = triton_scan._Layout(Bm, Cm, dim, N)
@@ -146,9 +148,9 @@ def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     du = torch.empty((G, batch, L, Dg), dtype=u.dtype, device=dev)
     ddelta = torch.empty((G, batch, L, Dg), dtype=delta.dtype, device=dev)
     alloc = torch.empty if index is None else torch.zeros  # positions an index never visits stay 0
-    dzg = None if z is None else alloc((G, batch, L, Dg), **f32)  # per group, at raster positions
+    dzg = None if z is None else alloc((G, batch, L, Dg), **f32)  # per direction, at raster positions
     if ddelta.stride() != du.stride() or (dzg is not None and dzg.stride() != du.stride()):
-        raise AssertionError("triton_groups_bwd: du, ddelta and dz buffers must share one layout")
+        raise AssertionError("triton_directions_bwd: du, ddelta and dz buffers must share one layout")
     dA_p = torch.empty((batch, dim, N), **f32)
     dB_p = torch.empty((batch, lay.n_prog, N, L), **f32)
     dC_p = torch.empty((batch, lay.n_prog, N, L), **f32)
@@ -182,13 +184,13 @@ def triton_groups_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reference in standard ops (empty shapes, where nothing is launched): one selective_scan_ref per group
+# Reference in standard ops (empty shapes, where nothing is launched): one selective_scan_ref per direction
 # ---------------------------------------------------------------------------------------------------------
-def groups_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def directions_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                z: Optional[Tensor], delta_bias: Optional[Tensor], index: Optional[Tensor]) -> Tensor:
-    """selective_scan_groups by definition: per group, the sequential reference in scan order, scattered back
-    to raster order, summed over groups, gated. Differentiable (plain autograd)."""
-    from .reference import selective_scan_ref
+    """The multi-direction scan by definition: per direction, the sequential reference in scan order, scattered
+    back to raster order, summed over directions, gated. Differentiable (plain autograd)."""
+    from .ref import selective_scan_ref
 
     G, batch, L, Dg = u.shape
     total = torch.zeros((batch, L, Dg), dtype=torch.float32, device=u.device)

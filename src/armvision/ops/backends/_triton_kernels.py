@@ -14,9 +14,9 @@ No atomics: the results are bitwise deterministic.
 
 Layouts come as strides: sequence tensors are addressed as (batch, segment, channel-in-segment, time), with a
 segment stride per tensor (the plain scan passes DSEG * its channel stride; the multi-direction scan of
-`triton_groups` passes the group stride of its (G, batch, L, Dg) tensors, one segment per group, and 0 for the
-shared z / dout). With HAS_IDX, z, out, dout and dz are read / written at position idx[segment, t] instead of t
-(the group's scan order -> raster order); u, delta, du, ddelta, B, C stay in scan order.
+`triton_directions` passes the direction stride of its (G, batch, L, Dg) tensors, one segment per direction, and 0
+for the shared z / dout). With HAS_IDX, z, out, dout and dz are read / written at position idx[segment, t] instead
+of t (the direction's scan order -> raster order); u, delta, du, ddelta, B, C stay in scan order.
 
 The kernels are written as steps (`_channel_block`, `_bc_source`, `_load_dt`, `_advance`, `_readout`,
 `_recompute_chunk`, `_adjoint_chunk`, ...), each a @triton.jit helper: Triton inlines them, so the arithmetic and
@@ -161,7 +161,7 @@ def _scan_fwd_kernel(
     u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     out_ptr, last_ptr, ckpt_ptr, idx_ptr,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
-    s_ug, s_dg, s_zg, s_og, s_ig,  # segment (group) strides; plain scan: DSEG * channel stride
+    s_ug, s_dg, s_zg, s_og, s_ig,  # segment strides (multi-direction: a direction's); plain scan: DSEG * channel stride
     s_Ad, s_An,
     s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,  # time-varying forms; (D, N) form: s_Bb = s_Bd, s_Bn
     L, N, DSEG, NBLK, DPG_B, DPG_C, N_CHUNKS, BATCH, DIM,
@@ -335,7 +335,7 @@ def _scan_bwd_kernel(
     ckpt_ptr, gout_ptr, glast_ptr, scratch_ptr,
     du_ptr, ddl_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, idx_ptr,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
-    s_ug, s_dg, s_zg, s_gg, s_ig,  # segment (group) strides; plain scan: DSEG * channel stride
+    s_ug, s_dg, s_zg, s_gg, s_ig,  # segment strides (multi-direction: a direction's); plain scan: DSEG * channel stride
     s_xb, s_xg, s_xd, s_xl,  # du, ddelta, dz (outputs, one layout); plain scan: contiguous (batch, D, L)
     s_Ad, s_An,
     s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,

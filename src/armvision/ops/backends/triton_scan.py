@@ -264,7 +264,7 @@ def autograd_grads(f: Callable[..., Tensor], inputs: Sequence[Optional[Tensor]],
 
 
 def _empty_grads(u, delta, A, B, C, D, z, delta_bias, softplus, dout):
-    from .reference import selective_scan_ref
+    from .ref import selective_scan_ref
 
     grads = autograd_grads(lambda *xs: selective_scan_ref(*xs, delta_softplus=softplus),
                            (u, delta, A, B, C, D, z, delta_bias), dout)

@@ -1,7 +1,8 @@
-"""Plain, sequential reference implementations: the oracle every fast path is tested against.
+"""The "ref" room: plain, sequential reference implementations, the oracle every fast path is tested against.
 
 Kept deliberately simple (one time step at a time, float32 math -- float64 for float64 inputs, so that
-gradcheck can use them -- nothing clever).
+gradcheck can use them -- nothing clever). Plain autograd over plain ops: traceable, and FLOP counters see the
+model's math. No multi-direction forms of its own (the API runs one reference scan / conv per direction).
 """
 from __future__ import annotations
 
@@ -85,3 +86,14 @@ def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if bias is not None:
         out = out + bias.to(x.dtype)[:, None]
     return F.silu(out) if activation is not None else out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The room's functions (see backends/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
+KEEPS_STATE = False
+scan = selective_scan_ref
+scan_fwd = scan_bwd = scan_meta = seq_grad_meta = None
+directions_fwd = directions_bwd = directions_meta = directions_grad_meta = None
+conv = causal_conv1d_ref
+conv_directions_fwd = conv_directions_bwd = None

@@ -13,18 +13,19 @@ stays well inside the float range, so every chunk is checked and split in halves
 backward recomputes each chunk and runs the adjoint g_t = C_t * gy_t + a_{t+1} * g_{t+1} the same way
 (a reverse cumulative sum of E_k * c_k, divided by E_t).
 
-With compile=True (or env ARMVISION_SCAN_COMPILE=1) the chunk kernels are replaced by step-by-step versions
+With compile=True (default: environment variable ARMVISION_SCAN_COMPILE, see armvision.env) the chunk kernels are replaced by step-by-step versions
 compiled by torch.compile (inductor fuses each chunk into a few C++/Triton loops); the first call compiles
 (tens of seconds), later calls with the same shapes reuse it. Off by default.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ... import env
 
 DEFAULT_CHUNK = {False: 32, True: 16}  # eager / compiled (compile time grows with the unrolled chunk)
 # Largest |S_t * A| allowed inside one chunk: exp(+-60) ~ 1e26 keeps x / E and E * (...) far from overflow
@@ -198,10 +199,8 @@ def _compiled() -> Tuple[Callable, Callable]:
 
 
 def compile_enabled(flag: Optional[bool] = None) -> bool:
-    """torch.compile of the chunk kernels: off unless asked (argument, or env ARMVISION_SCAN_COMPILE=1)."""
-    if flag is not None:
-        return bool(flag)
-    return os.environ.get("ARMVISION_SCAN_COMPILE", "0").strip().lower() in ("1", "true", "yes", "on")
+    """torch.compile of the chunk kernels: the argument, else the environment's default (off)."""
+    return bool(flag) if flag is not None else env.scan_compile()
 
 
 # ---------------------------------------------------------------------------------------------------------

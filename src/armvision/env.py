@@ -1,0 +1,82 @@
+"""The one module that reads armvision's environment variables (`ARMVISION_*`), each with one check.
+
+An environment variable is at most the default of a choice that an argument, a config field or a flag can make
+explicitly; the functions below are read at call time (so a test's monkeypatch.setenv takes effect), and a bad value
+is one ConfigError naming the variable and the values it takes.
+
+    ARMVISION_SCAN_BACKEND      default scan backend where the caller says "auto": auto|ref|torch|cpu|triton|cuda
+    ARMVISION_TRITON_DIRECTIONS 1: the mixer's directions in one Triton launch on CUDA too (default: on CPU tensors
+                                under Triton's interpreter only), 0: one Triton launch per direction everywhere
+    ARMVISION_SCAN_COMPILE      1: torch.compile the chunk kernels of the "torch" backend (default 0)
+    ARMVISION_CPU_KERNEL        0: never build or load the fused C kernel (default 1)
+    ARMVISION_CACHE             folder of the built C kernels (default ~/.cache/armvision/kernels)
+    ARMVISION_CPU_CFLAGS        extra C compiler flags for the kernel build, space-separated (experiments)
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from .errors import ConfigError
+
+SCAN_BACKEND = "ARMVISION_SCAN_BACKEND"
+TRITON_DIRECTIONS = "ARMVISION_TRITON_DIRECTIONS"
+SCAN_COMPILE = "ARMVISION_SCAN_COMPILE"
+CPU_KERNEL = "ARMVISION_CPU_KERNEL"
+CACHE = "ARMVISION_CACHE"
+CPU_CFLAGS = "ARMVISION_CPU_CFLAGS"
+NAMES = (SCAN_BACKEND, TRITON_DIRECTIONS, SCAN_COMPILE, CPU_KERNEL, CACHE, CPU_CFLAGS)
+
+SCAN_BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "cuda")  # the names armvision.ops implements
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _raw(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def _flag(name: str) -> Optional[bool]:
+    """A yes/no variable: None when unset or empty."""
+    value = _raw(name).lower()
+    if not value:
+        return None
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name} is {value!r}; use 1 (or true/yes/on) or 0 (or false/no/off)")
+
+
+def scan_backend() -> Optional[str]:
+    """The scan backend ARMVISION_SCAN_BACKEND names, or None when it is unset or empty."""
+    value = _raw(SCAN_BACKEND).lower()
+    if not value:
+        return None
+    if value not in SCAN_BACKENDS:
+        raise ConfigError(f"environment variable {SCAN_BACKEND} is {value!r}; choose one of {', '.join(SCAN_BACKENDS)}")
+    return value
+
+
+def triton_directions() -> Optional[bool]:
+    """ARMVISION_TRITON_DIRECTIONS: True / False, or None (unset: the Triton room's default)."""
+    return _flag(TRITON_DIRECTIONS)
+
+
+def scan_compile() -> bool:
+    """ARMVISION_SCAN_COMPILE: torch.compile the "torch" backend's chunk kernels (default False)."""
+    return bool(_flag(SCAN_COMPILE))
+
+
+def cpu_kernel_enabled() -> bool:
+    """ARMVISION_CPU_KERNEL: whether the fused C kernel may be built and loaded (default True)."""
+    return _flag(CPU_KERNEL) is not False
+
+
+def cache_dir() -> Optional[str]:
+    """ARMVISION_CACHE: the kernel cache folder, or None for the default."""
+    return _raw(CACHE) or None
+
+
+def cpu_cflags() -> List[str]:
+    """ARMVISION_CPU_CFLAGS: extra compiler flags for the C kernel (e.g. -DW=8), [] when unset."""
+    return _raw(CPU_CFLAGS).split()

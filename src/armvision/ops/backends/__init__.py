@@ -1,0 +1,36 @@
+"""The selective-scan backends, one module ("room") each: ref, torch, cpu, triton, cuda.
+
+Every room offers the same functions, or sets a name to None where it has no implementation of its own (then
+`armvision.ops.api` falls back, in one documented place):
+
+    KEEPS_STATE           True: `scan_fwd` / `scan_bwd` keep state for backward; False: `scan` is differentiable
+                          and the custom op's backward recomputes it
+    scan                  (u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state) -> out[, last], every
+                          B/C form of mamba_ssm (stateless rooms)
+    scan_fwd, scan_bwd    forward (out, last, saved) and the eight gradients (rooms that keep state), and
+    scan_meta, seq_grad_meta   the fake tensors of the custom op armvision::selective_scan_fwd/bwd
+    directions_fwd, directions_bwd, directions_meta, directions_grad_meta
+                          the Mamba mixer's G directions over one sequence in one call (custom ops
+                          armvision::selective_scan_directions_fwd/bwd); None: one single scan per direction
+    conv                  depthwise causal conv1d (x, weight, bias, activation) on (batch, D, L); None: "torch"'s
+    conv_directions_fwd, conv_directions_bwd
+                          conv + SiLU of x (batch, L, Dg) in each direction's order in one call (custom ops
+                          armvision::causal_conv1d_directions_fwd/bwd); None: one conv per direction
+
+Rooms import nothing from armvision.ops outside backends/ (and the C-kernel glue cpu_kernel.py / scan_cpu.py), so
+the API, the custom ops and the resolver sit above them without circles. `room(name)` imports a room on first use
+(the Triton and CUDA rooms import their packages lazily in turn).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+NAMES = ("ref", "torch", "cpu", "triton", "cuda")
+
+
+def room(name: str) -> ModuleType:
+    """The module of backend `name` (one of NAMES)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown scan backend {name!r}; the rooms are {', '.join(NAMES)}")
+    return importlib.import_module(f"{__name__}.{name}")

@@ -1,0 +1,183 @@
+"""The "cpu" room: the fused C kernel (csrc/, built and loaded by cpu_kernel.py, called through scan_cpu.py) on CPU
+tensors, float32 compute.
+
+Single scan: mamba_ssm's (batch, D, L) form viewed as the kernel's (G, batch, L, Dg) groups (G = the B/C groups);
+saved = the kernel's chunk-boundary states (n_chunks, batch, G, N, Dg). Multi-direction scan: the mixer's G
+directions as G groups of one kernel call, each in its own order (index), sharing the gate z and summing into one
+output. Conv: the mixer's depthwise causal conv + SiLU in every direction's order, channels-last. The single conv
+has no kernel here (the API uses "torch"'s).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import cpu_kernel, scan_cpu
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the kernel cannot run here (no compiler, build failed, disabled), or None when it can."""
+    return None if cpu_kernel.load() is not None else cpu_kernel.unavailable_reason()
+
+
+def _no_grad(like: Tensor) -> Tensor:
+    """Stands for "no gradient" among a custom op's outputs (a fresh empty tensor: outputs may not alias)."""
+    return like.new_empty(0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layouts: mamba_ssm's (batch, D, L) form <-> the kernel's (G, batch, L, Dg) views
+# ---------------------------------------------------------------------------------------------------------
+def _groups(B: Tensor, C: Tensor) -> int:
+    gb = B.shape[1] if B.dim() == 4 else 1
+    gc = C.shape[1] if C.dim() == 4 else 1
+    return gb * gc // math.gcd(gb, gc)
+
+
+def _seq4(x: Tensor, G: int) -> Tensor:
+    """(batch, D, L) -> (G, batch, L, D/G) float32 view with contiguous channels (copies only if it must)."""
+    x = x.float()
+    if x.stride(1) != 1:
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    batch, D, L = x.shape
+    return x.transpose(1, 2).reshape(batch, L, G, D // G).permute(2, 0, 1, 3)
+
+
+def _bc4(X: Tensor, G: int) -> Tensor:
+    """B or C -> (G, batch, L, N) view, or the (D, N) constant."""
+    X = X.float()
+    if X.dim() == 2:
+        return X
+    if X.dim() == 3:  # shared by all channels: group stride 0
+        return X.transpose(1, 2).unsqueeze(0).expand(G, -1, -1, -1)
+    if X.shape[1] != G:
+        X = X.repeat_interleave(G // X.shape[1], dim=1)
+    return X.permute(1, 0, 3, 2)
+
+
+def _bc_grad(dX: Tensor, X: Tensor) -> Tensor:
+    """Kernel gradient of B/C ((G, batch, L, N) or (D, N)) -> the form and dtype X came in."""
+    if X.dim() == 2:
+        return dX.to(X.dtype)
+    g = dX.permute(1, 0, 3, 2)  # (batch, G, N, L)
+    if X.dim() == 3:
+        g = g.sum(1)
+    elif X.shape[1] != g.shape[1]:
+        g = g.unflatten(1, (X.shape[1], -1)).sum(2)
+    return g.to(X.dtype).contiguous()
+
+
+def _from4(x4: Tensor, like: Tensor) -> Tensor:
+    """(G, batch, L, Dg) kernel tensor -> (batch, D, L) in like's dtype (channels stay contiguous)."""
+    G, batch, L, Dg = x4.shape
+    return x4.permute(1, 2, 0, 3).reshape(batch, L, G * Dg).transpose(1, 2).to(like.dtype)
+
+
+def _state_dtype(u: Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Single scan
+# ---------------------------------------------------------------------------------------------------------
+KEEPS_STATE = True
+scan = None
+
+
+def scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
+    G = _groups(B, C)
+    batch, dim, L = u.shape
+    out = torch.empty(batch, L, dim, dtype=torch.float32)
+    out4 = out.view(batch, L, G, dim // G).permute(2, 0, 1, 3)
+    _, last, ckpt = scan_cpu.fwd(_seq4(u, G), _seq4(delta, G), A.float(), _bc4(B, G), _bc4(C, G),
+                                 None if D is None else D.float(), None if z is None else _seq4(z, G),
+                                 None if delta_bias is None else delta_bias.float(), None, softplus, out4)
+    return out.transpose(1, 2).to(u.dtype), last, ckpt
+
+
+def scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast) -> List[Tensor]:
+    G = _groups(B, C)
+    du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(
+        _seq4(u, G), _seq4(delta, G), A.float(), _bc4(B, G), _bc4(C, G), None if D is None else D.float(),
+        None if z is None else _seq4(z, G), None if delta_bias is None else delta_bias.float(), None, softplus,
+        saved, _seq4(dout, G), dlast)
+    return [_from4(du, u), _from4(ddelta, delta), dA.to(A.dtype), _bc_grad(dB, B), _bc_grad(dC, C),
+            _no_grad(u) if D is None else dD.to(D.dtype), _no_grad(u) if z is None else _from4(dz, z),
+            _no_grad(u) if delta_bias is None else ddb.to(delta_bias.dtype)]
+
+
+def scan_meta(u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Fake (out, last, saved) of scan_fwd: out is a channels-last view, as the kernel writes it."""
+    batch, dim, L = u.shape
+    N, G = A.shape[1], _groups(B, C)
+    return (u.new_empty(batch, L, dim).transpose(1, 2), u.new_empty(batch, dim, N, dtype=_state_dtype(u)),
+            u.new_empty(-(-L // scan_cpu.DEFAULT_CHUNK), batch, G, N, dim // G, dtype=torch.float32))
+
+
+def seq_grad_meta(t: Tensor) -> Tensor:
+    """Fake gradient of a (batch, D, L) input: channels-last, as `_from4` returns it."""
+    return t.new_empty(t.shape[0], t.shape[2], t.shape[1]).transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Multi-direction scan: (G, batch, L, Dg) scan-order u / delta, B / C views, z and out shared over directions
+# (batch, L, Dg) in raster order, index (G, L) = raster position of each direction's step
+# ---------------------------------------------------------------------------------------------------------
+def directions_wanted(on_cuda: bool) -> bool:
+    """The kernel always runs all of the mixer's directions in one call."""
+    return True
+
+
+def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index) -> Tuple[Tensor, Tensor]:
+    """out (batch, L, Dg) = silu(z) * sum_g scan_g (softplus dt); returns (out, saved)."""
+    G, batch, L, Dg = u.shape
+    out = torch.empty(batch, L, Dg, dtype=torch.float32)
+    z4 = z.float().unsqueeze(0).expand(G, -1, -1, -1)
+    _, _, ckpt = scan_cpu.fwd(u.float(), delta.float(), A.float(), B.float(), C.float(), D.float(), z4,
+                              delta_bias.float(), index, True, out.unsqueeze(0).expand(G, -1, -1, -1),
+                              want_last=False)
+    return out.to(u.dtype), ckpt
+
+
+def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout) -> List[Tensor]:
+    G = u.shape[0]
+    z4 = z.float().unsqueeze(0).expand(G, -1, -1, -1)
+    d4 = dout.float().contiguous().unsqueeze(0).expand(G, -1, -1, -1)
+    du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(u.float(), delta.float(), A.float(), B.float(), C.float(),
+                                                       D.float(), z4, delta_bias.float(), index, True, saved, d4,
+                                                       None)
+    return [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.to(D.dtype), dz[0].to(z.dtype), ddb.to(delta_bias.dtype)]
+
+
+def directions_meta(u: Tensor, A: Tensor) -> Tuple[Tensor, Tensor]:
+    G, batch, L, Dg = u.shape
+    return (u.new_empty(batch, L, Dg),
+            u.new_empty(-(-L // scan_cpu.DEFAULT_CHUNK), batch, G, A.shape[1], Dg, dtype=torch.float32))
+
+
+def directions_grad_meta(u, delta, A, B, C, D, z, delta_bias) -> List[Tensor]:
+    """dB / dC are (G, batch, L, N) views of contiguous (batch, G, L, N) tensors, as scan_cpu.bwd returns them."""
+    G, batch, L, Dg = u.shape
+    return [u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape),
+            B.new_empty(batch, G, L, B.shape[-1]).transpose(0, 1),
+            C.new_empty(batch, G, L, C.shape[-1]).transpose(0, 1), D.new_empty(D.shape),
+            z.new_empty(z.shape), delta_bias.new_empty(delta_bias.shape)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conv: the single conv has no kernel here; the mixer's conv + SiLU in every direction's order, channels-last
+# ---------------------------------------------------------------------------------------------------------
+conv = None
+
+
+def conv_directions_fwd(x: Tensor, weight: Tensor, bias: Tensor, index: Optional[Tensor]) -> Tensor:
+    return scan_cpu.conv_fwd(x.float(), weight.float(), bias.float(), index).to(x.dtype)
+
+
+def conv_directions_bwd(x, weight, bias, index, du) -> Tuple[Tensor, Tensor, Tensor]:
+    dx, dw, db = scan_cpu.conv_bwd(x.float(), weight.float(), bias.float(), index, du.float())
+    return dx.to(x.dtype), dw.to(weight.dtype), db.to(bias.dtype)

@@ -1,0 +1,203 @@
+"""The scans and the mixer's conv as torch.library custom ops, so that autograd, torch.compile and torch.export see
+one op whichever backend room (backends/) computes it. `backend` is a concrete room name chosen by ops.resolve.
+
+`armvision::selective_scan_fwd(u, delta, A, B, C, D?, z?, delta_bias?, softplus, backend)` -> (out, last_state,
+saved) and `armvision::selective_scan_bwd(..., saved, dout, dlast?)` -> the eight input gradients. Rooms that keep
+state ("cpu", "triton") save what their backward needs; the others ("torch", "ref", "cuda") save nothing and their
+backward recomputes the forward under autograd: in eager at autograd level (so it can itself be differentiated),
+under torch.compile / export inside selective_scan_bwd (the chunked path plans its chunks from the data, which a
+traced graph cannot do).
+
+`armvision::selective_scan_directions_fwd(u, delta, A, B, C, D, z, delta_bias, index?, backend)` -> (out, saved):
+the Mamba mixer's G directions over one sequence in one call ("cpu", "triton"); `..._bwd` its gradients.
+`armvision::causal_conv1d_directions_fwd(x, weight, bias, index?)`: the mixer's conv + SiLU in every direction's
+order (the "cpu" room). Fake (meta) implementations give shapes and layouts from input shapes only (the rooms'
+*_meta functions), so tracing never looks at data.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .backends import room
+
+
+def _no_grad(like: Tensor) -> Tensor:
+    """Stands for "no gradient" among a custom op's outputs (a fresh empty tensor each time: outputs may not alias)."""
+    return like.new_empty(0)
+
+
+def _state_dtype(u: Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _recompute_grads(u, delta, A, B, C, D, z, delta_bias, softplus, backend, dout, dlast) -> List[Tensor]:
+    """The gradients of a stateless room's scan, by autograd over a recomputation."""
+    inputs = [u, delta, A, B, C, D, z, delta_bias]
+    leaves = [None if t is None else t.detach().requires_grad_(True) for t in inputs]
+    with torch.enable_grad():
+        out, last = room(backend).scan(*leaves, softplus, True)
+        outs, grads = [out], [dout]
+        if dlast is not None:
+            outs.append(last)
+            grads.append(dlast.to(last.dtype))
+        wrt = [t for t in leaves if t is not None]
+        got = iter(torch.autograd.grad(outs, wrt, grads, allow_unused=True))
+    res = []
+    for t in leaves:
+        g = None if t is None else next(got)
+        res.append(_no_grad(u) if t is None else (torch.zeros_like(t) if g is None else g))
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The single scan
+# ---------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("armvision::selective_scan_fwd", mutates_args=())
+def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], softplus: bool,
+                       backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    r = room(backend)
+    if r.KEEPS_STATE:
+        return r.scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus)
+    with torch.no_grad():
+        out, last = r.scan(u, delta, A, B, C, D, z, delta_bias, softplus, True)
+    return out.contiguous(), last.to(_state_dtype(u)), u.new_empty(0)
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, softplus, backend):
+    r = room(backend)
+    if r.KEEPS_STATE:
+        return r.scan_meta(u, A, B, C)
+    batch, dim, L = u.shape
+    return u.new_empty(batch, dim, L), u.new_empty(batch, dim, A.shape[1], dtype=_state_dtype(u)), u.new_empty(0)
+
+
+@torch.library.custom_op("armvision::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], softplus: bool, backend: str,
+                       saved: Tensor, dout: Tensor, dlast: Optional[Tensor]) -> List[Tensor]:
+    r = room(backend)
+    if r.KEEPS_STATE:
+        return r.scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast)
+    # stateless rooms recompute here, where a compiler sees one op, and hand back contiguous gradients
+    grads = _recompute_grads(u, delta, A, B, C, D, z, delta_bias, softplus, backend, dout, dlast)
+    return [g.contiguous() for g in grads]
+
+
+@selective_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, softplus, backend, saved, dout, dlast):
+    # exactly the real layouts (inductor plans buffers from them): the room's for (batch, D, L) gradients
+    r = room(backend)
+    seq = r.seq_grad_meta if r.KEEPS_STATE else (lambda t: t.new_empty(t.shape))
+
+    def plain(t):
+        return t.new_empty(t.shape)
+
+    return [seq(u), seq(delta), plain(A), plain(B), plain(C), _no_grad(u) if D is None else plain(D),
+            _no_grad(u) if z is None else seq(z), _no_grad(u) if delta_bias is None else plain(delta_bias)]
+
+
+def _setup(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, softplus, backend = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.softplus, ctx.backend = softplus, backend
+
+
+def _backward(ctx, dout, dlast, _dsaved):
+    u, delta, A, B, C, D, z, delta_bias, saved = ctx.saved_tensors
+    if room(ctx.backend).KEEPS_STATE or torch.compiler.is_compiling():
+        grads = selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, ctx.softplus, ctx.backend, saved, dout,
+                                   dlast)
+    else:  # eager: at autograd level (not inside an op), where the recomputation can itself be differentiated
+        grads = _recompute_grads(u, delta, A, B, C, D, z, delta_bias, ctx.softplus, ctx.backend, dout, dlast)
+    present = [u, delta, A, B, C, D, z, delta_bias]
+    return (*[None if t is None else g for t, g in zip(present, grads)], None, None)
+
+
+torch.library.register_autograd("armvision::selective_scan_fwd", _backward, setup_context=_setup)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The multi-direction scan: u, delta (G, batch, L, Dg) in each direction's scan order, B, C (G, batch, L, N),
+# A (G * Dg, N), D, delta_bias (G * Dg,), z (batch, L, Dg) raster order, index (G, L) int32 or None
+# ---------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("armvision::selective_scan_directions_fwd", mutates_args=())
+def selective_scan_directions_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
+                                  delta_bias: Tensor, index: Optional[Tensor],
+                                  backend: str) -> Tuple[Tensor, Tensor]:
+    """out (batch, L, Dg) = silu(z) * sum_g scan_g (softplus dt), and what backward needs."""
+    return room(backend).directions_fwd(u, delta, A, B, C, D, z, delta_bias, index)
+
+
+@selective_scan_directions_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, index, backend):
+    return room(backend).directions_meta(u, A)
+
+
+@torch.library.custom_op("armvision::selective_scan_directions_bwd", mutates_args=())
+def selective_scan_directions_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
+                                  delta_bias: Tensor, index: Optional[Tensor], backend: str, saved: Tensor,
+                                  dout: Tensor) -> List[Tensor]:
+    return room(backend).directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout)
+
+
+@selective_scan_directions_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, index, backend, saved, dout):
+    return room(backend).directions_grad_meta(u, delta, A, B, C, D, z, delta_bias)
+
+
+def _setup_directions(ctx, inputs, output):
+    *tensors, backend = inputs
+    ctx.save_for_backward(*tensors, output[1])
+    ctx.backend = backend
+
+
+def _backward_directions(ctx, dout, _dsaved):
+    *tensors, index, saved = ctx.saved_tensors
+    grads = selective_scan_directions_bwd(*tensors, index, ctx.backend, saved, dout)
+    return (*grads, None, None)  # no gradient for index and backend
+
+
+torch.library.register_autograd("armvision::selective_scan_directions_fwd", _backward_directions,
+                                setup_context=_setup_directions)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The mixer's depthwise causal conv + SiLU in every direction's order, channels-last ("cpu" room)
+# ---------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("armvision::causal_conv1d_directions_fwd", mutates_args=())
+def causal_conv1d_directions_fwd(x: Tensor, weight: Tensor, bias: Tensor, index: Optional[Tensor]) -> Tensor:
+    return room("cpu").conv_directions_fwd(x, weight, bias, index)
+
+
+@causal_conv1d_directions_fwd.register_fake
+def _(x, weight, bias, index):
+    return x.new_empty(weight.shape[0] // x.shape[2], *x.shape)
+
+
+@torch.library.custom_op("armvision::causal_conv1d_directions_bwd", mutates_args=())
+def causal_conv1d_directions_bwd(x: Tensor, weight: Tensor, bias: Tensor, index: Optional[Tensor],
+                                 du: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return room("cpu").conv_directions_bwd(x, weight, bias, index, du)
+
+
+@causal_conv1d_directions_bwd.register_fake
+def _(x, weight, bias, index, du):
+    return x.new_empty(x.shape), torch.empty_like(weight), torch.empty_like(bias)
+
+
+def _setup_conv(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward_conv(ctx, du):
+    x, weight, bias, index = ctx.saved_tensors
+    return (*causal_conv1d_directions_bwd(x, weight, bias, index, du), None)
+
+
+torch.library.register_autograd("armvision::causal_conv1d_directions_fwd", _backward_conv,
+                                setup_context=_setup_conv)
