@@ -1,17 +1,29 @@
-"""The package's shape, checked: arrows point down only, the library has no command line, experiments use the public
-API, and files and functions stay short enough to read in one sitting (docs/architecture.md)."""
+"""The package's shape, checked: arrows point down only, no import circles (function-level imports included),
+`ARMVISION_*` environment variables read in armvision/env.py only, the library has no command line, experiments use
+the public API, and files and functions stay short enough to read in one sitting (docs/architecture.md)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "armvision"
+ENV_MODULE = "armvision.env"  # the one module that reads ARMVISION_* variables
+# Circles outside ops/ and nn/ that other branches are removing (issue 24); each entry is one circle's modules,
+# sorted. Remove an entry when its circle is gone (the test then says so). Never add ops/ or nn/ modules here.
+KNOWN_CIRCLES: list[tuple[str, ...]] = [
+    # models: checkpoint loading <-> the family registry <-> hub (issue 24 item 3, the models helper's branch)
+    ("armvision.models.checkpoint", "armvision.models.hub", "armvision.models.registry"),
+    # the study's modules (experiments/study, the study helper's branch)
+    ("armvision.experiments.study.curves", "armvision.experiments.study.runner"),
+    ("armvision.experiments.study.plots", "armvision.experiments.study.report"),
+]
 
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS = [
-    {"errors", "constants", "fileio", "argcheck", "fields", "version"},
+    {"errors", "constants", "fileio", "argcheck", "fields", "version", "env"},
     {"ops"},
     {"nn"},
     {"models", "data"},
@@ -129,3 +141,185 @@ def test_files_and_functions_are_short(path):
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{path.relative_to(PKG)}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Import circles: a graph of module -> imported modules from every import statement, function bodies included
+# ---------------------------------------------------------------------------------------------------------
+def _module_names(root: Path) -> dict[str, Path]:
+    """Dotted name -> file of every module under `root` (a package folder)."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+def _targets(node: ast.AST, package: list[str], names: dict[str, Path]):
+    """The package's modules that one import statement loads (`from p import m` loads p.m when m is a module)."""
+    if isinstance(node, ast.Import):
+        wanted = [a.name for a in node.names]
+    else:
+        base = ".".join(package[: len(package) - (node.level - 1)] + ([node.module] if node.module else [])) \
+            if node.level else (node.module or "")
+        wanted = [f"{base}.{a.name}" if f"{base}.{a.name}" in names else base for a in node.names]
+    for mod in wanted:
+        while mod and mod not in names:  # `import a.b.c` where c is no module: the closest module above
+            mod = mod.rpartition(".")[0]
+        if mod:
+            yield mod
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports, anywhere in the file (functions included)."""
+    names = _module_names(root)
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                edges.update(t for t in _targets(node, package, names) if t != name)
+        graph[name] = edges
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """The strongly connected components of more than one module (Tarjan), each as a sorted tuple."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(tuple(sorted(component)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(circles)
+
+
+def test_no_import_circles():
+    found = import_circles(import_graph(PKG))
+    new = [c for c in found if c not in KNOWN_CIRCLES]
+    assert not new, "import circles (two modules that need each other: one of them is in the wrong place):\n" + \
+        "\n".join(" <-> ".join(c) for c in new)
+    gone = [c for c in KNOWN_CIRCLES if c not in found]
+    assert not gone, f"KNOWN_CIRCLES lists circles that no longer exist: remove them: {gone}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Environment variables: ARMVISION_* are read in one module
+# ---------------------------------------------------------------------------------------------------------
+_ARMVISION_NAME = re.compile(r"ARMVISION_[A-Z0-9_]*")
+
+
+def _environ_key(node: ast.AST):
+    """(True, the key expression) when `node` reads or writes one environment variable by key: os.environ[k],
+    os.environ.get(k) / pop / setdefault, os.getenv(k), k in os.environ; else (False, None)."""
+    def is_environ(n):
+        return (isinstance(n, ast.Attribute) and n.attr == "environ") or (isinstance(n, ast.Name) and n.id == "environ")
+
+    if isinstance(node, ast.Subscript) and is_environ(node.value):
+        return True, node.slice
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr in ("get", "pop", "setdefault") and is_environ(node.func.value) and node.args:
+            return True, node.args[0]
+        if node.func.attr == "getenv" and node.args:
+            return True, node.args[0]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getenv" and node.args:
+        return True, node.args[0]
+    if isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators):
+        return True, node.left
+    return False, None
+
+
+def environment_reads(root: Path, allowed: str) -> list[str]:
+    """Places outside module `allowed` that touch an ARMVISION_* variable: a key that names one, a key the check
+    cannot read (a variable: it might), or a string that is such a name (a second copy of it)."""
+    bad = []
+    for name, path in _module_names(root).items():
+        if name == allowed:
+            continue
+        where = path.relative_to(root.parent)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _ARMVISION_NAME.fullmatch(node.value):
+                bad.append(f"{where}:{node.lineno} names {node.value!r} (use the constant in {allowed})")
+                continue
+            found, key = _environ_key(node)
+            if not found:
+                continue
+            literal = isinstance(key, ast.Constant) and isinstance(key.value, str)
+            if not literal:
+                bad.append(f"{where}:{node.lineno} reads the environment with a computed key")
+            elif key.value.startswith("ARMVISION_"):
+                bad.append(f"{where}:{node.lineno} reads {key.value}")
+    return bad
+
+
+def test_armvision_environment_is_read_in_one_module():
+    bad = environment_reads(PKG, ENV_MODULE)
+    assert not bad, f"ARMVISION_* variables are read in {ENV_MODULE} only:\n" + "\n".join(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The checks above can fail: a planted circle (through a function-level import) and planted environment reads
+# ---------------------------------------------------------------------------------------------------------
+def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "pkg"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_circle_check_sees_function_level_imports(tmp_path):
+    root = _plant(tmp_path, {
+        "__init__.py": "",
+        "ops/__init__.py": "",
+        "ops/a.py": "from . import b\n",
+        "ops/b.py": "def f():\n    from .c import g\n    return g\n",
+        "ops/c.py": "import pkg.ops.a\n",
+        "ops/d.py": "from .a import b\n",  # imports a module of the circle, is not part of it
+    })
+    assert import_circles(import_graph(root)) == [("pkg.ops.a", "pkg.ops.b", "pkg.ops.c")]
+    (root / "ops/b.py").write_text("def f():\n    return 1\n")
+    assert import_circles(import_graph(root)) == []
+
+
+def test_environment_check_sees_every_kind_of_read(tmp_path):
+    reads = {
+        "get.py": "import os\nx = os.environ.get('ARMVISION_SCAN_BACKEND')\n",
+        "item.py": "import os\nx = os.environ['ARMVISION_CACHE']\n",
+        "getenv.py": "import os\nx = os.getenv('ARMVISION_CPU_KERNEL', '1')\n",
+        "computed.py": "import os\nfrom .env import NAME\nx = os.environ.get(NAME)\n",
+        "copy.py": "NAME = 'ARMVISION_SCAN_COMPILE'\n",
+        "member.py": "from os import environ\nx = 'ARMVISION_CACHE' in environ\n",
+    }
+    root = _plant(tmp_path, {"__init__.py": "", "env.py": "import os\nNAME = 'ARMVISION_X'\n"
+                             "x = os.environ.get(NAME)\n", "fine.py": "import os\nx = os.environ.get('CC')\n",
+                             **reads})
+    bad = environment_reads(root, "pkg.env")
+    assert sorted({line.split(":")[0] for line in bad}) == sorted(f"pkg/{name}" for name in reads)
