@@ -1,6 +1,6 @@
 """`armvision bench block`: one MambaMLP block (LayerNorm, Mamba mixer, SwiGLU), forward + backward, with each scan
-backend and with the recurrence replaced by `u * silu(z)` (the block's cost without the scan), measured
-interleaved in one run so that the ratios compare like with like.
+backend (the mixer's `scan_backend`) and with the recurrence replaced by `silu(z) * sum of u` (`NoScanMixer`: the
+block's cost without the scan), measured interleaved in one run so that the ratios compare like with like.
 
 Shapes: ARM-B pretraining (1 causal direction, L = 128) and finetuning (4 directions around the middle cls token,
 L = 197 on a 14 x 14 grid), batch 8, width 768.
@@ -8,7 +8,6 @@ L = 197 on a 14 x 14 grid), batch 8, width 768.
 from __future__ import annotations
 
 import statistics
-from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -16,10 +15,8 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..nn import MambaMixer, MambaMLPBlock
-from ..nn import mamba as mamba_module
 from ..ops import available_backends
-from ..ops.dispatch import ENV_BACKEND
-from .common import cpu_name, env_var
+from .common import cpu_name
 from .scan import CLOCKS
 
 # name -> (directions, L, grid, cls_index)
@@ -29,36 +26,36 @@ CASES = {
 }
 
 
-@contextmanager
-def scan_backend(name: str):
-    """Force a backend ("cpu", "torch", ...), or "none": the scan replaced by u * silu(z)."""
-    old_fn = mamba_module.selective_scan_fn
-    if name == "none":
-        mamba_module.selective_scan_fn = lambda u, delta, A, B, C, D=None, z=None, **kw: u * F.silu(z)
-    try:
-        with env_var(ENV_BACKEND, "torch" if name == "none" else name):
-            yield
-    finally:
-        mamba_module.selective_scan_fn = old_fn
+class NoScanMixer(MambaMixer):
+    """The Mamba mixer with its recurrence replaced by silu(z) * sum_g u_g: everything else (projections, conv,
+    gathers) as in the real mixer."""
+
+    def scan(self, u, delta, A, b, c, D, z, bias, order, backend):
+        return u.sum(0) * F.silu(z)
 
 
-def make_step(block: MambaMLPBlock, x: torch.Tensor, kwargs: dict, backend: str) -> Callable[[], None]:
+def make_step(block: MambaMLPBlock, x: torch.Tensor, kwargs: dict) -> Callable[[], None]:
     def step():
-        with scan_backend(backend):
-            block(x, **kwargs).sum().backward()
+        block(x, **kwargs).sum().backward()
         x.grad = None
         block.zero_grad(set_to_none=True)
     return step
 
 
+def make_block(dim: int, directions: int, backend: str) -> MambaMLPBlock:
+    """The block on scan backend `backend`, or with the NoScanMixer for "none" (same weights: seed 0)."""
+    torch.manual_seed(0)
+    if backend == "none":
+        return MambaMLPBlock(dim, NoScanMixer(dim, directions=directions, scan_backend="torch"))
+    return MambaMLPBlock(dim, MambaMixer(dim, directions=directions, scan_backend=backend))
+
+
 def measure(case: str, dim: int, batch: int, backends: List[str], warmup: int, repeats: int, clock: str) -> Dict:
     """Median fwd+bwd seconds of one block per backend, the backends timed in interleaved rounds."""
     directions, L, hw, cls_index = CASES[case]
-    torch.manual_seed(0)
-    block = MambaMLPBlock(dim, MambaMixer(dim, directions=directions))
-    x = torch.randn(batch, L, dim, requires_grad=True)
+    x = torch.randn(batch, L, dim, generator=torch.Generator().manual_seed(1), requires_grad=True)
     kwargs = {"hw": hw, "cls_index": cls_index} if directions == 4 else {}
-    steps = {b: make_step(block, x, kwargs, b) for b in backends}
+    steps = {b: make_step(make_block(dim, directions, b), x, kwargs) for b in backends}
     for step in steps.values():
         for _ in range(warmup):
             step()

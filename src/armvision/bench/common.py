@@ -1,13 +1,14 @@
-"""Helpers shared by the benchmarks: device synchronisation, a temporary environment variable, the CPU's name."""
+"""Helpers shared by the benchmarks: device synchronisation, a temporary scan backend for a model, the CPU's name."""
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Union
 
 import torch
+
+from ..nn import MambaMixer
 
 
 def sync(device: Union[str, torch.device]) -> None:
@@ -17,20 +18,18 @@ def sync(device: Union[str, torch.device]) -> None:
 
 
 @contextlib.contextmanager
-def env_var(name: str, value: Optional[str]) -> Iterator[None]:
-    """Set (or, with None, unset) environment variable `name` for the block; restore it afterwards."""
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
+def scan_backend(model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Run every Mamba mixer of `model` on scan backend `name` for the block (their `scan_backend` argument);
+    restore each mixer's own choice afterwards."""
+    mixers = [m for m in model.modules() if isinstance(m, MambaMixer)]
+    before = [m.scan_backend for m in mixers]
+    for m in mixers:
+        m.scan_backend = name
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        for m, old in zip(mixers, before):
+            m.scan_backend = old
 
 
 def cpu_name() -> str:

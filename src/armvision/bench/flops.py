@@ -9,8 +9,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
-from ..ops.dispatch import ENV_BACKEND
-from .common import env_var
+from .common import scan_backend
 
 
 def _attn_flops(q: tuple, k: tuple, v: tuple) -> int:
@@ -43,14 +42,15 @@ def flop_counter():
 
 
 @contextlib.contextmanager
-def reference_scan():
-    """Run the selective scan and causal conv through armvision's sequential reference while counting FLOPs.
+def reference_scan(model: nn.Module):
+    """Run `model`'s selective scans and causal convs through armvision's sequential reference (scan backend
+    "ref") while counting FLOPs.
 
     The fast paths do extra matmuls of their own (e.g. cumulative sums as triangular matmuls) that FlopCounterMode
     would count as model FLOPs, and fused CUDA kernels hide everything; the reference does only the model's math
     (its read-out y = C.h is counted as a batched matmul), so counts do not depend on the backend.
     """
-    with env_var(ENV_BACKEND, "ref"):
+    with scan_backend(model, "ref"):
         yield
 
 

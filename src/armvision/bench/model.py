@@ -151,7 +151,7 @@ def _step_fn(case: Case, train: bool):
 def _count_flops(res: Result, model: nn.Module, task: str, x1: torch.Tensor, y1: torch.Tensor, train: bool) -> None:
     """Counted and analytic scan GFLOP per image (a batch of one), into `res`."""
     model.zero_grad(set_to_none=True)
-    with reference_scan(), flop_counter() as counter:
+    with reference_scan(model), flop_counter() as counter:
         if train:
             _loss(model, task, x1, y1).backward()
         else:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..ops import available_backends, cpu_kernel, selective_scan_fn, selective_scan_ref, selective_scan_torch
-from ..ops.selective_scan import DEFAULT_CHUNK
-from ..ops.dispatch import _kernel
+from ..ops.backends.cuda import kernel as cuda_kernel
+from ..ops.backends.torch_scan import DEFAULT_CHUNK
 from .common import cpu_name, sync
 
 # name -> (batch, D, L, N, note)
@@ -119,7 +119,7 @@ def methods(device: str, chunk_size: Optional[int] = None, compile: bool = False
     else:
         out.append(Method("mamba_ssm selective_scan_ref", None,
                           "not installed; 'reference (ours)' follows the same math and stands in for it"))
-    kernel = _kernel("selective_scan")
+    kernel = cuda_kernel("selective_scan")
     if device.startswith("cuda") and kernel is not None:
         out.append(Method("mamba_ssm CUDA kernel", lambda *a: kernel(*a, delta_softplus=True), ""))
     return out

@@ -7,7 +7,7 @@
 Sections (each in its own try/except: one failure is recorded and the rest still runs):
   1. correctness: every available selective-scan backend ("cuda" = mamba_ssm's kernel when importable, "triton",
      "torch" = the chunked PyTorch path) against the sequential reference, values and all gradients, fp32 and
-     bf16, on the small cases of `armvision.ops.scan_check`.
+     bf16, on the small cases of `armvision.bench.scan_check`.
   2. scan speed: forward and forward+backward at ARM-B's pretraining shape (batch 64, D 768, L 128, N 16, with z,
      D, delta_bias, softplus), per backend, timed with CUDA events; ratios between backends; and the 4-direction
      finetuning scan (batch 8, Dg 768, L 197, N 16) in one Triton launch vs 4 separate Triton calls.
@@ -17,17 +17,18 @@ Sections (each in its own try/except: one failure is recorded and the rest still
      ~20 timed ones: steps/s, images/s, peak memory, and the ratio to the paper's budget (300 ImageNet-1k epochs in
      34 h: about 3,100 images/s in total).
 Sections 1, 2 and 4 run first, section 3 last; once --budget-s (330 s) is spent the sections left are skipped.
-The models run with the scan backend forced through env ARMVISION_SCAN_BACKEND (`--model-backend`, default
-"triton"); when the dispatcher refuses it, the error is recorded and the run is repeated with the Triton scan
-patched into armvision.nn.mamba, or else with the automatic choice. TF32 matmuls are on in sections 3-4 only.
+The models are built on the scan backend `--model-backend` (default "triton"; their config's `scan_backend`); when
+that fails, the error is recorded and the run is repeated with the automatic choice. On CUDA, section 3 also times
+the ARM classifier with the mixer's directions in one Triton launch (`one_launch`: a child process started with
+ARMVISION_TRITON_DIRECTIONS=1). TF32 matmuls are on in sections 3-4 only.
 Writes report.json (also after each section) and report.md to --out. Measured on an H200: docs/gpu_check_h200.md.
 
-Modules: common (timer, memory, backend forcing), scans (sections 1-2), models (sections 3-4), report, runner; the
-command line is armvision.cli.bench.gpu_check.
+Modules: common (timer, memory, backend fallback), scans (sections 1-2), models (sections 3-4), one_launch, report,
+runner; the command line is armvision.cli.bench.gpu_check.
 """
-from .common import ENV_BACKEND, PAPER_IMG_S, with_backend_fallback
+from .common import PAPER_IMG_S, with_backend_fallback
 from .report import markdown
 from .runner import SECTIONS, GpuCheckOptions, make_config, run_gpu_check
 
-__all__ = ["ENV_BACKEND", "PAPER_IMG_S", "SECTIONS", "GpuCheckOptions", "make_config", "markdown", "run_gpu_check",
+__all__ = ["PAPER_IMG_S", "SECTIONS", "GpuCheckOptions", "make_config", "markdown", "run_gpu_check",
            "with_backend_fallback"]

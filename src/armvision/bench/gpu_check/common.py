@@ -1,14 +1,11 @@
-"""Helpers of the GPU check: the clock and log, a CUDA-event timer, peak memory, forcing the scan backend (with a
-fallback that records why), TF32."""
+"""Helpers of the GPU check: the clock and log, a CUDA-event timer, peak memory, running a model on a chosen scan
+backend (with a fallback to the automatic choice that records why), TF32."""
 from __future__ import annotations
 
 import contextlib
 import gc
 import time
 from typing import Callable, List, Optional
-
-from ...ops.dispatch import ENV_BACKEND
-from ..common import env_var
 
 PAPER_IMG_S = 1_281_167 * 300 / (34 * 3600)  # ARM-B: 300 epochs of ImageNet-1k in 34 h -> ~3,140 img/s in total
 _START = [time.perf_counter()]
@@ -83,60 +80,20 @@ def peak_mb(device) -> Optional[float]:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
-def scan_backend(name: Optional[str]):
-    """Force the models' scan backend through the environment variable (None: leave the automatic choice)."""
-    return env_var(ENV_BACKEND, name)
-
-
-@contextlib.contextmanager
-def triton_in_models():
-    """Route the models' selective scan to the Triton kernels by patching `armvision.nn.mamba`'s reference to
-    selective_scan_fn (for dispatchers that do not know backend "triton" yet); the conv keeps the automatic choice."""
-    from ...nn import mamba
-    from ...ops.triton_scan import selective_scan_triton
-
-    orig = mamba.selective_scan_fn
-
-    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
-             **_):
-        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-
-    mamba.selective_scan_fn = scan
+def with_backend_fallback(run: Callable[[str], dict], backend: Optional[str], notes: List[str]) -> dict:
+    """run(backend) (the models built with that `scan_backend`; None: "auto"); if that raises, record the error in
+    `notes` and in the row, and run again with "auto"."""
     try:
-        with scan_backend(None):
-            yield
-    finally:
-        mamba.selective_scan_fn = orig
-
-
-def with_backend_fallback(run: Callable[[], dict], backend: Optional[str], notes: List[str]) -> dict:
-    """run() with the backend forced through the environment; if that raises, record the error and, for "triton",
-    run with the Triton scan patched into the models, else (or if that fails too) with the automatic choice."""
-    try:
-        with scan_backend(backend):
-            r = run()
+        r = run(backend or "auto")
         r["scan_backend"] = backend or "auto"
         return r
     except Exception as e:
-        if backend is None:
+        if backend in (None, "auto"):
             raise
         err = f"{type(e).__name__}: {str(e)[:300]}"
-        msg = f"forcing scan backend {backend!r} through {ENV_BACKEND} failed ({err})"
-        if backend == "triton":
-            try:
-                with triton_in_models():
-                    r = run()
-                r["scan_backend"] = "triton (patched into nn.mamba)"
-                r["forced_backend_error"] = err
-                notes.append(msg + "; ran with the Triton scan patched into armvision.nn.mamba")
-                log(notes[-1])
-                return r
-            except Exception as e2:
-                msg += f"; patched Triton run failed too ({type(e2).__name__}: {str(e2)[:300]})"
-        notes.append(msg + "; ran with 'auto'")
+        notes.append(f"scan backend {backend!r} failed ({err}); ran with 'auto'")
         log(notes[-1])
-        with scan_backend(None):
-            r = run()
+        r = run("auto")
         r["scan_backend"] = "auto"
         r["forced_backend_error"] = err
         return r

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 from typing import Dict, List
 
-from .common import (PAPER_IMG_S, Timer, env_var, log, peak_mb, reset_peak, scan_backend, spent, tf32,
-                     with_backend_fallback)
+from .common import PAPER_IMG_S, Timer, log, peak_mb, reset_peak, spent, tf32, with_backend_fallback
 
-GROUPS_ROW = "arm, one-launch mixer"
+ONE_LAUNCH_ROW = "arm, one-launch mixer"
 
 
-def _build(family: str, cfg: dict):
+def _build(family: str, cfg: dict, backend: str):
     from ...models import create_classifier
 
     if family == "arm":
-        return create_classifier(cfg["size"], num_classes=1000, img_size=cfg["img"], **cfg["arm_overrides"])
+        return create_classifier(cfg["size"], num_classes=1000, img_size=cfg["img"], scan_backend=backend,
+                                 **cfg["arm_overrides"])
     if family == "vit":
         import timm
 
@@ -24,7 +24,8 @@ def _build(family: str, cfg: dict):
     raise ValueError(family)
 
 
-def _model_run(family: str, precision: str, cfg: dict) -> dict:
+def model_run(family: str, precision: str, cfg: dict, backend: str = "auto") -> dict:
+    """Forward and train-step images/s and peak memory of one model (ARM on scan backend `backend`)."""
     import torch
     import torch.nn.functional as F
 
@@ -32,7 +33,7 @@ def _model_run(family: str, precision: str, cfg: dict) -> dict:
     dtype = torch.bfloat16 if precision == "bf16" else None
     reset_peak(device)
     torch.manual_seed(0)
-    model = _build(family, cfg).to(device)
+    model = _build(family, cfg, backend).to(device)
     bs = cfg["model_batch"]
     x = torch.randn(bs, 3, cfg["img"], cfg["img"], device=device)
     y = torch.randint(0, 1000, (bs,), device=device)
@@ -74,29 +75,23 @@ def section_models(cfg: dict, report: dict) -> dict:
 def _section_models(cfg: dict, report: dict) -> dict:
     res: Dict[str, object] = {"rows": [], "notes": [], "ratios": {}, "tf32": True}
     for precision in ("fp32", "bf16"):
-        for family in ("arm", "vit", "arm-auto", GROUPS_ROW):
+        for family in ("arm", "vit", "arm-auto", ONE_LAUNCH_ROW):
             if family == "arm-auto" and (not cfg["compare_auto"] or not cfg["model_backend"]
                                          or spent() > cfg["budget_s"] - 60):
                 continue  # the automatic backend once more, for comparison (--compare-auto), when there is time
-            if family == GROUPS_ROW and (cfg["device"] != "cuda" or spent() > cfg["budget_s"] - 60):
+            if family == ONE_LAUNCH_ROW and (cfg["device"] != "cuda" or spent() > cfg["budget_s"] - 60):
                 continue  # on CUDA the mixer's one-launch Triton path is opt-in until measured: measure it here
             try:
-                if family == GROUPS_ROW:
-                    from ...ops.dispatch import ENV_TRITON_GROUPS
-
-                    with env_var(ENV_TRITON_GROUPS, "1"):
-                        row = with_backend_fallback(lambda: _model_run("arm", precision, cfg), cfg["model_backend"],
-                                                    res["notes"])
-                    row["model"] = GROUPS_ROW
+                if family == ONE_LAUNCH_ROW:
+                    row = one_launch_row(precision, cfg)
                 elif family == "arm":
-                    row = with_backend_fallback(lambda: _model_run("arm", precision, cfg), cfg["model_backend"],
+                    row = with_backend_fallback(lambda b: model_run("arm", precision, cfg, b), cfg["model_backend"],
                                                 res["notes"])
                 elif family == "arm-auto":
-                    with scan_backend(None):
-                        row = _model_run("arm", precision, cfg)
+                    row = model_run("arm", precision, cfg, "auto")
                     row.update(model="arm", scan_backend="auto")
                 else:
-                    row = _model_run(family, precision, cfg)
+                    row = model_run(family, precision, cfg)
             except Exception as e:
                 row = {"model": family, "precision": precision, "error": f"{type(e).__name__}: {str(e)[:300]}"}
             res["rows"].append(row)
@@ -108,13 +103,13 @@ def _section_models(cfg: dict, report: dict) -> dict:
         for key in ("forward_img_s", "train_img_s"):
             if a.get(key) and v.get(key):
                 res["ratios"][f"{precision} {key}: ARM / ViT"] = round(a[key] / v[key], 3)
-            one = by.get((GROUPS_ROW, precision), {})
+            one = by.get((ONE_LAUNCH_ROW, precision), {})
             if a.get(key) and one.get(key):
                 res["ratios"][f"{precision} {key}: one-launch mixer / per-direction"] = round(one[key] / a[key], 3)
     return res
 
 
-def _pretrain_run(cfg: dict) -> dict:
+def _pretrain_run(cfg: dict, backend: str) -> dict:
     import torch
 
     from ...models import create_pretrainer
@@ -122,7 +117,8 @@ def _pretrain_run(cfg: dict) -> dict:
     device, timer = torch.device(cfg["device"]), Timer(cfg["device"])
     reset_peak(device)
     torch.manual_seed(0)
-    model = create_pretrainer(cfg["size"], img_size=cfg["pre_img"], **cfg["pre_overrides"]).to(device)
+    model = create_pretrainer(cfg["size"], img_size=cfg["pre_img"], scan_backend=backend,
+                              **cfg["pre_overrides"]).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.5e-4, betas=(0.9, 0.95),
                             weight_decay=0.05)
     bs = cfg["pre_batch"]
@@ -170,7 +166,28 @@ def _pretrain_run(cfg: dict) -> dict:
 def section_pretrain(cfg: dict, report: dict) -> dict:
     notes: List[str] = []
     with tf32(True):
-        row = with_backend_fallback(lambda: _pretrain_run(cfg), cfg["model_backend"], notes)
+        row = with_backend_fallback(lambda b: _pretrain_run(cfg, b), cfg["model_backend"], notes)
     row["notes"] = notes
     log(f"pretrain: {row}")
     return row
+
+
+def one_launch_row(precision: str, cfg: dict) -> dict:
+    """The ARM row on the Triton backend with the mixer's directions in one launch. That needs
+    ARMVISION_TRITON_DIRECTIONS=1, read from the environment (armvision.env), so the row runs in a child process
+    started with it (`python -m armvision.bench.gpu_check.one_launch`), never by changing this process's
+    environment."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ... import env
+
+    child_env = dict(os.environ, PYTHONUNBUFFERED="1", **{env.TRITON_DIRECTIONS: "1"})
+    p = subprocess.run([sys.executable, "-m", "armvision.bench.gpu_check.one_launch", precision],
+                       input=json.dumps(cfg), env=child_env, capture_output=True, text=True)
+    rows = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    if p.returncode or not rows:
+        raise RuntimeError(f"the one-launch child process failed (exit {p.returncode}): {p.stderr.strip()[-300:]}")
+    return {**json.loads(rows[-1]), "model": ONE_LAUNCH_ROW, "scan_backend": "triton"}

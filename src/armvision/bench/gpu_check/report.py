@@ -51,7 +51,7 @@ def _scan_speed_md(sp: dict) -> List[str]:
     if sp.get("triton_tuning"):
         md += ["Triton, fp32 inputs, per channels per program, warps and chunk:", "",
                _table(sp["triton_tuning"], ["block_d", "num_warps", "chunk", "fwd_ms", "fwd_bwd_ms", "error"]), ""]
-    tg = sp.get("triton_groups")
+    tg = sp.get("triton_directions")
     if tg:
         md += [f"4-direction finetuning scan {tg.get('shape')}: one Triton launch for all directions vs 4 "
                "separate Triton calls (fwd+bwd through autograd):", "",

@@ -48,7 +48,7 @@ def make_config(opts: GpuCheckOptions) -> dict:
     device = "cuda" if (torch.cuda.is_available() and not opts.dry_run) else "cpu"
     cfg = {"device": device, "size": "base", "model_backend": opts.model_backend or None,
            "check_cases": None, "scan_shape": (64, 768, 128, 16), "scan_warmup": 3, "scan_iters": 10,
-           "groups_shape": (8, 768, 197, 16),  # 4-direction finetuning: (batch, Dg, L, N)
+           "directions_shape": (8, 768, 197, 16),  # 4-direction finetuning: (batch, Dg, L, N)
            "img": 224, "model_batch": 64, "model_warmup": 2, "model_iters": 5, "vit_name": "vit_base_patch16_224",
            "arm_overrides": {}, "vit_overrides": {},
            "pre_img": 192, "pre_batch": opts.pretrain_batch, "pre_warmup": 3, "pre_steps": opts.pretrain_steps,
@@ -58,7 +58,7 @@ def make_config(opts: GpuCheckOptions) -> dict:
     if opts.dry_run:  # tiny everything, on the CPU, Triton through its interpreter
         cfg.update(size="tiny", check_cases=["const-bare"],
                    scan_shape=(1, 8, 8, 4), scan_warmup=0, scan_iters=1, tune=[(4, 1, 4)], img=16, model_batch=1,
-                   groups_shape=(1, 8, 5, 4),
+                   directions_shape=(1, 8, 5, 4),
                    model_warmup=0, model_iters=1, vit_name="vit_tiny_patch16_224",
                    arm_overrides=dict(embed_dim=32, depth=1, patch_size=8),
                    vit_overrides=dict(patch_size=8, depth=1, embed_dim=32, num_heads=2),
@@ -71,7 +71,7 @@ def make_config(opts: GpuCheckOptions) -> dict:
 def _rerun_interpreted(opts: GpuCheckOptions) -> Optional[int]:
     """Triton's interpreter needs TRITON_INTERPRET=1 before triton is first imported (torch and armvision may
     import it): for a dry run in a process that lacks it, run again in a fresh process that has it."""
-    from ...ops.triton_scan import interpreter_enabled, triton_importable
+    from ...ops.backends.triton_scan import interpreter_enabled, triton_importable
 
     if not triton_importable() or interpreter_enabled():
         return None

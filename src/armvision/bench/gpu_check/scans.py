@@ -13,7 +13,7 @@ def scan_backends(device) -> Dict[str, Callable]:
     import torch
 
     from ...ops import selective_scan_fn as selective_scan_fn_
-    from ...ops.triton_scan import selective_scan_triton, triton_available
+    from ...ops.backends.triton_scan import selective_scan_triton, triton_available
 
     out: Dict[str, Callable] = {}
     if torch.device(device).type == "cuda":
@@ -33,7 +33,7 @@ def section_correctness(cfg: dict, report: dict) -> dict:
     """Section 1: every available backend against the reference, fp32 and bf16, values and gradients."""
     import torch
 
-    from ...ops import scan_check
+    from .. import scan_check
 
     device = cfg["device"]
     res: Dict[str, object] = {"backends": {}, "skipped": []}
@@ -76,7 +76,7 @@ def _scan_inputs(shape, dtype, device):
 
 
 def section_scan_speed(cfg: dict, report: dict) -> dict:
-    """Section 2: fwd and fwd+bwd time per backend and dtype, Triton tuning and the groups timing."""
+    """Section 2: fwd and fwd+bwd time per backend and dtype, Triton tuning and the 4-direction timing."""
     import torch
 
     from ..scan import ARGS
@@ -106,8 +106,8 @@ def section_scan_speed(cfg: dict, report: dict) -> dict:
         del inp, args, gout
     if "triton" in scan_backends(device) and cfg["tune"]:
         res["triton_tuning"] = _triton_tuning(cfg, shape, timer)
-    if "triton" in scan_backends(device) and cfg.get("groups_shape"):
-        res["triton_groups"] = _triton_groups_timing(cfg, timer)
+    if "triton" in scan_backends(device) and cfg.get("directions_shape"):
+        res["triton_directions"] = _triton_directions_timing(cfg, timer)
     by = {(r["backend"], r["dtype"]): r.get("fwd_bwd_ms") for r in res["rows"]}
     for dname in ("float32", "bfloat16"):
         for a, b in (("triton", "cuda"), ("torch", "triton"), ("torch", "cuda")):
@@ -117,7 +117,7 @@ def section_scan_speed(cfg: dict, report: dict) -> dict:
     return res
 
 
-def _groups_orders(L: int, device):
+def _direction_orders(L: int, device):
     """The mixer's 4 scan orders for L = h * h + 1 (a square grid and a cls token at index 0), else
     forward, backward and two random permutations."""
     import math
@@ -147,7 +147,7 @@ def _time_row(row: dict, fwd: Callable, fwd_bwd: Callable, clear: Callable, cfg:
     return row
 
 
-def _groups_inputs(dtype, shape, idx, g, device, G: int = 4):
+def _directions_inputs(dtype, shape, idx, g, device, G: int = 4):
     """Leaves of the one-launch op (u, delta, A, B, C, D, z, bias), the 4 separate calls' leaves in mamba_ssm
     layout (batch, Dg, L) with each direction's z in its scan order, and output gradients for both."""
     import torch
@@ -175,34 +175,40 @@ def _groups_inputs(dtype, shape, idx, g, device, G: int = 4):
     return leaves, sep, gout, gout.transpose(1, 2)
 
 
-def _triton_groups_timing(cfg: dict, timer) -> dict:
-    """The 4-direction finetuning scan (batch, Dg, L, N) = cfg["groups_shape"]: all directions in one Triton
-    launch (armvision::selective_scan_groups_triton_fwd, + backward through autograd) against 4 separate
+def _one_launch(*args):
+    """All directions in one Triton launch: the custom op armvision::selective_scan_directions_fwd on "triton"."""
+    from ...ops import custom_ops
+
+    return custom_ops.selective_scan_directions_fwd(*args, "triton")[0]
+
+
+def _triton_directions_timing(cfg: dict, timer) -> dict:
+    """The 4-direction finetuning scan (batch, Dg, L, N) = cfg["directions_shape"]: all directions in one Triton
+    launch (armvision::selective_scan_directions_fwd, + backward through autograd) against 4 separate
     selective_scan_triton calls on the same data (each direction's z already in its scan order; the
     separate path's gathers, flips and output sums are not timed, so the ratio favours it)."""
     import torch
 
-    from ...ops import scan_op
-    from ...ops.triton_scan import selective_scan_triton
+    from ...ops.backends.triton_scan import selective_scan_triton
 
-    device, shape = cfg["device"], cfg["groups_shape"]
+    device, shape = cfg["device"], cfg["directions_shape"]
     res: Dict[str, object] = {"shape": dict(zip(("G", "batch", "Dg", "L", "N"), (4, *shape))), "rows": [],
                               "ratios": {}}
-    idx = _groups_orders(shape[2], device)
+    idx = _direction_orders(shape[2], device)
     g = torch.Generator(device="cpu").manual_seed(0)
     for dname, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        leaves, sep, gout, gout_t = _groups_inputs(dtype, shape, idx, g, device)
+        leaves, sep, gout, gout_t = _directions_inputs(dtype, shape, idx, g, device)
 
         def clear():
             for t in leaves + [t for a in sep for t in a]:
                 t.grad = None
 
-        def groups_fwd():
+        def one_fwd():
             with torch.no_grad():
-                scan_op.selective_scan_groups_triton_fwd(*leaves, idx)
+                _one_launch(*leaves, idx)
 
-        def groups_fwd_bwd():
-            scan_op.selective_scan_groups_triton_fwd(*leaves, idx)[0].backward(gout)
+        def one_fwd_bwd():
+            _one_launch(*leaves, idx).backward(gout)
 
         def separate_fwd():
             with torch.no_grad():
@@ -213,29 +219,28 @@ def _triton_groups_timing(cfg: dict, timer) -> dict:
             for a in sep:
                 selective_scan_triton(*a, delta_softplus=True).backward(gout_t)
 
-        res.setdefault("agreement", {})[dname] = _groups_agreement(leaves, sep, idx, gout, gout_t)
-        log(f"scan groups {dname}: one launch vs separate calls {res['agreement'][dname]}")
-        for name, fwd, fwd_bwd in (("triton-groups (1 launch)", groups_fwd, groups_fwd_bwd),
+        res.setdefault("agreement", {})[dname] = _directions_agreement(leaves, sep, idx, gout, gout_t)
+        log(f"scan directions {dname}: one launch vs separate calls {res['agreement'][dname]}")
+        for name, fwd, fwd_bwd in (("triton-directions (1 launch)", one_fwd, one_fwd_bwd),
                                    ("triton x4 (separate)", separate_fwd, separate_fwd_bwd)):
             res["rows"].append(_time_row({"impl": name, "dtype": dname}, fwd, fwd_bwd, clear, cfg, timer))
-            log(f"scan groups {dname}: {res['rows'][-1]}")
+            log(f"scan directions {dname}: {res['rows'][-1]}")
         by = {r["impl"]: r for r in res["rows"] if r["dtype"] == dname}
-        a, b = by.get("triton-groups (1 launch)", {}), by.get("triton x4 (separate)", {})
+        a, b = by.get("triton-directions (1 launch)", {}), by.get("triton x4 (separate)", {})
         for key in ("fwd_ms", "fwd_bwd_ms"):
             if a.get(key) and b.get(key):
-                res["ratios"][f"{dname}: groups / separate ({key[:-3]} time)"] = round(a[key] / b[key], 3)
+                res["ratios"][f"{dname}: one launch / separate ({key[:-3]} time)"] = round(a[key] / b[key], 3)
         del leaves, sep, gout, gout_t
     return res
 
 
-def _groups_agreement(leaves, sep, idx, gout, gout_t) -> dict:
+def _directions_agreement(leaves, sep, idx, gout, gout_t) -> dict:
     """Largest difference, relative to the largest value, between the one-launch op and the 4 separate Triton
     calls (their outputs put back at each step's raster position and summed) in the output and in du, ddelta and
-    dA: what decides whether ARMVISION_TRITON_GROUPS=1 may become the GPU default."""
+    dA: what decides whether ARMVISION_TRITON_DIRECTIONS=1 may become the GPU default."""
     import torch
 
-    from ...ops import scan_op
-    from ...ops.triton_scan import selective_scan_triton
+    from ...ops.backends.triton_scan import selective_scan_triton
 
     def rel(a, b) -> float:
         a, b = a.detach().float(), b.detach().float()
@@ -244,7 +249,7 @@ def _groups_agreement(leaves, sep, idx, gout, gout_t) -> dict:
     try:
         for t in leaves + [t for a in sep for t in a]:
             t.grad = None
-        out = scan_op.selective_scan_groups_triton_fwd(*leaves, idx)[0]
+        out = _one_launch(*leaves, idx)
         out.backward(gout)
         total = torch.zeros_like(out, dtype=torch.float32)
         for k, a in enumerate(sep):
@@ -265,7 +270,7 @@ def _triton_tuning(cfg: dict, shape, timer) -> List[dict]:
     """fwd+bwd time of the Triton scan (fp32 inputs) per (channels per program, warps, chunk)."""
     import torch
 
-    from ...ops import triton_scan as ts
+    from ...ops.backends import triton_scan as ts
     from ..scan import ARGS
 
     device = cfg["device"]

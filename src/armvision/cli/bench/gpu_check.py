@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for report.json and report.md")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, Triton interpreted (seconds)")
     p.add_argument("--model-backend", default="triton",
-                   help="scan backend forced (env ARMVISION_SCAN_BACKEND) in sections 3-4; '' = automatic")
+                   help="scan backend of the models in sections 3-4 (their scan_backend); '' = automatic")
     p.add_argument("--sections", default="correctness,scan_speed,models,pretrain",
                    help="comma-separated sections to run (default: all)")
     p.add_argument("--pretrain-batch", type=int, default=64, help="batch of the pretraining section (default 64)")

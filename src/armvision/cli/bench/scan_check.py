@@ -1,5 +1,5 @@
 """`armvision bench scan-check`: one selective-scan backend against the sequential reference, values and all
-gradients, on the small cases of armvision.ops.scan_check (exit 1 when a check fails)."""
+gradients, on the small cases of armvision.bench.scan_check (exit 1 when a check fails)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...ops.scan_check import check_backend
+    from ...bench.scan_check import check_backend
 
     ok = check_backend(args.backend, args.device, [d for d in args.dtypes.split(",") if d],
                        [n for n in args.cases.split(",") if n], args.max_block_d, as_json=args.json)
