@@ -39,7 +39,7 @@ def test_dry_run_end_to_end(tmp_path):
         assert any(r["backend"] == "triton" and "fwd_bwd_ms" in r for r in s["scan_speed"]["rows"])
         assert s["scan_speed"]["triton_tuning"] and "error" not in s["scan_speed"]["triton_tuning"][0]
         assert s["pretrain"]["scan_backend"].startswith("triton")
-        agree = s["scan_speed"]["triton_groups"]["agreement"]  # one launch vs 4 separate calls, put back in place
+        agree = s["scan_speed"]["triton_directions"]["agreement"]  # one launch vs 4 separate calls, put back in place
         assert set(agree["float32"]) == {"out", "du", "ddelta", "dA"} and max(agree["float32"].values()) < 1e-4, agree
         assert "agreement, float32" in md
     assert "torch" in backends
@@ -55,16 +55,16 @@ def test_backend_fallback_records_the_error():
     notes = []
     calls = []
 
-    def run():
-        calls.append(os.environ.get(gpu_check.ENV_BACKEND))
-        if os.environ.get(gpu_check.ENV_BACKEND) == "nonsense":
+    def run(backend):
+        calls.append(backend)
+        if backend == "nonsense":
             raise ValueError("unknown backend")
         return {"x": 1}
 
     r = gpu_check.with_backend_fallback(run, "nonsense", notes)
     assert r["scan_backend"] == "auto" and "unknown backend" in r["forced_backend_error"]
-    assert calls == ["nonsense", None] and len(notes) == 1 and "unknown backend" in notes[0]
-    assert os.environ.get(gpu_check.ENV_BACKEND) != "nonsense"  # restored
+    assert calls == ["nonsense", "auto"] and len(notes) == 1 and "unknown backend" in notes[0]
+    assert gpu_check.with_backend_fallback(run, None, notes) == {"x": 1, "scan_backend": "auto"}
 
 
 def test_paper_budget():
@@ -77,3 +77,20 @@ def test_markdown_renders_errors():
                            "models": {"error": "boom"}, "pretrain": {"error": "boom"}}}
     md = gpu_check.markdown(report)
     assert md.count("error: boom") == 4
+
+
+def test_one_launch_row_runs_in_a_child_process_with_the_variable(monkeypatch):
+    """The one-launch row's child reads ARMVISION_TRITON_DIRECTIONS=1; this process's environment stays as it was
+    (here on the CPU, Triton through its interpreter, the dry run's tiny ARM)."""
+    import pytest
+
+    pytest.importorskip("triton")
+    from armvision import env
+    from armvision.bench.gpu_check.models import ONE_LAUNCH_ROW, one_launch_row
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv(env.TRITON_DIRECTIONS, raising=False)
+    cfg = gpu_check.make_config(gpu_check.GpuCheckOptions(out="unused", dry_run=True))
+    row = one_launch_row("fp32", cfg)
+    assert row["model"] == ONE_LAUNCH_ROW and row["triton_directions"] is True and row["train_img_s"] > 0
+    assert env.TRITON_DIRECTIONS not in os.environ

@@ -6,7 +6,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from armtest import tiny_classifier, tiny_pretrainer
-from armvision.ops import resolve_backend, scan_op
+from armvision.ops import resolve_backend
 
 needs_kernel = pytest.mark.skipif(resolve_backend("selective_scan", None, False, torch.float32) != "cpu",
                                   reason="the fused CPU kernel is unavailable here")
@@ -17,15 +17,13 @@ def _grads(model):
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_classifier_train_step_compiles_fullgraph(backend, monkeypatch):
+def test_classifier_train_step_compiles_fullgraph(backend):
     """One inductor compile: forward and backward of a training step equal eager's, with the default backend (the
     fused kernel here) and with the chunked torch path (whose backward plans its chunks from the data: it must stay
     inside the backward op, not in the traced graph)."""
-    if backend != "auto":
-        monkeypatch.setenv("ARMVISION_SCAN_BACKEND", backend)
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = tiny_classifier(depth=1).train()
+    model = tiny_classifier(depth=1, scan_backend=backend).train()
     x = torch.randn(2, 3, 32, 32)
     compiled = torch.compile(model, fullgraph=True)
     y = compiled(x)
@@ -42,14 +40,12 @@ def test_classifier_train_step_compiles_fullgraph(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_pretrainer_traces_fullgraph_with_autograd(backend, monkeypatch):
+def test_pretrainer_traces_fullgraph_with_autograd(backend):
     """The pretrainer's whole training step in one graph (AOTAutograd, no inductor codegen: the scan ops are the
     same as the classifier's), with each backend."""
-    if backend != "auto":
-        monkeypatch.setenv("ARMVISION_SCAN_BACKEND", backend)
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = tiny_pretrainer().train()
+    model = tiny_pretrainer(scan_backend=backend).train()
     x = torch.randn(2, 3, 32, 32)
     out = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
     out.loss.backward()
@@ -96,5 +92,9 @@ def test_fake_impls_give_the_real_strides(form, channels_last):
             xd[..., :N].view(G, bs, L, N), xd[..., N:].view(G, bs, L, N), torch.randn(G * Dg),
             torch.randn(bs, L, 2 * Dg)[..., :Dg], torch.randn(G * Dg),
             torch.stack([torch.randperm(L) for _ in range(G)]).int())
-    y, saved = _same_meta(ops.selective_scan_groups_fwd.default, args)
-    _same_meta(ops.selective_scan_groups_bwd.default, args + (saved, torch.randn_like(y)))
+    y, saved = _same_meta(ops.selective_scan_directions_fwd.default, args + ("cpu",))
+    _same_meta(ops.selective_scan_directions_bwd.default, args + ("cpu", saved, torch.randn_like(y)))
+    x = torch.randn(bs, L, 2 * Dg)[..., :Dg]
+    w, b = torch.randn(G * Dg, 4), torch.randn(G * Dg)
+    du = _same_meta(lambda *a: (ops.causal_conv1d_directions_fwd.default(*a),), (x, w, b, args[-1]))[0]
+    _same_meta(ops.causal_conv1d_directions_bwd.default, (x, w, b, args[-1], torch.randn_like(du)))

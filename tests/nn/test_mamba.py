@@ -3,6 +3,7 @@ import torch
 
 from armvision.errors import ConfigError
 from armvision.nn import MambaMixer
+from armvision.ops import causal_conv1d_ref, selective_scan_ref
 
 
 def column_major_permutation(h, w, cls_index):
@@ -27,10 +28,23 @@ def single_direction(four: MambaMixer, suffix: str) -> MambaMixer:
     return one
 
 
+def one_direction(m: MambaMixer, xz: torch.Tensor) -> torch.Tensor:
+    """A one-direction mixer's scan written out with the oracles: (B, 2Di, L) -> gated (B, Di, L)."""
+    x, z = xz.chunk(2, dim=1)
+    x = causal_conv1d_ref(x, m.conv1d.weight.squeeze(1), m.conv1d.bias, "silu")
+    dt, b, c = (x.transpose(1, 2) @ m.x_proj.weight.T).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+    delta = (dt @ m.dt_proj.weight.T).transpose(1, 2)
+    return selective_scan_ref(x, delta, -torch.exp(m.A_log.float()), b.transpose(1, 2), c.transpose(1, 2),
+                              m.D.float(), z, m.dt_proj.bias.float(), delta_softplus=True)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch", "ref"])
 @pytest.mark.parametrize("hw,cls_index", [((3, 3), 4), ((2, 4), 4), ((3, 2), None)])
-def test_four_directions_equal_four_single_scans(hw, cls_index):
+def test_four_directions_equal_four_single_scans(hw, cls_index, backend):
+    """On every backend (the CPU kernel's one call, the per-direction fallback of torch and ref), the mixer is four
+    single-direction scans over flipped and column-major copies of the sequence, averaged."""
     torch.manual_seed(0)
-    four = MambaMixer(16, directions=4)
+    four = MambaMixer(16, directions=4, scan_backend=backend)
     with torch.no_grad():  # make the four directions differ
         for p in four.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -43,7 +57,7 @@ def test_four_directions_equal_four_single_scans(hw, cls_index):
     for suffix, order, back in [("", None, False), ("_b", None, True), ("_c", perm, False), ("_c_b", perm, True)]:
         one = single_direction(four, suffix)
         seq = xz if order is None else xz[..., order]
-        y = one._scan(seq.flip(-1) if back else seq, "")
+        y = one_direction(one, seq.flip(-1) if back else seq)
         y = y.flip(-1) if back else y
         total = total + (y if order is None else y[..., inv])
     expected = four.out_proj((total / 4).transpose(1, 2))
@@ -103,6 +117,8 @@ def test_mixer_init_matches_mamba():
 def test_bad_configuration_errors():
     with pytest.raises(ConfigError, match="directions"):
         MambaMixer(8, directions=3)
+    with pytest.raises(ConfigError, match="scan_backend must be one of auto, ref, torch, cpu, triton, cuda, got 'gpu'"):
+        MambaMixer(8, scan_backend="gpu")
     m4 = MambaMixer(8, directions=4)
     with pytest.raises(ConfigError, match="grid"):
         m4(torch.randn(1, 5, 8))

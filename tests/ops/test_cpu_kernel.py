@@ -166,18 +166,18 @@ def test_fallback_when_no_kernel_can_be_built(tmp_path, env, reason):
 
 
 @pytest.mark.parametrize("G,K,dim,L", [(1, 4, 20, 9), (4, 4, 33, 13), (2, 2, 16, 3), (4, 3, 5, 1)])
-def test_conv_groups_equals_gathered_conv1d(G, K, dim, L):
+def test_conv_directions_equals_gathered_conv1d(G, K, dim, L):
     """The mixer's fused conv (causal depthwise conv + SiLU in each direction's order, channels-last) against
     a gather + F.conv1d per order: values and the gradients of x, weight and bias (dx summed over orders)."""
-    from armvision.ops.groups_op import conv_groups, conv_groups_torch
+    from armvision.ops import causal_conv1d_directions
 
     g = torch.Generator().manual_seed(G * 100 + K)
     x = torch.randn(3, L, 2 * dim, generator=g)[..., :dim].requires_grad_()  # channels-last view, like the mixer's
     w = torch.randn(G * dim, K, generator=g).requires_grad_()
     b = torch.randn(G * dim, generator=g).requires_grad_()
     index = torch.stack([torch.randperm(L, generator=g) for _ in range(G)]) if G > 1 else None
-    out = conv_groups(x, w, b, index)
-    want = conv_groups_torch(x, w, b, index)
+    out = causal_conv1d_directions(x, w, b, index, backend="cpu")
+    want = causal_conv1d_directions(x, w, b, index, backend="torch")
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     gout = torch.randn(out.shape, generator=g)
     got = torch.autograd.grad((out * gout).sum(), [x, w, b])
@@ -186,10 +186,10 @@ def test_conv_groups_equals_gathered_conv1d(G, K, dim, L):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m: f"gradient of {name}: {m}")
 
 
-def test_conv_groups_bitwise_the_same_whatever_the_thread_count():
+def test_conv_directions_bitwise_the_same_whatever_the_thread_count():
     """The fused conv's forward and every gradient (dx summed over orders, dweight and dbias over the batch in a
     fixed order) are the same bits with 1, 2 and 3 threads."""
-    from armvision.ops.groups_op import conv_groups
+    from armvision.ops import causal_conv1d_directions
 
     g = torch.Generator().manual_seed(7)
     x0 = torch.randn(5, 11, 2 * 40, generator=g)[..., :40]
@@ -201,7 +201,7 @@ def test_conv_groups_bitwise_the_same_whatever_the_thread_count():
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
-            out = conv_groups(x, w, b, index)
+            out = causal_conv1d_directions(x, w, b, index, backend="cpu")
             results.append([out.detach()] + list(torch.autograd.grad((out * gout).sum(), [x, w, b])))
     finally:
         torch.set_num_threads(old)

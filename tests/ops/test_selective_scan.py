@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from armvision.ops import selective_scan_fn, selective_scan_ref, selective_scan_torch
-from armvision.ops.selective_scan import plan_chunks
+from armvision.ops.backends.torch_scan import plan_chunks
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -165,7 +165,7 @@ def test_entry_point_uses_torch_path_on_cpu_and_matches():
 
 def test_batch_tiles_give_the_same_result(monkeypatch):
     """Tiles of one batch row (as at full size) must not change outputs, last state or gradients."""
-    import armvision.ops.selective_scan as ss
+    import armvision.ops.backends.torch_scan as ss
 
     inputs = make_inputs(3, 4, 21, 4, seed=11)
     whole = run(selective_scan_torch, inputs, True, True, chunk_size=8)
@@ -182,7 +182,7 @@ def test_batch_tiles_give_the_same_result(monkeypatch):
 @pytest.mark.parametrize("opts", [dict(), dict(Dv=False, z=False, bias=False), dict(softplus=False)])
 def test_step_kernels_for_compile_match_vectorised_kernels(opts):
     """The step-by-step chunk kernels (what torch.compile gets) against the vectorised ones, run eagerly."""
-    from armvision.ops.selective_scan import chunk_backward, chunk_backward_seq, chunk_forward, chunk_forward_seq
+    from armvision.ops.backends.torch_scan import chunk_backward, chunk_backward_seq, chunk_forward, chunk_forward_seq
 
     torch.manual_seed(0)
     b, T, D, N = 2, 7, 5, 3

@@ -1,4 +1,4 @@
-"""The Triton selective scan (armvision.ops.triton_scan) against the sequential reference, on CPU tensors through
+"""The Triton selective scan (armvision.ops.backends.triton_scan) against the sequential reference, on CPU tensors through
 Triton's interpreter (TRITON_INTERPRET=1), and on CUDA when there is one.
 
 TRITON_INTERPRET must be set before triton is first imported in a process (triton decorates its own library
@@ -6,7 +6,7 @@ functions, e.g. tl.zeros, at import; decorated without the variable they cannot 
 kernel), and torch or armvision may already have imported triton by the time this module is collected. Setting
 it in the pytest process would also make every Triton kernel of the rest of the suite (torch.compile on a GPU)
 interpreted. So the interpreter checks run in one fresh subprocess whose environment sets it (this file run as
-a script): `armvision.ops.scan_check` over all cases and dtypes (values and all gradients, every B/C form, odd
+a script): `armvision.bench.scan_check` over all cases and dtypes (values and all gradients, every B/C form, odd
 lengths, chunk boundaries crossed, several channel blocks with a ragged last one), then the properties that are
 not comparisons with the reference (checkpoints, determinism, chunk-size invariance, dtypes, absent inputs).
 """
@@ -21,14 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from armvision.ops import scan_check, selective_scan_ref
-from armvision.ops.scan_check import ARG_NAMES, Case, make_inputs
-from armvision.ops import triton_scan
+from armvision.bench import scan_check
+from armvision.bench.scan_check import ARG_NAMES, Case, make_inputs
+from armvision.ops import selective_scan_ref
+from armvision.ops.backends import triton_scan
 
 pytestmark = pytest.mark.skipif(not triton_scan.triton_importable(), reason="triton is not installed")
 
 MAX_BLOCK_D = 8  # several channel blocks (and a ragged last one) on the tiny shapes
-SRC = Path(triton_scan.__file__).resolve().parents[2]
+SRC = Path(triton_scan.__file__).resolve().parents[3]
 
 
 def _interp_env() -> dict:

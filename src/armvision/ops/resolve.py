@@ -81,8 +81,8 @@ def _resolve(op: str, backend: Optional[str], on_cuda: bool, dtype: Optional[tor
         return "torch"  # the kernel computes in float32; float64 keeps the exact PyTorch path
     if backend == "cpu" and state_size is not None and state_size > cpu_kernel.MAX_STATE:
         if explicit:
-            raise ConfigError(f"{op}: the CPU kernel (backend 'cpu', from the {source}) supports state sizes "
-                              f"N <= {cpu_kernel.MAX_STATE}, got N={state_size}; use backend 'torch'")
+            raise ConfigError(f"{op}: the CPU kernel supports state sizes N <= {cpu_kernel.MAX_STATE}, got "
+                              f"N={state_size} (backend 'cpu', from the {source}); use backend 'torch'")
         return "torch"
     return backend
 

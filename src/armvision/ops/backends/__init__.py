@@ -18,19 +18,22 @@ Every room offers the same functions, or sets a name to None where it has no imp
                           armvision::causal_conv1d_directions_fwd/bwd); None: one conv per direction
 
 Rooms import nothing from armvision.ops outside backends/ (and the C-kernel glue cpu_kernel.py / scan_cpu.py), so
-the API, the custom ops and the resolver sit above them without circles. `room(name)` imports a room on first use
-(the Triton and CUDA rooms import their packages lazily in turn).
+the API, the custom ops and the resolver sit above them without circles. Importing a room is cheap: the Triton and
+CUDA rooms import their packages (triton, mamba_ssm, causal_conv1d) on first use, the CPU room builds its kernel on
+first use.
 """
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-NAMES = ("ref", "torch", "cpu", "triton", "cuda")
+from . import cpu, cuda, ref, torch, triton
+
+ROOMS = {"ref": ref, "torch": torch, "cpu": cpu, "triton": triton, "cuda": cuda}
+NAMES = tuple(ROOMS)
 
 
 def room(name: str) -> ModuleType:
-    """The module of backend `name` (one of NAMES)."""
-    if name not in NAMES:
+    """The module of backend `name` (one of NAMES). A plain lookup, so torch.compile traces through it."""
+    if name not in ROOMS:
         raise ValueError(f"unknown scan backend {name!r}; the rooms are {', '.join(NAMES)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    return ROOMS[name]

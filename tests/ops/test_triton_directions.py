@@ -1,10 +1,11 @@
-"""The multi-direction Triton scan (armvision.ops.triton_groups: every group in one launch) on CPU tensors through
-Triton's interpreter, against (a) the CPU kernel's `selective_scan_groups` and (b) a plain reference built from
-`selective_scan_ref` one group at a time (z gathered into the group's scan order, scanned, scattered back to
-raster order, summed). Values and all eight gradients, G in {1, 2, 4}, with and without an index map, odd
-lengths (1, 13, 70: the last crosses the default 64-step chunk), Dg = 10 over blocks of 8 channels (a ragged
-last block); then the custom-op dispatch (ARMVISION_SCAN_BACKEND=triton), its fake impls (opcheck), and a
-4-direction MambaMixer against backend "torch", eager and under torch.compile (aot_eager, full graph).
+"""The multi-direction Triton scan (armvision.ops.backends.triton_directions: every direction in one launch) on CPU
+tensors through Triton's interpreter, against (a) the CPU kernel's multi-direction scan and (b) a plain reference
+built from `selective_scan_ref` one direction at a time (z gathered into the direction's scan order, scanned,
+scattered back to raster order, summed). Values and all eight gradients, G in {1, 2, 4}, with and without an index
+map, odd lengths (1, 13, 70: the last crosses the default 64-step chunk), Dg = 10 over blocks of 8 channels (a
+ragged last block); then `selective_scan_directions(backend="triton")` (and ARMVISION_SCAN_BACKEND=triton as its
+default) through the custom op, its fake impls (opcheck), and a 4-direction MambaMixer(scan_backend="triton")
+against backend "torch", eager and under torch.compile (aot_eager, full graph).
 
 As in test_triton_scan.py, TRITON_INTERPRET must be set before triton is imported, so the checks run in one
 fresh subprocess (this file run as a script) that prints one JSON line: check name -> "ok" or the failure.
@@ -21,12 +22,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from armvision.ops import groups_op, triton_groups as tg, triton_scan
+from armvision.ops import custom_ops, selective_scan_directions
+from armvision.ops.backends import triton_directions as td, triton_scan
 
 pytestmark = pytest.mark.skipif(not triton_scan.triton_importable(), reason="triton is not installed")
 
 MAX_BLOCK_D = 8
-SRC = Path(triton_scan.__file__).resolve().parents[2]
+SRC = Path(triton_scan.__file__).resolve().parents[3]
 
 # (name, G, batch, L, with index, chunk or None for the default, dtype)
 CASES = [
@@ -79,13 +81,13 @@ def test_cases_cover_the_spec():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cuda_matches_reference(dtype):
-    """Compiled kernels on the GPU: every group in one launch, index map, the default chunk crossed."""
+    """Compiled kernels on the GPU: every direction in one launch, index map, the default chunk crossed."""
     dt = getattr(torch, dtype)
     args, idx = _inputs(4, 2, 197, Dg=40, N=16, dtype=dt, seed=3)
     dout = torch.randn(2, 197, 40, generator=torch.Generator().manual_seed(1)).to(dt)
     cuda = [t.cuda() for t in args]
-    out, saved = tg.triton_groups_fwd(*cuda, idx.cuda())
-    grads = tg.triton_groups_bwd(*cuda, idx.cuda(), saved, dout.cuda())
+    out, saved = td.triton_directions_fwd(*cuda, idx.cuda())
+    grads = td.triton_directions_bwd(*cuda, idx.cuda(), saved, dout.cuda())
     ref_out, ref_grads = _grads(lambda *a: _plain_ref(*a, idx), [t.float() for t in args], dout.float())
     tol = 1e-4 if dt == torch.float32 else 3e-2
     _close("out", out.cpu(), ref_out, tol)
@@ -114,7 +116,7 @@ def _inputs(G, batch, L, Dg=10, N=4, index=True, dtype=torch.float32, seed=0):
 
 
 def _plain_ref(u, delta, A, B, C, D, z, bias, index):
-    """Per group: z gathered into the group's scan order, selective_scan_ref, scattered back, summed; float32."""
+    """Per direction: z gathered into its scan order, selective_scan_ref, scattered back, summed; float32."""
     from armvision.ops import selective_scan_ref
 
     G, batch, L, Dg = u.shape
@@ -149,9 +151,9 @@ def _case(G, batch, L, with_index, chunk, dtype):
     dt = getattr(torch, dtype)
     args, idx = _inputs(G, batch, L, index=with_index, dtype=dt, seed=G * 100 + L)
     kw = {} if chunk is None else {"chunk": chunk}
-    out, saved = tg.triton_groups_fwd(*args, idx, **kw)
+    out, saved = td.triton_directions_fwd(*args, idx, **kw)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dt)
-    grads = tg.triton_groups_bwd(*args, idx, saved, dout, **kw)
+    grads = td.triton_directions_bwd(*args, idx, saved, dout, **kw)
     assert out.dtype == dt and saved.dtype == torch.float32
     for gx, x, n in zip(grads, args, GRADS):
         assert gx.shape == x.shape and gx.dtype == x.dtype, (n, gx.shape, gx.dtype, x.shape, x.dtype)
@@ -164,7 +166,7 @@ def _case(G, batch, L, with_index, chunk, dtype):
         _close(f"{n} vs ref", gx, gr, tol)
     # (a) the CPU kernel (float32)
     if dt == torch.float32:
-        cpu_out, cpu_grads = _grads(lambda *a: groups_op.selective_scan_groups(*a, idx), f32, dout)
+        cpu_out, cpu_grads = _grads(lambda *a: selective_scan_directions(*a, idx, backend="cpu"), f32, dout)
         _close("out vs cpu", out, cpu_out, 1e-4)
         for n, gx, gr in zip(GRADS, grads, cpu_grads):
             _close(f"{n} vs cpu", gx, gr, 1e-4)
@@ -174,17 +176,17 @@ def _fixture() -> dict:
     """The properties' shared inputs (G = 2, L = 13, index map) and their outputs and gradients, chunks 5 and 64."""
     args, idx = _inputs(2, 1, 13, seed=7)
     dout = torch.randn(1, 13, 10, generator=torch.Generator().manual_seed(2))
-    o5, s5 = tg.triton_groups_fwd(*args, idx, chunk=5)
-    g5 = tg.triton_groups_bwd(*args, idx, s5, dout, chunk=5)
-    o64, s64 = tg.triton_groups_fwd(*args, idx)
-    g64 = tg.triton_groups_bwd(*args, idx, s64, dout)
+    o5, s5 = td.triton_directions_fwd(*args, idx, chunk=5)
+    g5 = td.triton_directions_bwd(*args, idx, s5, dout, chunk=5)
+    o64, s64 = td.triton_directions_fwd(*args, idx)
+    g64 = td.triton_directions_bwd(*args, idx, s64, dout)
     return dict(args=args, idx=idx, dout=dout, o5=o5, s5=s5, g5=g5, o64=o64, s64=s64, g64=g64)
 
 
 def _deterministic(args, idx, dout, o5, s5, g5, **_rest) -> None:
-    o2, s2 = tg.triton_groups_fwd(*args, idx, chunk=5)
+    o2, s2 = td.triton_directions_fwd(*args, idx, chunk=5)
     assert torch.equal(o5, o2) and torch.equal(s5, s2)
-    for a, b in zip(g5, tg.triton_groups_bwd(*args, idx, s2, dout, chunk=5)):
+    for a, b in zip(g5, td.triton_directions_bwd(*args, idx, s2, dout, chunk=5)):
         assert torch.equal(a, b)
 
 
@@ -201,9 +203,9 @@ def _absent_inputs(**_rest) -> None:
     a2, i2 = _inputs(2, 1, 6, seed=3)
     u, delta, A, B, C, _, _, _ = a2
     bare = [u, delta, A, B, C, None, None, None]
-    out, saved = tg.triton_groups_fwd(*bare, i2, chunk=4)
+    out, saved = td.triton_directions_fwd(*bare, i2, chunk=4)
     d2 = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
-    grads = tg.triton_groups_bwd(*bare, i2, saved, d2, chunk=4)
+    grads = td.triton_directions_bwd(*bare, i2, saved, d2, chunk=4)
     assert [g is None for g in grads] == [False] * 5 + [True] * 3
     ref_out, ref_grads = _grads(lambda *a: _plain_ref(*a, None, None, None, i2), bare[:5], d2)
     _close("out", out, ref_out, 1e-4)
@@ -212,15 +214,18 @@ def _absent_inputs(**_rest) -> None:
 
 
 def _dispatch_custom_op(args, idx, dout, o64, g64, **_rest) -> None:
-    """selective_scan_groups on CPU tensors with the backend forced to triton."""
+    """selective_scan_directions on CPU tensors with backend "triton" (argument, or the environment's default):
+    the one-launch kernel through the custom op, the same bits as calling it directly."""
+    from armvision.ops.resolve import runs_directions
+
+    assert runs_directions("triton", on_cuda=False)
+    out, grads = _grads(lambda *a: selective_scan_directions(*a, idx, backend="triton"), args, dout)
     os.environ["ARMVISION_SCAN_BACKEND"] = "triton"
     try:
-        assert groups_op._groups_on_triton(args[0])
-        out, grads = _grads(lambda *a: groups_op.selective_scan_groups(*a, idx), args, dout)
+        out_env, _ = _grads(lambda *a: selective_scan_directions(*a, idx), args, dout)
     finally:
         del os.environ["ARMVISION_SCAN_BACKEND"]
-    assert not groups_op._groups_on_triton(args[0])
-    assert torch.equal(out, o64)
+    assert torch.equal(out, o64) and torch.equal(out_env, o64)
     for n, gx, gw in zip(GRADS, grads, g64):
         assert torch.equal(gx, gw), n
 
@@ -229,10 +234,10 @@ def _opcheck(**_rest) -> None:
     """Schema, fake impl (shapes, strides), autograd registration."""
     a3, i3 = _inputs(2, 1, 3, Dg=4, N=2, seed=5)
     leaves = [t.detach().clone().requires_grad_() for t in a3]
-    torch.library.opcheck(groups_op.selective_scan_groups_triton_fwd, (*leaves, i3),
+    torch.library.opcheck(custom_ops.selective_scan_directions_fwd, (*leaves, i3, "triton"),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
-    out, saved = groups_op.selective_scan_groups_triton_fwd(*a3, i3)
-    torch.library.opcheck(groups_op.selective_scan_groups_triton_bwd, (*a3, i3, saved, torch.ones_like(out)),
+    out, saved = custom_ops.selective_scan_directions_fwd(*a3, i3, "triton")
+    torch.library.opcheck(custom_ops.selective_scan_directions_bwd, (*a3, i3, "triton", saved, torch.ones_like(out)),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -244,14 +249,11 @@ def _mixer_4_directions(**_rest) -> None:
     x = torch.randn(1, 10, 10, generator=torch.Generator().manual_seed(6))  # 3 x 3 grid + cls at index 4
     got = {}
     for backend in ("triton", "torch"):
-        os.environ["ARMVISION_SCAN_BACKEND"] = backend
-        try:
-            m.zero_grad()
-            xi = x.clone().requires_grad_()
-            y = m(xi, hw=(3, 3), cls_index=4)
-            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-        finally:
-            del os.environ["ARMVISION_SCAN_BACKEND"]
+        m.scan_backend = backend
+        m.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = m(xi, hw=(3, 3), cls_index=4)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         got[backend] = [y.detach(), xi.grad] + [p.grad.clone() for _, p in m.named_parameters()]
     names = ["out", "dx"] + [n for n, _ in m.named_parameters()]
     for n, a, b in zip(names, got["triton"], got["torch"]):
@@ -263,16 +265,12 @@ def _compile_mixer(**_rest) -> None:
     from armvision.nn.mamba import MambaMixer
 
     torch.manual_seed(0)
-    m = MambaMixer(10, d_state=4, d_conv=3, directions=4)
+    m = MambaMixer(10, d_state=4, d_conv=3, directions=4, scan_backend="triton")
     x = torch.randn(1, 10, 10, generator=torch.Generator().manual_seed(8))
-    os.environ["ARMVISION_SCAN_BACKEND"] = "triton"
-    try:
-        want = m(x, hw=(3, 3), cls_index=4)
-        xi = x.clone().requires_grad_()
-        got = torch.compile(m, backend="aot_eager", fullgraph=True)(xi, hw=(3, 3), cls_index=4)
-        got.sum().backward()
-    finally:
-        del os.environ["ARMVISION_SCAN_BACKEND"]
+    want = m(x, hw=(3, 3), cls_index=4)
+    xi = x.clone().requires_grad_()
+    got = torch.compile(m, backend="aot_eager", fullgraph=True)(xi, hw=(3, 3), cls_index=4)
+    got.sum().backward()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert xi.grad is not None and torch.isfinite(xi.grad).all()
 

@@ -1,0 +1,52 @@
+"""armvision.env: each ARMVISION_* variable's default, its values, and one clear error naming it for a bad value."""
+import pytest
+
+from armvision import env
+from armvision.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch):
+    for name in env.NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_when_unset():
+    assert env.scan_backend() is None
+    assert env.triton_directions() is None
+    assert env.scan_compile() is False
+    assert env.cpu_kernel_enabled() is True
+    assert env.cache_dir() is None
+    assert env.cpu_cflags() == []
+
+
+def test_values(monkeypatch):
+    monkeypatch.setenv(env.SCAN_BACKEND, " Torch ")
+    monkeypatch.setenv(env.TRITON_DIRECTIONS, "on")
+    monkeypatch.setenv(env.SCAN_COMPILE, "yes")
+    monkeypatch.setenv(env.CPU_KERNEL, "0")
+    monkeypatch.setenv(env.CACHE, "/tmp/k")
+    monkeypatch.setenv(env.CPU_CFLAGS, "-DW=8  -O2")
+    assert env.scan_backend() == "torch" and env.triton_directions() is True and env.scan_compile() is True
+    assert env.cpu_kernel_enabled() is False and env.cache_dir() == "/tmp/k" and env.cpu_cflags() == ["-DW=8", "-O2"]
+    monkeypatch.setenv(env.SCAN_BACKEND, "")  # empty: unset
+    assert env.scan_backend() is None
+
+
+@pytest.mark.parametrize("name,read,allowed", [
+    (env.SCAN_BACKEND, env.scan_backend, "choose one of auto, ref, torch, cpu, triton, cuda"),
+    (env.TRITON_DIRECTIONS, env.triton_directions, "use 1 (or true/yes/on) or 0 (or false/no/off)"),
+    (env.SCAN_COMPILE, env.scan_compile, "use 1 (or true/yes/on) or 0"),
+    (env.CPU_KERNEL, env.cpu_kernel_enabled, "use 1 (or true/yes/on) or 0"),
+])
+def test_a_bad_value_is_one_error_naming_the_variable(monkeypatch, name, read, allowed):
+    monkeypatch.setenv(name, "banana")
+    with pytest.raises(ConfigError) as e:
+        read()
+    assert str(e.value).startswith(f"environment variable {name} is 'banana'; ") and allowed in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_every_variable_is_listed():
+    assert set(env.NAMES) == {v for k, v in vars(env).items() if k.isupper() and isinstance(v, str)
+                              and v.startswith("ARMVISION_")}
