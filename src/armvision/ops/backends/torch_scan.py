@@ -13,9 +13,9 @@ stays well inside the float range, so every chunk is checked and split in halves
 backward recomputes each chunk and runs the adjoint g_t = C_t * gy_t + a_{t+1} * g_{t+1} the same way
 (a reverse cumulative sum of E_k * c_k, divided by E_t).
 
-With compile=True (default: environment variable ARMVISION_SCAN_COMPILE, see armvision.env) the chunk kernels are replaced by step-by-step versions
-compiled by torch.compile (inductor fuses each chunk into a few C++/Triton loops); the first call compiles
-(tens of seconds), later calls with the same shapes reuse it. Off by default.
+With compile=True (default: environment variable ARMVISION_SCAN_COMPILE, see armvision.env) the chunk kernels
+are replaced by step-by-step versions compiled by torch.compile (inductor fuses each chunk into a few C++/Triton
+loops); the first call compiles (tens of seconds), later calls with the same shapes reuse it. Off by default.
 """
 from __future__ import annotations
 

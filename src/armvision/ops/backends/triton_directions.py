@@ -71,7 +71,8 @@ def _check_bwd(u: Tensor, A: Tensor, saved: Tensor, dout: Tensor, chunk: int) ->
     """Checks dout and saved (from triton_directions_fwd with this chunk); returns the number of chunks."""
     G, batch, L, Dg = u.shape
     if tuple(dout.shape) != (batch, L, Dg):
-        raise ValueError(f"triton_directions_bwd: dout must be (batch, L, Dg) = {(batch, L, Dg)}, got {tuple(dout.shape)}")
+        raise ValueError(f"triton_directions_bwd: dout must be (batch, L, Dg) = {(batch, L, Dg)}, "
+                         f"got {tuple(dout.shape)}")
     n_chunks = -(-L // chunk)
     if tuple(saved.shape) != (n_chunks, batch, G * Dg, A.shape[1]):
         raise ValueError(f"triton_directions_bwd: saved has shape {tuple(saved.shape)}, expected "
