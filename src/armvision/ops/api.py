@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import checks, custom_ops, scan_decomposed
 from .backends import room
-from .backends.ref import causal_conv1d_ref, selective_scan_ref
+from .backends.ref import selective_scan_ref
 from .backends.torch_scan import selective_scan_torch
 from .resolve import resolve_backend, runs_directions
 
@@ -138,5 +138,4 @@ def _conv_per_direction(name: str, x: Tensor, weight: Tensor, bias: Tensor, inde
     return torch.stack(outs)  # (G, batch, L, Dg)
 
 
-__all__ = ["selective_scan_fn", "selective_scan_directions", "causal_conv1d_fn", "causal_conv1d_directions",
-           "causal_conv1d_ref", "selective_scan_ref"]
+__all__ = ["selective_scan_fn", "selective_scan_directions", "causal_conv1d_fn", "causal_conv1d_directions"]

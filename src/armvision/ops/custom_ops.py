@@ -21,16 +21,10 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .backends._common import no_grad as _no_grad, state_dtype as _state_dtype
 from .backends import room
 
 
-def _no_grad(like: Tensor) -> Tensor:
-    """Stands for "no gradient" among a custom op's outputs (a fresh empty tensor each time: outputs may not alias)."""
-    return like.new_empty(0)
-
-
-def _state_dtype(u: Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
 def _recompute_grads(u, delta, A, B, C, D, z, delta_bias, softplus, backend, dout, dlast) -> List[Tensor]:

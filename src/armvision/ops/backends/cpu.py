@@ -16,16 +16,13 @@ import torch
 from torch import Tensor
 
 from .. import cpu_kernel, scan_cpu
+from ._common import no_grad as _no_grad, state_dtype as _state_dtype
 
 
 def unavailable_reason() -> Optional[str]:
     """Why the kernel cannot run here (no compiler, build failed, disabled), or None when it can."""
     return None if cpu_kernel.load() is not None else cpu_kernel.unavailable_reason()
 
-
-def _no_grad(like: Tensor) -> Tensor:
-    """Stands for "no gradient" among a custom op's outputs (a fresh empty tensor: outputs may not alias)."""
-    return like.new_empty(0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -75,9 +72,6 @@ def _from4(x4: Tensor, like: Tensor) -> Tensor:
     G, batch, L, Dg = x4.shape
     return x4.permute(1, 2, 0, 3).reshape(batch, L, G * Dg).transpose(1, 2).to(like.dtype)
 
-
-def _state_dtype(u: Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
 # ---------------------------------------------------------------------------------------------------------

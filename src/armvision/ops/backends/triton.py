@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ... import env
 from . import triton_directions, triton_scan
+from ._common import no_grad as _no_grad, state_dtype as _state_dtype
 from .triton_scan import DEFAULT_CHUNK
 
 
@@ -30,12 +31,6 @@ def unavailable_reason(on_cuda: bool) -> Optional[str]:
     return None
 
 
-def _no_grad(like: Tensor) -> Tensor:
-    return like.new_empty(0)
-
-
-def _state_dtype(u: Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
 # ---------------------------------------------------------------------------------------------------------
