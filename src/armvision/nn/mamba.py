@@ -149,9 +149,9 @@ class MambaMixer(nn.Module):
                 raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {L}")
 
     def _mix(self, xz: Tensor, hw, cls_index, backend: str) -> Tensor:
-        """All directions channels-last, no flips or transposes of the activations: each direction's conv runs in
-        its scan order on a gather of x, the scan reads the shared gate z and writes the (summed) output at each
-        step's raster position. (B, L, 2Di) -> (B, L, Di)."""
+        """All directions at once, channels-last: each direction's conv runs in its scan order (`order`: a gather
+        of x), the projections of all directions are two batched matmuls, and the scan reads the shared gate z and
+        writes the summed output at each step's raster position. (B, L, 2Di) -> (B, L, Di)."""
         Bsz, L, _ = xz.shape
         G, Di, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
         x, z = xz.split(Di, dim=-1)  # (B, L, Di) views
