@@ -40,16 +40,21 @@ class TrainConfig:
     MODEL_DEFAULTS: ClassVar[dict[str, Any]] = {"size": "base"}  # this recipe's model values over the class defaults
 
     # data
-    data: Optional[str] = knob(None, "ImageFolder root with train/ and val/ (default: the embedded digits)")
+    data: Optional[str] = knob(None, "DIR with train/ and val/ ImageFolders, webdataset shards (DIR/train/*.tar or "
+                               "DIR/train-*.tar) or a Hugging Face dataset saved on disk (default: the embedded "
+                               "digits)")
     strict_data: bool = knob(False, "fail before training if any image in --data cannot be decoded")
     max_image_pixels: int = knob(DEFAULT_MAX_PIXELS, "skip (and name) images with more pixels than this", check=POS)
-    num_workers: int = knob(8, "data-loading worker processes per training process", check=NONNEG)
+    num_workers: Optional[int] = knob(None, "data-loading worker processes per training process (default: the CPUs "
+                                            "this process may use, minus one, at most 8)", check=NONNEG)
     mean: list[float] = knob(list(IMAGENET_MEAN), "normalisation mean, 3 values (ImageNet)", check=items(3, number()))
     std: list[float] = knob(list(IMAGENET_STD), "normalisation std, 3 values > 0 (ImageNet)", check=items(3, POS_F))
     model: Any = None  # the model config (a dataclass of models.config); each subclass gives its default
     # optimisation
     epochs: int = knob(100, "training epochs", check=POS)
     warmup_epochs: float = knob(5.0, "linear warmup epochs (per-iteration schedule)", check=NONNEG_F)
+    warmup_steps: Optional[int] = knob(None, "linear warmup in optimizer steps (overrides --warmup-epochs)",
+                                       check=NONNEG)
     batch_size: int = knob(64, "images per process per step (effective batch = this x accum_iter x processes)",
                            check=POS)
     accum_iter: int = knob(1, "gradient accumulation steps", check=POS)
@@ -72,8 +77,10 @@ class TrainConfig:
     overwrite: bool = knob(False, "start afresh in an OUTPUT that holds a run: the old run is moved aside to "
                                   "OUTPUT.old-DATE-TIME (never deleted)")
     force: bool = knob(False, "resume even if batch size, seed or learning rate differ from the checkpoint's run")
-    max_steps: Optional[int] = knob(None, "stop after this many optimizer steps (the schedule is shortened to match)",
-                                    check=POS)
+    max_steps: Optional[int] = knob(None, "stop after this many optimizer steps (the cosine ends there; a warmup "
+                                          "that would fill most of the run is scaled with it)", check=POS)
+    fit_recipe: bool = knob(True, "fit the recipe to a short run: an EMA that averages over more than a tenth of the "
+                                  "run gets a shorter memory (one line before training says what changed)")
     save_every: int = knob(1000, "also write checkpoint-last.pth every N optimizer steps (0: only each epoch)",
                            check=NONNEG)
     log_every: int = knob(20, "write a log.jsonl line every N optimizer steps", check=POS)

@@ -40,7 +40,9 @@ def run_demo(pt: PretrainConfig, ft: FinetuneConfig, out: Path, say: Callable[[s
     from .pretrain import train_pretrain
 
     # Leave one core per data worker: oversubscribed OpenMP threads crawl on a small shared CPU.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - pt.num_workers))
+    from ..data.loading import resolve_num_workers
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - resolve_num_workers(pt.num_workers)))
     m = pt.model
     say(f"armvision demo: pretrain a tiny ARM ({m.embed_dim} wide, {m.depth} layers, {m.img_size} px) on the "
         f"embedded digits, then finetune it. Output: {out}")

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.loading import resolve_num_workers
 from ..errors import ArmVisionError, ConfigError
 from . import checkpoint as ckpt_io
 from .config import save_config
@@ -36,7 +37,8 @@ from .logging import Progress, RunLogger, TrainLog
 from .optim import build_optimizer, effective_lr
 from .resume import RESUME_MUST_MATCH, check_resume_config, load_resume, restore_optimizer, restore_rng
 from .rundir import RunLock, claim_run_dir
-from .schedule import lr_at, set_lr
+from .recipe import fit_recipe
+from .schedule import Warmup, group_lr, make_scheduler, plan_warmup
 from .step import LossFn, OptimStep, TrainingDiverged
 
 __all__ = ["Trainer", "TrainingDiverged", "CheckpointSaveError", "run_folder", "resolve_precision",
@@ -94,11 +96,12 @@ EvalFn = Callable[[nn.Module, Optional[nn.Module]], dict]
 
 @dataclasses.dataclass
 class Schedule:
-    """How long the run is: optimizer steps per epoch, in all, of warmup; the peak lr."""
+    """How long the run is: optimizer steps per epoch, in all, of warmup (and what to say about it); the peak lr."""
     steps_per_epoch: int
     total: int
     warmup: int
     base_lr: float
+    warmup_plan: Optional[Warmup] = None
 
 
 @dataclasses.dataclass
@@ -147,6 +150,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         seed_everything(cfg.seed + info.rank)
         sampler, loader, sched = self._setup_data()
+        self.fit = fit_recipe(self.ema_decay, sched.warmup_plan, len(self.train_set),
+                              cfg.batch_size * cfg.accum_iter * info.world_size, sched.total, cfg.fit_recipe)
         resume, pos, window = self._setup_state(sched)
         logger = RunLogger(self.output, enabled=info.is_main, tensorboard=cfg.tensorboard,
                            resume_step=pos.step)  # a fresh run (step 0) starts a fresh log
@@ -179,7 +184,7 @@ class Trainer:
         """The sampler (the global data order, resumable mid-epoch), the loader and the schedule."""
         cfg, info = self.cfg, self.info
         sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, info.world_size, info.rank, cfg.seed)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=resolve_num_workers(cfg.num_workers),
                             pin_memory=info.device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed))
         steps_per_epoch = len(sampler) // cfg.accum_iter
@@ -188,9 +193,9 @@ class Trainer:
         total = cfg.epochs * steps_per_epoch
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
-        warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+        warmup = plan_warmup(cfg.warmup_epochs, cfg.warmup_steps, cfg.epochs, steps_per_epoch, total)
         base_lr = effective_lr(cfg.blr, cfg.lr, cfg.batch_size, cfg.accum_iter, info.world_size)
-        return sampler, loader, Schedule(steps_per_epoch, total, warmup, base_lr)
+        return sampler, loader, Schedule(steps_per_epoch, total, warmup.steps, base_lr, warmup)
 
     def _setup_state(self, sched: Schedule) -> tuple[Optional[Path], Position, Optional[dict]]:
         """Load --resume (if any), wrap the model, build optimizer, EMA and step; restore the checkpoint's state.
@@ -199,11 +204,12 @@ class Trainer:
         resume, ckpt = load_resume(cfg, self.output, self.model, info.world_size)
         self.wrapped = wrap_model(self.model, info, cfg.fsdp)
         self.optimizer = build_optimizer(self.make_groups(self.model), sched.base_lr, cfg.betas)
+        self.scheduler = make_scheduler(self.optimizer, sched.total, sched.warmup, cfg.min_lr)
         self.ema = None
-        if self.ema_decay is not None:
+        if self.fit.ema_decay is not None:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=self.ema_decay)
+            self.ema = ModelEmaV3(self.model, decay=self.fit.ema_decay)
         self.stepper = OptimStep(cfg, info, self.model, self.wrapped, self.optimizer, self.scaler, self.ema,
                                  self.loss_fn, self.autocast_dtype, self._diverged)
         self.saved_step = None
@@ -226,6 +232,9 @@ class Trainer:
                  f"steps, effective batch {cfg.batch_size * cfg.accum_iter * info.world_size}, lr "
                  f"{sched.base_lr:.3g}, precision {self.autocast_dtype or torch.float32}, device {info.device}, "
                  f"{info.world_size} process(es)")
+        line = self.fit.line(self.kind, len(self.train_set), sched.total, sched.base_lr)
+        if line:
+            (log.warning if self.fit.warnings else log.info)(line)
 
     def _run_epoch(self, loader: DataLoader, sampler: GlobalBatchSampler, sched: Schedule, pos: Position,
                    watchdog: Optional[StallWatchdog]) -> None:
@@ -240,8 +249,8 @@ class Trainer:
             if i >= sched.steps_per_epoch * cfg.accum_iter:
                 break
             if i % cfg.accum_iter == 0:
-                lr = lr_at(pos.step, sched.total, sched.warmup, sched.base_lr, cfg.min_lr)
-                set_lr(self.optimizer, lr)
+                self.scheduler.step_update(pos.step)
+                lr = group_lr(self.optimizer)
             last = i % cfg.accum_iter == cfg.accum_iter - 1
             self.stepper.forward_backward(images, targets, last, pos.step + 1, pos.epoch)
             if not last:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data.loading import resolve_num_workers
 from ..errors import CheckpointError, ConfigError
 from ..eval.metrics import PAD, ClassificationMeter
 from .config import FinetuneConfig
@@ -89,7 +90,7 @@ def make_evaluate(cfg: FinetuneConfig, val_set: Dataset, info: DistInfo):
     processes."""
     sampler = ShardSampler(len(val_set), info.world_size, info.rank, pad=True)  # same batch count on every rank
     loader = DataLoader(_PaddedEval(val_set), batch_size=cfg.batch_size, sampler=sampler,
-                        num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda")
+                        num_workers=resolve_num_workers(cfg.num_workers), pin_memory=info.device.type == "cuda")
     dtype, _ = resolve_precision(cfg.precision, info.device)
 
     def measure(model: nn.Module) -> dict:
