@@ -161,7 +161,8 @@ def test_nested_and_flat_old_yaml_give_the_same_config(tmp_path):
     a, b = _parse(PretrainConfig, ["--config", str(old)]), _parse(PretrainConfig, ["--config", str(new)])
     assert a == b and a.model.cluster_size == 2 and a.model.size == "tiny"
     assert a == PretrainConfig(model="tiny", embed_dim=32, depth=2, img_size=32, patch_size=8, cluster_size=2,
-                               decoder_embed_dim=32, decoder_depth=2, num_workers=8)  # the flat keywords of earlier versions
+                               decoder_embed_dim=32, decoder_depth=2,
+                               num_workers=8)  # the flat keywords of earlier versions
     save_config(a, tmp_path / "config.yaml")  # what a run writes now reads back the same
     assert _parse(PretrainConfig, ["--config", str(tmp_path / "config.yaml")]) == a
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["kind"] == "pretrainer"

@@ -71,7 +71,8 @@ def test_ema_of_a_short_run_is_fitted_or_warned_about():
     assert fit_recipe(0.99992, Warmup(8), images=10**6, effective_batch=1024, total=125100).ema_decay == 0.99992
     assert not fit_recipe(None, Warmup(8), 90, 16, 300).notes
     big = fit_recipe(None, Warmup(0), images=90, effective_batch=64, total=100)
-    assert "effective batch (64) is more than half of the 90 images: 1 step(s) per epoch, 26 image(s)" in big.warnings[0]
+    assert "effective batch (64) is more than half of the 90 images: 1 step(s) per epoch, 26 image(s)" \
+        in big.warnings[0]
 
 
 def _steps(tmp_path, caplog, **kw):

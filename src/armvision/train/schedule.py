@@ -76,9 +76,10 @@ def plan_warmup(warmup_epochs: float, warmup_steps: Optional[int], epochs: int, 
         given = f"--warmup-epochs {warmup_epochs:g} ({steps} steps)"
         if total < epochs * steps_per_epoch and steps > total / 2:
             scaled = round(total * warmup_epochs / epochs)
+            share = 100 * warmup_epochs / epochs
             out.notes.append(f"warmup {warmup_epochs:g} epochs ({steps} steps) would take most of the {total}-step "
-                             f"run: scaled with --max-steps to {scaled} steps ({100 * warmup_epochs / epochs:.3g} % of the "
-                             f"run, as in the {epochs}-epoch plan)")
+                             f"run: scaled with --max-steps to {scaled} steps ({share:.3g} % of the run, as in the "
+                             f"{epochs}-epoch plan)")
             steps = scaled
         out.steps = min(total, steps)
     if total and out.steps > total / 2:
