@@ -23,7 +23,7 @@ KNOWN_CIRCLES: list[tuple[str, ...]] = [
 
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS = [
-    {"errors", "constants", "fileio", "argcheck", "fields", "version", "env"},
+    {"errors", "constants", "fileio", "argcheck", "fields", "version", "env", "progress"},
     {"ops"},
     {"nn"},
     {"models", "data"},

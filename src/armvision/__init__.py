@@ -4,15 +4,16 @@
     model = armvision.create_classifier("base", num_classes=1000)
     armvision.load_checkpoint(model, "arm_base_finetuned.pth", key="model_ema")
     logits = model(images)
+    labels = armvision.predict("runs/ft/checkpoint-best.pth", ["cat.jpg", "photos/"])   # top-5 class names
 """
 from .version import __version__
 
 from .models import (ARMClassifier, ARMPretrainer, MAEPretrainer, build_model, create_classifier, create_mae,
                      create_pretrainer, from_pretrained, load_checkpoint, load_model, push_to_hub, save_pretrained)
-from .deploy import export
+from .deploy import Predictor, export, predict
 
 __all__ = [
     "__version__", "ARMClassifier", "ARMPretrainer", "MAEPretrainer", "build_model", "create_classifier", "create_mae",
-    "create_pretrainer", "export",
+    "create_pretrainer", "export", "predict", "Predictor",
     "from_pretrained", "load_checkpoint", "load_model", "push_to_hub", "save_pretrained",
 ]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from armvision.data import SafeImageFolder, build_dataset
-from armvision.data import datasets as ds_mod
+from armvision.data import images as ds_mod
 from armvision.errors import DataError
 
 

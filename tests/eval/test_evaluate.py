@@ -93,7 +93,8 @@ def test_eval_function_matches_hand_accuracy(setup):
 def test_eval_cli_prints_table_and_appends_json(setup, capsys):
     out = setup["tmp"] / "results.json"
     argv = ["eval", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["data"]), "--batch-size", "4",
-            "--num-workers", "0", "--device", "cpu", "--output-json", str(out), "--no-progress"]
+            "--num-workers", "0", "--device", "cpu", "--output-json", str(out), "--no-progress",
+            "--output", str(setup["tmp"] / "classes")]
     assert main(argv) == 0
     assert main(argv + ["--ema"]) == 0
     printed = capsys.readouterr().out

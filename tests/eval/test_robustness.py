@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from armvision.errors import ConfigError, DataError
 from armvision.eval.metrics import ClassificationMeter
-from armvision.eval.robustness import build_class_map, class_mask, imagenet_wnids, subset_wnids, wnid_to_index
+from armvision.eval.labels import imagenet_wnids
+from armvision.eval.robustness import build_class_map, class_mask, subset_wnids, wnid_to_index
 
 # wnid -> (ImageNet-1K index, in ImageNet-A, in ImageNet-R), checked by hand against the sorted ILSVRC-2012 list
 KNOWN = {

@@ -117,5 +117,5 @@ def test_cli_exports_checks_and_refuses_bad_inputs(tmp_path, capsys):
     assert main(["export", str(tmp_path / "cls"), str(tmp_path / "c.pt2" / "x.onnx")]) == 2
     _one_line(capsys, "x.onnx")
     assert main(["export", str(tmp_path / "cls"), str(tmp_path / "c2.pt2"), "--batch", "1"]) == 2
-    _one_line(capsys, "--batch 1")
+    _one_line(capsys, "--batch-size 1")  # the old spelling --batch still works (hidden)
     assert not (tmp_path / "m.pt2").exists() and not (tmp_path / "c2.pt2").exists()

@@ -20,7 +20,9 @@ from typing import NoReturn, Optional, Sequence
 COMMANDS = {
     "pretrain": ("armvision.cli.pretrain", "pretrain a backbone (ARM, or the baselines --method mae | contrastive)"),
     "finetune": ("armvision.cli.finetune", "finetune a classifier from a pretraining checkpoint"),
-    "eval": ("armvision.cli.evaluate", "top-1/top-5 of a classifier checkpoint on an ImageFolder or robustness set"),
+    "eval": ("armvision.cli.evaluate", "top-1/top-5 and per-class accuracy of a classifier checkpoint on an "
+             "ImageFolder or robustness set"),
+    "predict": ("armvision.cli.predict", "the most probable classes of image files, by name (checkpoint or ONNX)"),
     "probe": ("armvision.cli.probe", "k-NN and linear-probe evaluation of frozen pretrained features"),
     "visualize": ("armvision.cli.visualize", "draw cluster order, targets and predictions of a pretrained model"),
     "plot": ("armvision.cli.plot", "loss / lr / accuracy curves from the log.jsonl of one or more runs"),
@@ -109,11 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.quiet or args.verbose:
         verbosity = -1 if args.quiet else 1
     setup_logging(verbosity)
-    if verbosity < 0:  # no progress bars or lines either
-        if name in ("pretrain", "finetune"):
-            args.progress = False
-        if hasattr(args, "no_progress"):
-            args.no_progress = True
+    if verbosity < 0 and any(a.dest == "progress" for a in cmd_parser._actions):  # no progress bars or lines
+        args.progress = False
     from ..errors import ArmVisionError
 
     try:

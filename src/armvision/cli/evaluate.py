@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 from typing import Any, Optional
 
-from ..argcheck import check_output_file
-from .argtypes import DEVICE, FRACTION, NONNEG_INT, POS_INT
+from ..argcheck import check_output_dir, check_output_file
+from .argtypes import FRACTION, POS_INT
+from .common import add_device, add_num_workers, add_output_json, add_precision, add_progress, resolve_device
 from ..constants import DEFAULT_CROP_PCT
 from ..models.config import SIZES
-
-
-def default_device() -> str:
-    """cuda when available, else cpu (the default of --device)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,15 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="center-crop fraction in (0, 1]: resize to size / crop-pct, then crop "
                         f"(default: {DEFAULT_CROP_PCT})")
     parser.add_argument("--batch-size", type=POS_INT, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--device", type=DEVICE, default=default_device(),
-                        help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--num-workers", type=NONNEG_INT, default=4, help="data-loading workers (default: 4)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    add_device(parser)
+    add_num_workers(parser)
+    add_precision(parser)
     parser.add_argument("--model", default=None, choices=tuple(SIZES),
                         help="size name, checked against the checkpoint's widths")
-    parser.add_argument("--num-classes", type=POS_INT, default=None, help="default: from the checkpoint's head")
-    parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--num-classes", type=POS_INT, default=None,
+                        help="classes of the model's head (default: the checkpoint's)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="folder for the per-class accuracy and confusion matrix (JSON + PNG) "
+                        "(default: runs/eval/<checkpoint's run>-<checkpoint>)")
+    add_output_json(parser)
+    add_progress(parser)
 
 
 def check_output_json(path: Optional[str]) -> None:
@@ -60,14 +59,27 @@ def report(text: str, record: dict[str, Any], output_json: Optional[str]) -> Non
         print(f"appended to {output_json}")
 
 
+def default_eval_output(checkpoint: str, ema: bool) -> Path:
+    """runs/eval/<the checkpoint's folder>-<its name>[-ema]: one folder per evaluated checkpoint."""
+    path = Path(checkpoint.removeprefix("hf-hub:"))
+    name = f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+    return Path("runs/eval") / (re.sub(r"[^A-Za-z0-9_.@-]+", "_", name) + ("-ema" if ema else ""))
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..eval.classes import format_per_class
     from ..eval.evaluate import evaluate_checkpoint, format_table
 
+    output = Path(args.output) if args.output else default_eval_output(args.checkpoint, args.ema)
+    check_output_dir(output, "--output", create=False)
     check_output_json(args.output_json)
     record = evaluate_checkpoint(
         args.checkpoint, data=args.data, dataset=args.dataset, ema=args.ema, img_size=args.img_size,
-        batch_size=args.batch_size, device=args.device, num_workers=args.num_workers, model_size=args.model,
-        num_classes=args.num_classes, crop_pct=args.crop_pct, amp=args.amp, progress=not args.no_progress,
+        batch_size=args.batch_size, device=resolve_device(args.device), num_workers=args.num_workers,
+        model_size=args.model, num_classes=args.num_classes, crop_pct=args.crop_pct, precision=args.precision,
+        progress=args.progress, output=output,
     )
-    report(format_table([record]), record, args.output_json)
+    paths = record["class_report"]
+    report(f"{format_table([record])}\n{format_per_class(record['per_class'])}\n"
+           f"per-class accuracy and confusion matrix: {paths['json']}, {paths['png']}", record, args.output_json)
     return 0

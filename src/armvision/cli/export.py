@@ -7,6 +7,7 @@ import logging
 
 from ..argcheck import check_output_file
 from .argtypes import POS_FLOAT, POS_INT
+from .common import hidden_alias
 
 log = logging.getLogger("armvision.deploy")
 
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image height and width dynamic too (classifiers; multiples of the patch size)")
     parser.add_argument("--img-size", type=POS_INT, default=None,
                         help="size of the traced example (default: the model's)")
-    parser.add_argument("--batch", type=POS_INT, default=2, help="batch of the traced example, >= 2 (default 2; the "
-                        "exported batch is dynamic)")
+    parser.add_argument("--batch-size", type=POS_INT, default=2, help="batch of the traced example, >= 2 (default 2; "
+                        "the exported batch is dynamic)")
+    hidden_alias(parser, "--batch", "batch_size", type=POS_INT)
     parser.add_argument("--ema", action="store_true", help="export the EMA weights (key model_ema / ema)")
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
     parser.add_argument("--tolerance", type=POS_FLOAT, default=1e-4,
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_format(args.output, args.format)  # a bad format fails before the output check and the checkpoint read
     check_output_file(args.output, "output")
     res = export_checkpoint(args.checkpoint, args.output, args.format, features=args.features,
-                            img_size=args.img_size, dynamic_size=args.dynamic_size, batch=args.batch,
+                            img_size=args.img_size, dynamic_size=args.dynamic_size, batch=args.batch_size,
                             ema=args.ema, check=not args.no_check, opset=args.opset)
     print(res)
     if res.max_diff is not None and not res.max_diff <= args.tolerance:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from .argtypes import DEVICE, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT
-from .evaluate import check_output_json, default_device, report
+from .argtypes import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT
+from .common import add_device, add_num_workers, add_output_json, add_progress, resolve_device
+from .evaluate import check_output_json, report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,11 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", action="store_true", help="use the EMA weights of the checkpoint")
     parser.add_argument("--img-size", type=POS_INT, default=None, help="resolution (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=POS_INT, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--device", type=DEVICE, default=default_device(),
-                        help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--num-workers", type=NONNEG_INT, default=4, help="data-loading workers (default: 4)")
-    parser.add_argument("--output-json", default=None, help="append the result record to this JSON list")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(parser)
+    add_num_workers(parser)
+    add_output_json(parser)
+    add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     record = probe_checkpoint(
         args.checkpoint, data=args.data, layer=args.layer, knn_k=args.knn_k, temperature=args.temperature,
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, img_size=args.img_size,
-        batch_size=args.batch_size, device=args.device, num_workers=args.num_workers, ema=args.ema,
-        knn=not args.no_knn, linear=not args.no_linear, max_images=args.max_images, progress=not args.no_progress,
+        batch_size=args.batch_size, device=resolve_device(args.device), num_workers=args.num_workers, ema=args.ema,
+        knn=not args.no_knn, linear=not args.no_linear, max_images=args.max_images, progress=args.progress,
     )
     report(format_probe(record), record, args.output_json)
     return 0

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing as mp
 import os
 import random
-import threading
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,112 +27,12 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
+from .images import (DEFAULT_MAX_PIXELS, STRICT_PIXEL_BUDGET, STRICT_THREADS, LoadFailures,  # noqa: F401
+                     UnusableImage, allow_pixels, check_files, load_rgb, name_skipped, to_rgb)
 
 log = logging.getLogger(__name__)
 EMBEDDED_NAME = "embedded:digits"
 DIGITS_VAL_SIZE = 300  # fixed, stratified, seed 0: 1,497 train / 300 val
-_MAX_NAMED = 20  # warnings name at most this many files, then give a count
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold (about 9459 x 9459)
-STRICT_THREADS = 4  # --strict-data decodes with at most this many threads ...
-STRICT_PIXEL_BUDGET = 64_000_000  # ... and at most this many pixels in flight (about 200 MB of RGB)
-
-
-class UnusableImage(Exception):
-    """An image that opens but cannot be used (too many pixels, a pixel format without an RGB meaning)."""
-
-
-def _pixel_check(im: Image.Image, max_pixels: Optional[int]) -> None:
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise UnusableImage(f"invalid size {im.size}")
-    if max_pixels and w * h > max_pixels:
-        raise UnusableImage(f"{w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,} "
-                            "(raise it with --max-image-pixels)")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """An 8-bit RGB image of `im`, scaling wide grey formats instead of clipping them.
-
-    Pillow's own convert("RGB") clips 16-bit grey ("I;16", "I") at 255, so a 16-bit PNG turns almost white; here
-    16-bit values are scaled by 255/65535 (and 32-bit integers by their own range when it exceeds 16 bits).
-    Float images ("F") have no agreed range and are refused.
-    """
-    mode = im.mode
-    if mode in ("RGB",):
-        return im
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im).astype(np.float64)
-        top = 65535.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
-            lo, hi = a.min(), a.max()
-            a, top = a - lo, max(1.0, hi - lo)
-        grey = np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if mode == "F":
-        raise UnusableImage("floating-point pixels (mode F) have no standard range; convert the file to 8-bit")
-    return im.convert("RGB")
-
-
-def load_rgb(path: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open, check the pixel count against `max_pixels` (from the header, before decoding), decode, to RGB."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies, named per file
-        with Image.open(path) as im:
-            _pixel_check(im, max_pixels)
-            im.load()
-            return to_rgb(im)
-
-
-def _allow_pixels(max_pixels: Optional[int]) -> None:
-    """Let Pillow open images up to our limit (it refuses above twice its own threshold)."""
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-
-
-class _PixelBudget:
-    """A counting semaphore in pixels: at most `total` pixels decoded at once (one big image may exceed it alone)."""
-
-    def __init__(self, total: int):
-        self.total, self.used, self.cond = total, 0, threading.Condition()
-
-    def acquire(self, n: int) -> int:
-        n = min(n, self.total)
-        with self.cond:
-            self.cond.wait_for(lambda: self.used + n <= self.total)
-            self.used += n
-        return n
-
-    def release(self, n: int) -> None:
-        with self.cond:
-            self.used -= n
-            self.cond.notify_all()
-
-
-def _check_image(path: str, full: bool, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                 budget: Optional[_PixelBudget] = None) -> Optional[str]:
-    """Return why `path` is unusable, or None. `full` decodes the pixels, otherwise only the header is read."""
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _pixel_check(im, max_pixels)
-                if im.mode == "F":
-                    to_rgb(im)
-                if full:
-                    n = budget.acquire(im.size[0] * im.size[1]) if budget is not None else 0
-                    try:
-                        im.load()
-                        to_rgb(im)
-                    finally:
-                        if budget is not None:
-                            budget.release(n)
-    except UnusableImage as e:
-        return str(e)
-    except Exception as e:  # PIL raises many types for bad files
-        return f"{type(e).__name__}: {e}"
-    return None
 
 
 def scan_folder(root: str, class_to_idx: dict[str, int], accept: Callable[[str], bool]
@@ -209,7 +105,7 @@ class SafeImageFolder(ImageFolder):
             raise DataError(f"data folder {root} does not exist; give a folder with one sub-folder per class")
         self.skipped: list[tuple[str, str]] = []
         self.max_pixels = max_pixels
-        _allow_pixels(max_pixels)
+        allow_pixels(max_pixels)
 
         def accept(path: str) -> bool:
             if os.path.basename(path).startswith("."):
@@ -226,33 +122,16 @@ class SafeImageFolder(ImageFolder):
             raise DataError(f"data folder {root} has no class sub-folders; put the images of each class in "
                             f"{root}/<class name>/") from None
         paths = [p for p, _ in self.samples]
-        if strict:  # full decodes: few threads, bounded pixels in flight
-            budget = _PixelBudget(max(STRICT_PIXEL_BUDGET, max_pixels or 0) if max_pixels else STRICT_PIXEL_BUDGET)
-            threads = max(1, min(check_threads, STRICT_THREADS, os.cpu_count() or 1))
-            check = functools.partial(_check_image, full=True, max_pixels=max_pixels, budget=budget)
-        else:
-            threads = max(1, check_threads)
-            check = functools.partial(_check_image, full=False, max_pixels=max_pixels)
-        with ThreadPoolExecutor(threads) as pool:
-            reasons = list(pool.map(check, paths))
+        reasons = check_files(paths, strict, max_pixels, check_threads)
         keep = [s for s, r in zip(self.samples, reasons) if r is None]
         self.skipped += [(p, r) for p, r in zip(paths, reasons) if r is not None]
         self.samples = self.imgs = keep
         self.targets = [t for _, t in keep]
-        if self.skipped:
-            lines = [f"  {p}: {r}" for p, r in self.skipped[:_MAX_NAMED]]
-            if len(self.skipped) > _MAX_NAMED:
-                lines.append(f"  ... and {len(self.skipped) - _MAX_NAMED} more")
-            if strict:
-                raise DataError(f"{len(self.skipped)} unreadable file(s) in {root} (--strict-data):\n"
-                                + "\n".join(lines) + "\nremove or fix them, or run without --strict-data to skip them")
-            if os.environ.get("RANK", "0") == "0":  # every torchrun process scans; one of them tells
-                log.warning("skipping %d unreadable file(s) in %s:\n%s", len(self.skipped), root, "\n".join(lines))
+        name_skipped(self.skipped, str(root), strict)
         if not self.samples:
             raise DataError(f"data folder {root} contains no readable images "
                             f"(extensions {', '.join(IMG_EXTENSIONS)})")
-        self._failures = mp.Value("i", 0)  # shared with DataLoader workers (inherited at worker start)
-        self._failed = mp.Array("b", len(self.samples), lock=False)  # per sample: already failed (and warned)
+        self.failures = LoadFailures(len(self.samples))  # shared with DataLoader workers (inherited at start)
 
     def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
         samples, skipped = scan_folder(directory, class_to_idx, self._accept)
@@ -264,32 +143,14 @@ class SafeImageFolder(ImageFolder):
 
     @property
     def load_failures(self) -> int:
-        return int(self._failures.value)
+        return int(self.failures.count.value)
 
     def __getitem__(self, index: int):
-        n = len(self.samples)
-        for attempt in range(n):
-            j = (index + attempt) % n
-            if self._failed[j]:
-                continue  # failed before (and was named then): go straight to the next image
-            path, target = self.samples[j]
-            try:
-                img = self.loader(path)
-                break
-            except Exception as e:
-                with self._failures.get_lock():
-                    first = not self._failed[j]
-                    self._failed[j] = 1
-                    if first:
-                        self._failures.value += 1
-                if first:
-                    log.warning("skipping unreadable image %s (%s: %s); using the next image", path,
-                                type(e).__name__, e)
-        else:
-            raise DataError(f"no image of {self.root} could be decoded")
+        j, img = self.failures.load(len(self.samples), index, lambda j: self.loader(self.samples[j][0]),
+                                    lambda j: self.samples[j][0], str(self.root))
         if self.transform is not None:
             img = self.transform(img)
-        return img, target
+        return img, self.samples[j][1]
 
     def report(self) -> str:
         """One line: how many files were skipped at scan time and at load time."""

@@ -15,9 +15,13 @@ Inputs: (batch, C, H, W) float32 images named "images"; batch is dynamic. With d
 pretrainers' sin-cos tables and cluster layout fix their size) H and W may be any multiples of the patch size.
 Outputs: "logits" (batch, classes) for a classifier, "features" (batch, tokens, D) with features=True or a
 pretrainer (forward_features: the timm token layout).
+An ONNX file also carries, in its metadata_props, the class names (`label_names`, a JSON list; index = class id)
+and the model's input transform (`armvision_preprocess`: size, crop, mean, std), so `armvision predict` and any
+onnxruntime user can label its outputs without armvision's checkpoint.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,6 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..eval.labels import LABEL_NAMES
+from .preprocess import METADATA_KEY, Preprocess, preprocess_of
 
 log = logging.getLogger("armvision.deploy")
 FORMATS = ("pt2", "onnx")
@@ -112,13 +118,16 @@ def check_inputs(model: nn.Module, example: Tensor, dynamic_size: bool, seed: in
 
 def export(model: nn.Module, path: Union[str, os.PathLike], format: Optional[str] = None, *,
            features: bool = False, img_size: Optional[Union[int, Sequence[int]]] = None, dynamic_size: bool = False,
-           batch: int = 2, check: bool = True, opset: Optional[int] = None) -> ExportResult:
+           batch: int = 2, check: bool = True, opset: Optional[int] = None,
+           label_names: Optional[Sequence[str]] = None, preprocess: Optional[Preprocess] = None) -> ExportResult:
     """Export `model` (eval mode, float32, CPU) to `path` (.pt2: torch.export; .onnx: ONNX) and, with check=True,
     compare the exported program with eager on random inputs (`ExportResult.max_diff`).
 
     A classifier exports its logits (features=True: its forward_features tokens), a pretrainer its encoder
     features. The batch is dynamic; dynamic_size=True makes H and W dynamic too (classifiers only). img_size: the
     size of the traced example (default: the model's). opset: ONNX opset (default: the exporter's).
+    label_names (default: the model's pretrained_cfg["label_names"] if any) and preprocess (default: the model's
+    size with ImageNet's normalisation) go into the ONNX metadata.
     """
     fmt = resolve_format(path, format)
     kind = _kind(model)
@@ -146,7 +155,12 @@ def export(model: nn.Module, path: Union[str, os.PathLike], format: Optional[str
             torch.export.save(program, str(path))
             run = _pt2_runner(path)
         else:
-            _export_onnx(module, example, dyn, path, output, opset)
+            if label_names is None:
+                label_names = (getattr(model, "pretrained_cfg", None) or {}).get(LABEL_NAMES)
+            meta = {METADATA_KEY: (preprocess or preprocess_of(model)).to_json()}
+            if label_names is not None and not features:
+                meta[LABEL_NAMES] = json.dumps([str(n) for n in label_names])
+            _export_onnx(module, example, dyn, path, output, opset, meta)
             run = _onnx_runner(path)
     res = ExportResult(path, fmt, output, tuple(example.shape), dynamic_size)
     if check:
@@ -161,7 +175,8 @@ def export(model: nn.Module, path: Union[str, os.PathLike], format: Optional[str
     return res
 
 
-def _export_onnx(module: nn.Module, example: Tensor, dyn, path: Path, output: str, opset: Optional[int]) -> None:
+def _export_onnx(module: nn.Module, example: Tensor, dyn, path: Path, output: str, opset: Optional[int],
+                 metadata: dict[str, str]) -> None:
     try:
         import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
         import onnxscript  # noqa: F401
@@ -175,6 +190,7 @@ def _export_onnx(module: nn.Module, example: Tensor, dyn, path: Path, output: st
         program = torch.export.export(module, (example,), dynamic_shapes=dyn)
     onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=["images"], output_names=[output],
                                      verbose=False, **kwargs)
+    onnx_program.model.metadata_props.update(metadata)
     onnx_program.save(str(path))
 
 
@@ -210,13 +226,20 @@ def export_checkpoint(checkpoint: Union[str, os.PathLike], path: Union[str, os.P
     """`export` of the model in `checkpoint` (any file or folder `armvision.load_model` reads; `ema`: its EMA
     weights). A pretrainer needs features=True. kwargs: those of `export` (img_size, dynamic_size, batch, check,
     opset)."""
-    from ..models import ARMClassifier, load_model
+    from ..eval.evaluate import load_model_from
+    from ..eval.labels import read_label_names
+    from ..models import ARMClassifier, read_checkpoint
 
     fmt = resolve_format(path, format)  # before reading a checkpoint of gigabytes
     batch = kwargs.get("batch", 2)
     if batch < 2:
-        raise ConfigError(f"--batch {batch}: the traced batch must be >= 2 (1 would be traced as a constant)")
-    model, _ = load_model(checkpoint, key="model_ema" if ema else "model")
+        raise ConfigError(f"--batch-size {batch}: the traced batch must be >= 2 (1 would be traced as a constant)")
+    ckpt = read_checkpoint(checkpoint)
+    model, _ = load_model_from(ckpt, checkpoint, key="model_ema" if ema else "model")
+    names = read_label_names(checkpoint, ckpt)
+    if names is not None and len(names) == getattr(model, "num_classes", None):
+        kwargs.setdefault("label_names", names)
+    kwargs.setdefault("preprocess", preprocess_of(model, ckpt))
     if not isinstance(model, ARMClassifier) and not features:
         raise ConfigError(f"{checkpoint} holds a pretrainer ({type(model).__name__}), not a classifier: pass "
                           f"--features to export its encoder features, or finetune it first (armvision finetune)")

@@ -20,9 +20,29 @@ from ..constants import DEFAULT_CROP_PCT
 from ..errors import CheckpointError, ConfigError, DataError
 from ..fileio import atomic_write
 from ..models.config import img_hw
+from ..progress import track
+from .classes import per_class_rows, write_class_report
 from .features import model_kind
-from .metrics import ClassificationMeter
+from .labels import LABEL_NAMES, names_for, read_label_names
+from .metrics import ClassificationMeter, ConfusionMatrix
 from .robustness import DATASETS, ClassMap, build_class_map
+
+
+def autocast_dtype(precision: str, device: torch.device) -> tuple[Optional[torch.dtype], bool]:
+    """(autocast dtype or None for fp32, needs a GradScaler?) of --precision on `device`: auto is bf16 on CUDA
+    that has it, fp16 on older CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        return torch.bfloat16, False
+    if precision == "fp16":
+        return torch.float16, True
+    raise ConfigError(f"--precision {precision}: choose auto, fp32, bf16 or fp16")
 
 
 @torch.no_grad()
@@ -31,27 +51,41 @@ def evaluate(
     loader: Iterable,
     class_map: Optional[ClassMap] = None,
     device: torch.device | str = "cpu",
-    amp: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
     desc: str = "eval",
+    confusion: Optional[ConfusionMatrix] = None,
 ) -> dict[str, float]:
-    """Stream `loader` through `model` -> {"top1", "top5", "loss", "num_images"} (summed over ranks if distributed)."""
+    """Stream `loader` through `model` -> {"top1", "top5", "loss", "num_images"} (summed over ranks if distributed);
+    `confusion` (if given) counts the top-1 predictions of each class."""
     model.eval()
     device = torch.device(device)
+    dtype, _ = autocast_dtype(precision, device)
     meter = ClassificationMeter((1, 5), device=device)
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
-    for imgs, target in loader:
+    for imgs, target in track(loader, desc, enabled=progress):
         imgs, target = imgs.to(device, non_blocking=True), torch.as_tensor(target).to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(imgs)  # (B, num_classes)
         if class_map is not None:
             logits, target = class_map.restrict(logits), class_map.targets(target)  # (B, K), (B,)
         meter.update(logits, target)
+        if confusion is not None:
+            confusion.update(logits, target)
     meter.all_reduce()
+    if confusion is not None:
+        confusion.all_reduce()
     return meter.compute()
+
+
+def load_model_from(ckpt: dict[str, Any], where: str | Path, key: str = "model", **overrides: Any):
+    """`load_model` of a checkpoint dict already read from `where`; its errors name that file."""
+    from ..models import load_model
+
+    try:
+        return load_model(ckpt, key=key, **overrides)
+    except (CheckpointError, ConfigError) as e:  # name the file: load_model only sees the dict
+        msg = str(e).replace("the given dict", str(where))
+        raise CheckpointError(msg if str(where) in msg else f"{where}: {msg}") from None
 
 
 def load_model_for_eval(
@@ -65,7 +99,7 @@ def load_model_for_eval(
 
     Sizes of reference files are read from the tensor shapes; `model_size` (a registry name) is checked against them.
     """
-    from ..models import SIZES, load_model, read_checkpoint
+    from ..models import SIZES, read_checkpoint
 
     overrides: dict[str, Any] = {}
     if img_size is not None:
@@ -75,11 +109,7 @@ def load_model_for_eval(
     ckpt = read_checkpoint(str(checkpoint))  # any unreadable file is already a CheckpointError naming it
     if not any(isinstance(v, dict) for v in ckpt.values()) and not all(torch.is_tensor(v) for v in ckpt.values()):
         raise CheckpointError(f"{checkpoint} holds no state dict (keys: {sorted(ckpt)[:8]})")
-    try:
-        model, report = load_model(ckpt, key="ema" if ema else "model", **overrides)
-    except (CheckpointError, ConfigError) as e:  # name the file: load_model only sees the dict
-        msg = str(e).replace("the given dict", str(checkpoint))
-        raise CheckpointError(msg if str(checkpoint) in msg else f"{checkpoint}: {msg}") from None
+    model, report = load_model_from(ckpt, checkpoint, key="ema" if ema else "model", **overrides)
     cfg = model.config
     if model_size is not None:
         if model_size not in SIZES:
@@ -87,7 +117,8 @@ def load_model_for_eval(
         if SIZES[model_size] != (cfg.embed_dim, cfg.depth):
             raise CheckpointError(f"{checkpoint} holds a {cfg.embed_dim}-wide, {cfg.depth}-deep model, not "
                                   f"--model {model_size} {SIZES[model_size]}; drop --model or give the right size")
-    return model.eval(), {"source": report.source, "load_report": str(report)}
+    names = read_label_names(checkpoint, ckpt)
+    return model.eval(), {"source": report.source, "load_report": str(report), LABEL_NAMES: names}
 
 
 def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct: float = DEFAULT_CROP_PCT):
@@ -123,15 +154,32 @@ def _check_request(data: Optional[str], dataset: str, device: str) -> torch.devi
     return dev
 
 
-def _class_map(checkpoint: str | Path, model: nn.Module, ds, data: Optional[str], dataset: str) -> Optional[ClassMap]:
-    """How the model's logits map to the dataset's classes (None: one to one, checked for the embedded digits)."""
+def _class_map(checkpoint: str | Path, model: nn.Module, ds, data: Optional[str], dataset: str,
+               names: Optional[list[str]] = None) -> Optional[ClassMap]:
+    """How the model's logits map to the dataset's classes (None: one to one, checked for the embedded digits);
+    `names`: the model's class names (a folder's classes are then matched by name)."""
     classes = list(getattr(ds, "classes", []))
     if data is not None:
-        return build_class_map(dataset, classes, model.num_classes, root=str(getattr(ds, "root", data)))
+        return build_class_map(dataset, classes, model.num_classes, root=str(getattr(ds, "root", data)),
+                               label_names=names)
     if model.num_classes < len(classes):
         raise CheckpointError(f"{checkpoint} predicts {model.num_classes} classes, the embedded digits have "
                               f"{len(classes)}; give --data with the classes this model was trained on")
     return None
+
+
+def _eval_names(model: nn.Module, stored: Optional[list[str]], ds, data: Optional[str], dataset: str,
+                class_map: Optional[ClassMap]) -> list[str]:
+    """Names of the classes scored (the logits kept by `class_map`): the model's stored names, else the folder's
+    class names when they line up one to one with the logits, else ImageNet's or the class ids."""
+    k = model.num_classes
+    classes = list(getattr(ds, "classes", []))
+    if stored is None and len(classes) == k and dataset == "folder" and not all(c.isdigit() for c in classes):
+        stored = classes
+    names = names_for(k, stored) if stored is not None or k == 1000 else [str(i) for i in range(k)]
+    if class_map is not None and class_map.logit_mask is not None:
+        names = [names[int(i)] for i in class_map.logit_mask]
+    return names
 
 
 def evaluate_checkpoint(
@@ -142,14 +190,19 @@ def evaluate_checkpoint(
     img_size: Optional[int] = None,
     batch_size: int = 64,
     device: str = "cpu",
-    num_workers: int = 0,
+    num_workers: Optional[int] = 0,
     model_size: Optional[str] = None,
     num_classes: Optional[int] = None,
     crop_pct: float = DEFAULT_CROP_PCT,
-    amp: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
+    output: Optional[str | Path] = None,
 ) -> dict[str, Any]:
-    """Evaluate one checkpoint -> a JSON-able record (checkpoint, dataset, img_size, metrics, date, versions)."""
+    """Evaluate one checkpoint -> a JSON-able record (checkpoint, dataset, img_size, metrics, per-class accuracy with
+    the class names, date, versions). `output`: a folder for per_class.json and confusion.png (their paths are in
+    the record's "class_report"). num_workers None: the default for this machine."""
+    from ..data.loading import resolve_num_workers
+
     dev = _check_request(data, dataset, device)
     model, info = load_model_for_eval(checkpoint, ema, img_size, model_size, num_classes)
     if model_kind(model) != "classifier":
@@ -157,14 +210,24 @@ def evaluate_checkpoint(
                               f"first (armvision finetune) or measure its features with armvision probe")
     size = img_hw(model.config.img_size)
     ds = build_eval_dataset(data, size, crop_pct)
-    class_map = _class_map(checkpoint, model, ds, data, dataset)
+    class_map = _class_map(checkpoint, model, ds, data, dataset, info[LABEL_NAMES])
+    names = _eval_names(model, info[LABEL_NAMES], ds, data, dataset, class_map)
+    confusion = ConfusionMatrix(len(names), device=dev)
     model.to(dev)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=resolve_num_workers(num_workers),
                         pin_memory=dev.type == "cuda")
     t0 = time.perf_counter()
-    metrics = evaluate(model, loader, class_map, dev, amp=amp, progress=progress,
-                       desc=f"eval {Path(checkpoint).name}")
-    seconds = time.perf_counter() - t0
+    metrics = evaluate(model, loader, class_map, dev, precision=precision, progress=progress,
+                       desc=f"eval {Path(checkpoint).name}", confusion=confusion)
+    record = _record(checkpoint, ema, info, dataset, data, ds, size, metrics, time.perf_counter() - t0, dev,
+                     precision)
+    record["per_class"] = per_class_rows(confusion, names)
+    if output is not None:
+        record["class_report"] = write_class_report(output, record, confusion, names)
+    return record
+
+
+def _record(checkpoint, ema, info, dataset, data, ds, size, metrics, seconds, dev, precision) -> dict[str, Any]:
     from ..version import __version__
 
     return {
@@ -178,7 +241,7 @@ def evaluate_checkpoint(
         "skipped_files": len(getattr(ds, "skipped", [])),
         "seconds": round(seconds, 2),
         "device": str(dev),
-        "amp": amp,
+        "precision": precision,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "armvision": __version__,

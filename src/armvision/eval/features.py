@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..progress import track
+
 
 def _pool(out, pool: str, norm: bool = True) -> torch.Tensor:
     """Model output (tensor or list of tensors, last one used) -> (B, D) feature.
@@ -77,11 +79,7 @@ def extract_features(
     """Run a frozen model over `loader` ((imgs, labels) batches) -> (feats (N, D) float32 on CPU, labels (N,))."""
     model.eval()
     feats, labels = [], []
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, desc=desc, leave=False)
-    for imgs, target in loader:
+    for imgs, target in track(loader, desc, enabled=progress):
         f = forward_pooled(model, imgs.to(device, non_blocking=True), layer, pool, norm)
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(target).cpu())

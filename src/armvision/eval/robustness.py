@@ -1,37 +1,24 @@
 """Class handling of ImageNet and its robustness sets (ImageNet-A, -R, -Sketch, V2).
 
-ImageNet-1K class index = position of the WordNet id in the sorted list of the 1000 ILSVRC-2012 wnids
-(`data/resources/imagenet_synsets.txt`). ImageNet-A and ImageNet-R cover 200 of those classes (Hendrycks et al.):
-a model's 1000 logits are restricted to the 200 mask indices, and the evaluation folder's classes (sub-folders
-named by wnid) map to positions inside the mask. Sketch and V2 use all 1000 classes; V2 names its folders
-"0".."999", which are class indices, not sorted strings.
+ImageNet-1K class index = position of the WordNet id in the sorted list of the 1000 ILSVRC-2012 wnids (timm's
+ImageNetInfo). ImageNet-A and ImageNet-R cover 200 of those classes (Hendrycks et al.; the lists timm ships beside
+ImageNetInfo's): a model's 1000 logits are restricted to the 200 mask indices, and the evaluation folder's classes
+(sub-folders named by wnid) map to positions inside the mask. Sketch and V2 use all 1000 classes; V2 names its
+folders "0".."999", which are class indices, not sorted strings.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Optional, Sequence
 
 import torch
 
 from ..errors import ConfigError, DataError
+from .labels import imagenet_wnids, timm_synsets
 
 DATASETS = ("imagenet", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenetv2", "folder")
 _MASK_FILES = {"imagenet-a": "imagenet_a_synsets.txt", "imagenet-r": "imagenet_r_synsets.txt"}
-
-
-def _read_list(name: str) -> list[str]:
-    text = resources.files("armvision.data").joinpath("resources", name).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-@lru_cache(maxsize=None)
-def imagenet_wnids() -> tuple[str, ...]:
-    """The 1000 ILSVRC-2012 WordNet ids, sorted: position = ImageNet-1K class index."""
-    wnids = _read_list("imagenet_synsets.txt")
-    assert len(wnids) == 1000 and wnids == sorted(wnids), "imagenet_synsets.txt must hold 1000 sorted wnids"
-    return tuple(wnids)
 
 
 @lru_cache(maxsize=None)
@@ -45,7 +32,7 @@ def subset_wnids(dataset: str) -> tuple[str, ...]:
     """The 200 wnids of ImageNet-A or ImageNet-R, sorted."""
     if dataset not in _MASK_FILES:
         raise ConfigError(f"no 200-class mask for dataset {dataset!r}; masks exist for {', '.join(_MASK_FILES)}")
-    return tuple(sorted(_read_list(_MASK_FILES[dataset])))
+    return tuple(sorted(timm_synsets(_MASK_FILES[dataset])))
 
 
 def class_mask(dataset: str) -> torch.Tensor:
@@ -92,10 +79,15 @@ def _imagenet_indices(classes: Sequence[str], dataset: str, root: str) -> list[i
     return [index[c] for c in classes]
 
 
-def build_class_map(dataset: str, classes: Sequence[str], num_logits: int, root: str = "data") -> ClassMap:
-    """The class handling of `dataset` for an ImageFolder whose sorted class names are `classes`."""
+def build_class_map(dataset: str, classes: Sequence[str], num_logits: int, root: str = "data",
+                    label_names: Optional[Sequence[str]] = None) -> ClassMap:
+    """The class handling of `dataset` for an ImageFolder whose sorted class names are `classes`; `label_names`:
+    the model's class names (a folder whose classes are all among them is matched by name)."""
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "folder" and label_names is not None and classes and set(classes) <= set(label_names):
+        index = {name: i for i, name in enumerate(label_names)}
+        return ClassMap(torch.tensor([index[c] for c in classes], dtype=torch.long), None)
     if dataset == "folder":  # sorted class order, or the integer folder names themselves
         idx = [int(c) for c in classes] if classes and all(c.isdigit() for c in classes) else range(len(classes))
         if max(idx, default=-1) >= num_logits:

@@ -86,9 +86,12 @@ def read_checkpoint(source: PathOrDict) -> Dict[str, Any]:
         out = {"model": _load_safetensors(weights)}
         if cfg.exists():
             try:
-                out["model_config"] = json.loads(cfg.read_text())["model_config"]
+                meta = json.loads(cfg.read_text())
+                out["model_config"] = meta["model_config"]
             except (json.JSONDecodeError, KeyError) as e:
                 raise CheckpointError(f"{cfg} is not a valid armvision config ({e})") from None
+            if "label_names" in meta:  # the class names (index = class id), as finetuning stored them
+                out["label_names"] = meta["label_names"]
         return out
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
@@ -239,20 +242,26 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
 
 # ---- our own format -----------------------------------------------------------------------------------------------
 def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], model_card: bool = True,
-                    **card: Any) -> Path:
+                    label_names: Union[List[str], None] = None, **card: Any) -> Path:
     """Write `config.json` + `model.safetensors` (+ a `README.md` model card unless model_card=False) so
-    `from_pretrained(directory)` rebuilds the model. `card`: repo_id, description, accuracy (dict), training (text)."""
+    `from_pretrained(directory)` rebuilds the model. `label_names`: the class names (index = class id; default: the
+    model's pretrained_cfg["label_names"] if any), kept in config.json and the card. `card`: repo_id, description,
+    accuracy (dict), training (text)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_via(directory / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
     meta = {"format_version": FORMAT_VERSION, "library": "armvision", "model_config": dataclasses.asdict(model.config)}
+    if label_names is None:
+        label_names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    if label_names is not None:
+        meta["label_names"] = [str(n) for n in label_names]
     atomic_write(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     if model_card:
         from .hub import model_card as make_card
 
-        text = make_card(model, **card)
+        text = make_card(model, label_names=meta.get("label_names"), **card)
         atomic_write(directory / "README.md", text)
     return directory
 

@@ -7,14 +7,17 @@ from typing import Any, Optional, Union
 
 from torch import nn
 
-from .checkpoint import LoadReport, load_model, save_pretrained
+from ..errors import CheckpointError
+
+from .checkpoint import LoadReport, load_model, read_checkpoint, save_pretrained
 
 
 def convert_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, os.PathLike], ema: bool = False,
                        kind: Optional[str] = None, num_classes: Optional[int] = None, img_size: Optional[int] = None,
                        global_pool: bool = False) -> tuple[nn.Module, LoadReport, Path]:
     """Load `checkpoint` (its EMA weights with `ema`), build it as `kind` ("pretrainer", "classifier", "mae"; default:
-    what the checkpoint is) at `img_size`, save it with `save_pretrained` -> (model, load report, output folder)."""
+    what the checkpoint is) at `img_size`, save it with `save_pretrained` -> (model, load report, output folder).
+    The class names a finetuning checkpoint holds ("label_names") go into config.json and the model card."""
     overrides: dict[str, Any] = {}
     if kind:
         overrides["kind"] = kind
@@ -24,5 +27,12 @@ def convert_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, o
         overrides["img_size"] = img_size
     if global_pool:
         overrides["global_pool"] = True
-    model, report = load_model(str(checkpoint), key="model_ema" if ema else "model", **overrides)
-    return model, report, Path(save_pretrained(model, output))
+    ckpt = read_checkpoint(str(checkpoint))
+    try:
+        model, report = load_model(ckpt, key="model_ema" if ema else "model", **overrides)
+    except CheckpointError as e:  # name the file: load_model only sees the dict
+        raise CheckpointError(str(e).replace("the given dict", str(checkpoint))) from None
+    names = ckpt.get("label_names")
+    if names is not None and getattr(model, "num_classes", None) != len(names):
+        names = None  # another head: the stored names do not describe it
+    return model, report, Path(save_pretrained(model, output, label_names=names))

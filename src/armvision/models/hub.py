@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
@@ -87,7 +87,8 @@ def _param_count(model: nn.Module) -> int:
 
 
 def model_card(model: nn.Module, repo_id: Optional[str] = None, description: Optional[str] = None,
-               accuracy: Optional[Mapping[str, float]] = None, training: Optional[str] = None) -> str:
+               accuracy: Optional[Mapping[str, float]] = None, training: Optional[str] = None,
+               label_names: Optional[List[str]] = None) -> str:
     """README.md for a weights folder: what the weights are, how they were made, measured accuracy if known."""
     cfg = model.config
     kind = cfg.kind
@@ -106,6 +107,10 @@ def model_card(model: nn.Module, repo_id: Optional[str] = None, description: Opt
               f"| input | {img} px, patch {cfg.patch_size} |", f"| parameters | {_param_count(model):,} |"]
     if kind == "classifier":
         lines.append(f"| classes | {cfg.num_classes} ({'global average pool' if cfg.global_pool else 'cls token'}) |")
+        if label_names:
+            more = f", ... ({len(label_names)} in all)" if len(label_names) > 20 else ""
+            shown = ", ".join(label_names[:20]) + more
+            lines.append(f"| class names | {shown} (all in `config.json`, `label_names`) |")
     if kind == "pretrainer":
         lines.append(f"| clusters | {cfg.cluster_size}x{cfg.cluster_size} patches, {cfg.ordering} order |")
     lines += ["", "Full configuration (`config.json`):", "", "```json",

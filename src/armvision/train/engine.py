@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.loading import resolve_num_workers
 from ..errors import ArmVisionError, ConfigError
+from ..eval.evaluate import autocast_dtype
 from . import checkpoint as ckpt_io
 from .config import save_config
 from .distributed import DistInfo, GlobalBatchSampler, StallWatchdog, all_reduce, barrier, gather_objects, wrap_model
@@ -67,19 +68,8 @@ def run_folder(cfg: Any, info: DistInfo):
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[Optional[torch.dtype], bool]:
-    """(autocast dtype or None for fp32, use a GradScaler?) for --precision on `device`."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    if precision == "fp32":
-        return None, False
-    if precision == "bf16":
-        return torch.bfloat16, False
-    if precision == "fp16":
-        return torch.float16, True
-    raise ConfigError(f"--precision {precision}: choose auto, fp32, bf16 or fp16")
+    """(autocast dtype or None for fp32, use a GradScaler?) for --precision on `device` (eval's rule: one place)."""
+    return autocast_dtype(precision, device)
 
 
 def seed_everything(seed: int) -> None:
@@ -118,14 +108,16 @@ class Trainer:
     model: the unwrapped model (already on its device). make_groups(model) -> optimizer parameter groups (each
     may carry `lr_scale`). loss_fn(model, images, targets) -> scalar loss. evaluate(model, ema_model) -> metrics,
     called at the end of each epoch on every process (it must all-reduce its numbers). best_key: the metric whose
-    maximum is kept in checkpoint-best.pth.
+    maximum is kept in checkpoint-best.pth. label_names: the class names (index = class id), stored in every
+    checkpoint under "label_names".
     """
 
     def __init__(self, cfg: Any, info: DistInfo, model: nn.Module, train_set: Dataset, loss_fn: LossFn,
                  make_groups: Callable[[nn.Module], list[dict]], evaluate: Optional[EvalFn] = None,
                  ema_decay: Optional[float] = None, model_config: Optional[dict] = None, kind: str = "train",
-                 best_key: Optional[str] = None):
+                 best_key: Optional[str] = None, label_names: Optional[list[str]] = None):
         self.cfg, self.info, self.model, self.train_set = cfg, info, model, train_set
+        self.label_names = label_names
         self.loss_fn, self.make_groups, self.evaluate = loss_fn, make_groups, evaluate
         self.ema_decay, self.model_config, self.kind, self.best_key = ema_decay, model_config, kind, best_key
         self.output = Path(cfg.output)
@@ -309,6 +301,7 @@ class Trainer:
             "best": self.best, "metrics": self.last_metrics,
             "config": dataclasses.asdict(self.cfg), "model_config": self.model_config, "kind": self.kind,
             "rng": rngs, "world_size": self.info.world_size, "log_window": dict(self.train_log.window),
+            **({"label_names": list(self.label_names)} if self.label_names is not None else {}),
         }
 
     def save(self, epoch: int, batch_in_epoch: int, step: int, best: bool = False) -> None:

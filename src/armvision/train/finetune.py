@@ -114,6 +114,13 @@ def make_evaluate(cfg: FinetuneConfig, val_set: Dataset, info: DistInfo):
     return evaluate
 
 
+def class_names(dataset: Dataset, num_classes: int) -> list[str]:
+    """The class names the checkpoint stores: the dataset's classes (folder names), or the class ids when the
+    dataset has none or the head has another number of classes."""
+    classes = [str(c) for c in getattr(dataset, "classes", None) or []]
+    return classes if len(classes) == num_classes else [str(i) for i in range(num_classes)]
+
+
 def label_subset(dataset: Dataset, fraction: float, seed: int = 0) -> Subset:
     """A fixed, class-stratified subset holding `fraction` of each class (at least one image per class)."""
     if not 0.0 < fraction <= 1.0:
@@ -163,5 +170,6 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
                           make_groups=lambda m: param_groups(m, cfg.weight_decay, layer_decay=cfg.layer_decay,
                                                              depth=getattr(m, "depth", None)),
                           evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
-                          model_config=model_config_dict(model), kind="finetune", best_key="acc1")
+                          model_config=model_config_dict(model), kind="finetune", best_key="acc1",
+                          label_names=class_names(train_raw, num_classes))
         return trainer.fit(claim=False)

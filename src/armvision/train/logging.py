@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from ..fileio import atomic_write
+from ..progress import Progress, format_duration  # noqa: F401  (re-exported: train.format_duration)
 
 log = logging.getLogger("armvision.train")
 
@@ -65,60 +64,6 @@ def _step_of(line: str) -> float:
         return float(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return float("inf")  # a torn last line of a killed run: drop it
-
-
-def format_duration(seconds: float) -> str:
-    """H:MM:SS ("?" for an unknown duration)."""
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(seconds)
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-class Progress:
-    """A tqdm bar on a terminal (main process only); otherwise a plain line every `every` steps."""
-
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, every: int = 20, desc: str = "train",
-                 use_bar: Optional[bool] = None):
-        self.total, self.step, self.enabled, self.every, self.desc = total, initial, enabled, max(1, every), desc
-        self.start_step, self.t0, self.stats = initial, time.time(), {}
-        if use_bar is None:
-            use_bar = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
-        self.bar = None
-        if enabled and use_bar:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
-
-    def update(self, step: int, **stats: float) -> None:
-        """Advance to `step` and show `stats` (loss, lr, img/s); the ETA comes from the rate since the start."""
-        if not self.enabled:
-            return
-        done = step - self.step
-        self.step = step
-        self.stats.update(stats)  # keep the last loss / img/s shown between logging steps
-        shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in self.stats.items()}
-        if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
-            self.bar.update(done)
-        elif step % self.every == 0 or step == self.total:
-            rate = (step - self.start_step) / max(1e-9, time.time() - self.t0)
-            eta = (self.total - step) / rate if rate > 0 else float("inf")
-            parts = " ".join(f"{k} {v}" for k, v in shown.items())
-            log.info(f"{self.desc} step {step}/{self.total} {parts} eta {format_duration(eta)}")
-
-    def write(self, line: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            log.info(line)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class TrainLog:
