@@ -54,6 +54,7 @@ def test_tiny_pretrain_lowers_the_loss_then_finetune_beats_chance(tmp_path):
     assert s["metrics"]["acc5"] >= s["metrics"]["acc1"] and "ema_acc1" in s["metrics"]
     best = load_file(tmp_path / "ft" / "checkpoint-best.pth")
     assert best["best"] == max(r["acc1"] for r in val)
+    assert best["label_names"] == [str(i) for i in range(10)]  # the class names travel with the weights
 
 
 @pytest.mark.slow
