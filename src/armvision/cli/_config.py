@@ -13,8 +13,8 @@ import typing
 from typing import Any, Callable, Iterator, Optional
 
 from ..fields import alternatives, default_of, is_list
-from ..train.config import (build_config_kwargs, config_from_layers, load_config_file, model_knobs, preset_names,
-                            yaml_where)
+from ..train.config import (FinetuneConfig, build_config_kwargs, config_from_layers, load_config_file, model_knobs,
+                            preset_names, yaml_where)
 
 MODEL = "model."  # dest prefix of the nested model's flags
 
@@ -98,6 +98,10 @@ def resolve_config(cls: type, args: argparse.Namespace) -> Any:
         return f"{spelling.get(key, key)} {shown}"
 
     layers.append((given, "options", flag_where))
+    if cls is FinetuneConfig:  # the --init checkpoint's architecture beneath the file and the flags
+        from ..train.finetune import finetune_config
+
+        return finetune_config(layers)
     return config_from_layers(cls, layers)
 
 

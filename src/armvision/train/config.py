@@ -147,7 +147,10 @@ class FinetuneConfig(TrainConfig):
     MODEL_DEFAULTS: ClassVar[dict[str, Any]] = {"size": "base", "num_classes": None, "drop_path_rate": 0.1}
 
     model: ClassifierConfig = field(default_factory=lambda: _default_model(FinetuneConfig))
-    init: Optional[str] = knob(None, "pretraining checkpoint to start from (ours or the reference's)")
+    init: Optional[str] = knob(None, "pretraining checkpoint to start from (ours or the reference's); the classifier "
+                                     "is the architecture it describes, model flags given override it")
+    strict: bool = knob(True, "--init must fit the classifier exactly (--no-strict loads the tensors that fit and "
+                              "lists the others)")
     label_fraction: float = knob(1.0, "train on this fraction of the labelled images (stratified, fixed subset)",
                                  check=number(0, 1, lo_open=True))
     min_lr: float = knob(1e-6, "lr at the end of the cosine", check=NONNEG_F)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -36,14 +37,60 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> nn.Module:
     return build_from_config(model_config)
 
 
-def init_from(model: nn.Module, path: str, verbose: bool = True) -> None:
-    """Load a pretraining (or finetuning) checkpoint into the classifier and print what was adapted."""
+def init_from(model: nn.Module, path: str, verbose: bool = True, strict: bool = True) -> None:
+    """Load a pretraining (or finetuning) checkpoint into the classifier and print what was adapted; `strict`
+    (--strict, the default): a tensor that does not fit is an error, else it is skipped and listed."""
     from ..models import load_checkpoint
 
-    report = load_checkpoint(model, path, strict=True)  # raises CheckpointError if it does not fit
+    try:
+        report = load_checkpoint(model, path, strict=strict)
+    except CheckpointError as e:  # the command line's word for the library's strict=False
+        raise CheckpointError(str(e).replace("pass strict=False", "pass --no-strict")) from None
     if verbose:
-        log.info("initialised from %s (%s weights): new %s, resized %s", path, report.source, report.missing,
-                 report.resized)
+        log.info("initialised from %s (%s weights): new %s, resized %s%s", path, report.source, report.missing,
+                 report.resized, f"; not loaded (--no-strict): {report.skipped}" if report.skipped else "")
+
+
+# the model fields a checkpoint's architecture decides (the classifier's head and drop path are finetuning's own)
+ARCH_KEYS = ("size", "embed_dim", "depth", "img_size", "patch_size", "in_chans", "d_state", "d_conv", "expand",
+             "norm_eps", "block")
+
+
+def init_architecture(path: str) -> dict[str, Any]:
+    """The architecture the checkpoint at `path` describes (our model_config, or read off a reference state dict's
+    shapes), as model keys of a FinetuneConfig layer; {} when there is no such file."""
+    from ..models import infer_config, read_checkpoint, select_state_dict
+
+    if not Path(path).exists():
+        return {}  # train_finetune says so (or resumes without it)
+    ckpt = read_checkpoint(path)
+    cfg = ckpt.get("model_config")
+    if not isinstance(cfg, dict):
+        cfg = infer_config(select_state_dict(ckpt, "model", path), ckpt.get("args"))
+    return {k: cfg[k] for k in ARCH_KEYS if cfg.get(k) is not None}
+
+
+def finetune_config(layers: list[tuple[dict, str, Any]]) -> FinetuneConfig:
+    """FinetuneConfig from (values, source, where) layers (preset / YAML, flags) over the defaults, with the
+    architecture of the --init checkpoint (if any) beneath them: the classifier is the model the checkpoint
+    describes, and values given for its fields override it (one line says which)."""
+    from .config import config_from_layers, split_layer, yaml_where
+
+    init = None
+    for values, source, _ in layers:
+        init = split_layer(FinetuneConfig, values, source).get("init", init)
+    arch = init_architecture(init) if init else {}
+    if not arch:
+        return config_from_layers(FinetuneConfig, layers)
+    cfg = config_from_layers(FinetuneConfig, [({"model": arch}, f"--init {init}", yaml_where(f"--init {init}")),
+                                              *layers])
+    shown = ", ".join(f"{k} {v}" for k, v in arch.items() if k != "size")
+    changed = [f"{k} {getattr(cfg.model, k)} (checkpoint: {v})" for k, v in arch.items()
+               if k != "size" and getattr(cfg.model, k) != v]
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info("finetune: the classifier --init %s describes (%s)%s", init, shown,
+                 f"; given values override it: {', '.join(changed)}" if changed else "")
+    return cfg
 
 
 def make_loss(cfg: FinetuneConfig, num_classes: int):
@@ -164,7 +211,7 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
         model = build_classifier(cfg, num_classes)
         resuming = resume_path(cfg.resume, cfg.output) is not None
         if cfg.init and not resuming:
-            init_from(model, cfg.init, verbose=info.is_main)
+            init_from(model, cfg.init, verbose=info.is_main, strict=cfg.strict)
         model = model.to(info.device)
         trainer = Trainer(cfg, info, model, AugmentSeeded(train_raw, cfg.seed), make_loss(cfg, num_classes),
                           make_groups=lambda m: param_groups(m, cfg.weight_decay, layer_decay=cfg.layer_decay,
