@@ -1,19 +1,28 @@
-"""Datasets (ImageFolder with bad-file handling, the embedded digits default) and the reference transforms."""
+"""Data: what `--data` can be (sources.py: ImageFolders, folders and lists of unlabelled images, webdataset shards,
+Hugging Face datasets saved on disk, the embedded digits default), the checks every image goes through (images.py),
+and the reference transforms."""
 from .datasets import (
     EMBEDDED_NAME,
     AugmentSeeded,
     SafeImageFolder,
-    build_dataset,
     embedded_digits,
 )
+from .hf import HFImages
+from .sources import build_dataset, split_exists
+from .streams import TarShards
 from .transforms import (IMAGENET_MEAN, IMAGENET_STD, TwoViews, contrastive_transform, eval_transform,
                          finetune_transform, pretrain_transform)
+from .unlabelled import ImageFiles
 
 __all__ = [
     "EMBEDDED_NAME",
     "AugmentSeeded",
     "SafeImageFolder",
+    "ImageFiles",
+    "TarShards",
+    "HFImages",
     "build_dataset",
+    "split_exists",
     "embedded_digits",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -208,23 +208,6 @@ def embedded_digits(split: str = "train", img_size: int = 32, transform: Optiona
     return EmbeddedDigits(split, img_size, transform)
 
 
-def build_dataset(data: Optional[str], split: str, transform: Optional[Callable], img_size: int = 32,
-                  strict: bool = False, num_threads: int = 16, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
-                  ) -> Dataset:
-    """`data/split` as a SafeImageFolder, or the embedded digits when `data` is None or 'embedded:digits'."""
-    if data is None or data == EMBEDDED_NAME:
-        return embedded_digits(split, img_size, transform)
-    root = Path(data)
-    if not root.is_dir():
-        raise DataError(f"--data {data}: folder does not exist; expected {data}/train and {data}/val "
-                        "with one sub-folder per class (or omit --data to use the embedded digits)")
-    sub = root / split
-    if not sub.is_dir():
-        raise DataError(f"--data {data}: missing {sub}; expected {data}/train and {data}/val with one "
-                        "sub-folder per class")
-    return SafeImageFolder(sub, transform=transform, strict=strict, check_threads=num_threads, max_pixels=max_pixels)
-
-
 class AugmentSeeded(Dataset):
     """Wraps a dataset so that sample i of epoch e draws its random augmentation from seed (seed, e, i).
 
@@ -247,14 +230,20 @@ class AugmentSeeded(Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, index: int):
-        s = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
-        states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
-        torch.default_generator.manual_seed(s)  # the CPU generator only: CUDA RNG streams are left alone
-        random.seed(s)
-        np.random.seed(s)
-        try:
-            return self.dataset[index]
-        finally:
-            torch.set_rng_state(states[0])
-            random.setstate(states[1])
-            np.random.set_state(states[2])
+        return call_seeded([self.seed, self.epoch, int(index)], self.dataset.__getitem__, index)
+
+
+def call_seeded(entropy: list[int], fn: Callable, *args):
+    """fn(*args) with torch's CPU generator, `random` and numpy seeded from `entropy`; the caller's RNG states are
+    restored afterwards (CUDA RNG streams are left alone)."""
+    s = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+    torch.default_generator.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])

@@ -122,8 +122,11 @@ def load_model_for_eval(
 
 
 def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct: float = DEFAULT_CROP_PCT):
-    """The dataset to evaluate: DIR/val (or DIR itself) as an ImageFolder, or the embedded digits val split."""
-    from ..data import SafeImageFolder, embedded_digits, eval_transform
+    """The dataset to evaluate: DIR/val (or DIR itself) as an ImageFolder, the val split of webdataset shards or of a
+    saved Hugging Face dataset (a dataset without one: all of it), or the embedded digits val split."""
+    from ..data import SafeImageFolder, build_dataset, embedded_digits, eval_transform, split_exists
+    from ..data.hf import is_hf_dataset
+    from ..data.streams import find_shards
 
     h, w = img_size
     if h != w:
@@ -131,10 +134,14 @@ def build_eval_dataset(data: Optional[str], img_size: tuple[int, int], crop_pct:
     transform = eval_transform(h, crop_pct=crop_pct)
     if data is None:
         return embedded_digits("val", img_size=h, transform=transform)
+    if is_hf_dataset(data) or find_shards(data, "val"):
+        split = "val" if split_exists(data, "val") else "train"
+        return build_dataset(data, split, transform, train=False)
     root = Path(data)
     if not root.is_dir():
-        raise DataError(f"--data {data}: folder does not exist; give an ImageFolder root (one sub-folder per class) "
-                        f"or a folder holding val/, or omit --data to use the embedded digits")
+        raise DataError(f"--data {data}: folder does not exist; give an ImageFolder root (one sub-folder per class), "
+                        f"a folder holding val/ (ImageFolder or webdataset shards), a saved Hugging Face dataset, or "
+                        f"omit --data to use the embedded digits")
     if (root / "val").is_dir():
         root = root / "val"
     return SafeImageFolder(root, transform=transform)

@@ -136,6 +136,12 @@ class PretrainConfig(TrainConfig):
     clip_grad: Optional[float] = knob(3.0, "clip the gradient norm to this value", check=POS_F)
     output: str = knob("runs/pretrain", "output folder")
     min_scale: float = knob(0.2, "RandomResizedCrop minimum scale, in (0, 1]", check=number(0, 1, lo_open=True))
+    data: Optional[str] = knob(None, "training images: DIR with train/ (and val/), a folder of images (no class "
+                                     "folders needed), a text file listing images, webdataset shards (DIR/train/*.tar "
+                                     "or a pattern such as 'shards/train-{000..099}.tar') or a Hugging Face dataset "
+                                     "saved on disk (default: the embedded digits)")
+    val_data: Optional[str] = knob(None, "validation images, for a validation loss every --eval-every epochs (any "
+                                         "form --data takes; default: the val split of --data when it has one)")
 
 
 @_nested_init

@@ -201,6 +201,24 @@ class GlobalBatchSampler(Sampler[list[int]]):
             yield order[lo:lo + self.batch_size]
 
 
+class StreamEpochs:
+    """What GlobalBatchSampler is for an indexed dataset, for a stream (data.TarShards, which splits itself over
+    processes and DataLoader workers): an epoch is samples // global batch steps on every process, and `set_epoch`
+    tells the stream which epoch to draw (resuming: how many of this process's batches to skip)."""
+
+    def __init__(self, stream: Any, batch_size: int, world_size: int = 1):
+        self.stream, self.batch_size, self.world_size = stream, batch_size, world_size
+        if len(stream) < batch_size * world_size:
+            raise ConfigError(f"the dataset has {len(stream)} images, fewer than one global batch "
+                              f"({batch_size} x {world_size} processes); lower --batch-size")
+
+    def __len__(self) -> int:
+        return len(self.stream) // (self.batch_size * self.world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.stream.set_epoch(epoch, start, self.batch_size)
+
+
 class ShardSampler(Sampler[int]):
     """Evaluation: rank r takes indices r, r+N, ...; with `pad`, every rank gets ceil(n/N) indices, the extra ones
     being >= n (the dataset marks them as padding), so that all ranks run the same number of batches (FSDP)."""

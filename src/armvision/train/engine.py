@@ -26,14 +26,15 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..data.loading import resolve_num_workers
 from ..errors import ArmVisionError, ConfigError
 from ..eval.evaluate import autocast_dtype
 from . import checkpoint as ckpt_io
 from .config import save_config
-from .distributed import DistInfo, GlobalBatchSampler, StallWatchdog, all_reduce, barrier, gather_objects, wrap_model
+from .distributed import (DistInfo, GlobalBatchSampler, StallWatchdog, StreamEpochs, all_reduce, barrier,
+                          gather_objects, wrap_model)
 from .logging import Progress, RunLogger, TrainLog
 from .optim import build_optimizer, effective_lr
 from .resume import RESUME_MUST_MATCH, check_resume_config, load_resume, restore_optimizer, restore_rng
@@ -172,13 +173,19 @@ class Trainer:
         return {"step": pos.step, "epoch": pos.epoch, "loss": self.train_log.loss_avg, "best": self.best,
                 "metrics": self.last_metrics, "checkpoint": str(self.output / ckpt_io.LAST)}
 
-    def _setup_data(self) -> tuple[GlobalBatchSampler, DataLoader, Schedule]:
+    def _setup_data(self) -> tuple[GlobalBatchSampler | StreamEpochs, DataLoader, Schedule]:
         """The sampler (the global data order, resumable mid-epoch), the loader and the schedule."""
         cfg, info = self.cfg, self.info
-        sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, info.world_size, info.rank, cfg.seed)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=resolve_num_workers(cfg.num_workers),
-                            pin_memory=info.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed))
+        workers = resolve_num_workers(cfg.num_workers)
+        if isinstance(self.train_set, IterableDataset):  # a stream shards itself over processes and workers
+            sampler = StreamEpochs(self.train_set, cfg.batch_size, info.world_size)
+            loader = DataLoader(self.train_set, batch_size=cfg.batch_size, num_workers=workers, drop_last=True,
+                                pin_memory=info.device.type == "cuda")
+        else:
+            sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, info.world_size, info.rank, cfg.seed)
+            loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=workers,
+                                pin_memory=info.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(cfg.seed))
         steps_per_epoch = len(sampler) // cfg.accum_iter
         if steps_per_epoch == 0:
             raise ConfigError(f"one epoch has {len(sampler)} batches, fewer than --accum-iter {cfg.accum_iter}")
@@ -233,7 +240,7 @@ class Trainer:
         """The rest of epoch `pos.epoch` (or up to the last step): steps, train lines, every-N-steps saves."""
         cfg = self.cfg
         sampler.set_epoch(pos.epoch, start=pos.batch_in_epoch)
-        if hasattr(self.train_set, "set_epoch"):
+        if hasattr(self.train_set, "set_epoch") and not isinstance(self.train_set, IterableDataset):
             self.train_set.set_epoch(pos.epoch)
         self.wrapped.train()
         self.stepper.reset()

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ..data.loading import resolve_num_workers
 from ..errors import CheckpointError, ConfigError
@@ -135,9 +135,17 @@ class _PaddedEval(Dataset):
 def make_evaluate(cfg: FinetuneConfig, val_set: Dataset, info: DistInfo):
     """evaluate(model, ema) -> {val_loss, acc1, acc5, ema_acc1, ema_acc5}: top-1 / top-5 in percent, over all
     processes."""
-    sampler = ShardSampler(len(val_set), info.world_size, info.rank, pad=True)  # same batch count on every rank
-    loader = DataLoader(_PaddedEval(val_set), batch_size=cfg.batch_size, sampler=sampler,
-                        num_workers=resolve_num_workers(cfg.num_workers), pin_memory=info.device.type == "cuda")
+    workers = resolve_num_workers(cfg.num_workers)
+    if isinstance(val_set, IterableDataset):  # a stream splits itself over processes, once through
+        if cfg.fsdp:
+            raise ConfigError("a streamed validation set gives the processes different numbers of batches, which "
+                              "--fsdp cannot run; use a folder or a saved dataset for val/, or drop --fsdp")
+        loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=workers,
+                            pin_memory=info.device.type == "cuda")
+    else:
+        sampler = ShardSampler(len(val_set), info.world_size, info.rank, pad=True)  # same batch count on every rank
+        loader = DataLoader(_PaddedEval(val_set), batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                            pin_memory=info.device.type == "cuda")
     dtype, _ = resolve_precision(cfg.precision, info.device)
 
     def measure(model: nn.Module) -> dict:
@@ -200,10 +208,14 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
                                       hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
         val_tf = eval_transform(img_size, cfg.crop_pct, cfg.mean, cfg.std)
         train_raw = build_dataset(cfg.data, "train", train_tf, img_size, cfg.strict_data,
-                                  max_pixels=cfg.max_image_pixels)
+                                  max_pixels=cfg.max_image_pixels, seed=cfg.seed)
         val_set = build_dataset(cfg.data, "val", val_tf, img_size, cfg.strict_data, max_pixels=cfg.max_image_pixels)
         num_classes = cfg.model.num_classes or len(train_raw.classes)
+        stream = isinstance(train_raw, IterableDataset)
         if cfg.label_fraction < 1.0:
+            if stream:
+                raise ConfigError("--label-fraction needs an indexed dataset (folders or a saved Hugging Face "
+                                  "dataset), not a stream of shards")
             train_raw = label_subset(train_raw, cfg.label_fraction)
         if getattr(val_set, "classes", None) not in (None, train_raw.classes):
             raise ConfigError(f"--data {cfg.data}: train/ and val/ have different class folders")
@@ -213,7 +225,8 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
         if cfg.init and not resuming:
             init_from(model, cfg.init, verbose=info.is_main, strict=cfg.strict)
         model = model.to(info.device)
-        trainer = Trainer(cfg, info, model, AugmentSeeded(train_raw, cfg.seed), make_loss(cfg, num_classes),
+        train_set = train_raw if stream else AugmentSeeded(train_raw, cfg.seed)  # streams seed themselves
+        trainer = Trainer(cfg, info, model, train_set, make_loss(cfg, num_classes),
                           make_groups=lambda m: param_groups(m, cfg.weight_decay, layer_decay=cfg.layer_decay,
                                                              depth=getattr(m, "depth", None)),
                           evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
