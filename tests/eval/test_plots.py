@@ -99,3 +99,44 @@ def test_cli_default_output_and_errors(tmp_path, capsys):
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["accuracy.png", "loss.png", "lr.png"]
     assert main(["plot", str(tmp_path / "empty_dir_that_is_missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def _run(tmp_path, name, config, lines):
+    run = _write_log(tmp_path / name, lines)
+    (run / "config.yaml").write_text(config)
+    return run
+
+
+def _trainer_lines(loss0, steps=40):
+    recs = [{"kind": "train", "step": s, "epoch": s / 10, "loss": loss0 / (s + 1) + 0.01 * (s % 3), "lr": 1e-3 * s,
+             "img_per_s": 50.0} for s in range(1, steps + 1)]
+    return recs + [{"kind": "val", "step": steps, "epoch": 4, "val_loss": loss0 / 2, "acc1": 60.0, "ema_acc1": 55.0}]
+
+
+def test_panels_in_words_losses_of_each_kind_apart_and_the_lr_never_smoothed(tmp_path):
+    """Issue 23 (7): titles and y labels in words with units; the pretraining MSE and the finetuning cross-entropy
+    on axes of their own; --smooth leaves the learning rate as it is."""
+    from armvision.eval.plots import collect, describe, draw_family, panels_by_family
+
+    pt = _run(tmp_path, "pt", "method: arm\nmodel:\n  target: norm_pixel\n", _trainer_lines(1.0))
+    ft = _run(tmp_path, "ft", "init: runs/pt/checkpoint-last.pth\n", _trainer_lines(2.3))
+    families = panels_by_family(collect([pt, ft]))
+    assert set(families["loss"]) == {("loss", "pretraining"), ("loss", "finetuning"), ("val_loss", "pretraining"),
+                                     ("val_loss", "finetuning")}
+    assert describe("loss", "pretraining", "mean squared error (normalised pixels)") == (
+        "pretraining loss, training batches", "mean squared error (normalised pixels)")
+    assert describe("val_loss", "finetuning", "cross-entropy (nats)")[0] == "finetuning loss, validation images"
+    assert describe("val/acc1") == ("validation top-1 accuracy", "top-1 accuracy (%)")
+    assert describe("val/ema_acc1")[0] == "validation top-1 accuracy of the EMA weights"
+    assert describe("img_per_s") == ("training throughput", "images / s")
+    colours = {"pt": "C0", "ft": "C1"}
+    loss_fig = draw_family("loss", families["loss"], colours, smooth_n=3)
+    titles = {ax.get_title(): ax.get_ylabel() for ax in loss_fig.axes}
+    assert titles["pretraining loss, training batches"] == "mean squared error (normalised pixels)"
+    assert titles["finetuning loss, training batches"] == "cross-entropy (nats)"
+    assert all(ax.get_xlabel() in ("optimizer step", "epoch") for ax in loss_fig.axes)
+    assert len(loss_fig.axes[0].lines) == 2  # one run per loss panel: raw + its moving average
+    lr_fig = draw_family("lr", families["lr"], colours, smooth_n=3)
+    assert len(lr_fig.axes[0].lines) == 2 and lr_fig.axes[0].get_ylabel() == "learning rate"  # 2 runs, raw only
+    assert [ln.get_ydata().tolist() for ln in lr_fig.axes[0].lines][0] == [1e-3 * s for s in range(1, 41)]
+    assert "img_per_s" not in {ax.get_title() for f in families for ax in draw_family(f, families[f], colours).axes}

@@ -41,6 +41,14 @@ def _only_for(cls: type, name: str) -> str:
     return "" if len(having) == len(cls.MODELS) else f" ({', '.join(m.upper() for m in having)} only)"
 
 
+def help_text(text: str, note: str, default: Any) -> str:
+    """A flag's help: its text, the methods it applies to, and its default unless the text already says it (or
+    there is none to say: "(default: None)" tells nothing)."""
+    shown = " ".join(map(str, default)) if isinstance(default, list) else default
+    said = "default" in text or default is None
+    return f"{text}{note}" + ("" if said else f" (default: {shown})")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """`--config` and one flag per field (defaults are applied later, so given flags can override the file)."""
     parser.add_argument("--config", metavar="YAML", help="YAML file, or the name of a shipped preset ("
@@ -58,7 +66,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default, note = defaults.get(name, default_of(f)), ""
         group = groups[dest.startswith(MODEL)]
         kw: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS,
-                                  help=f"{f.metadata.get('help', '')}{note} (default: {default})")
+                                  help=help_text(f.metadata.get("help", ""), note, default))
         inner = alternatives(tp)[0][0]
         if inner is bool:
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)

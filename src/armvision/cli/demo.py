@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from .argtypes import DEVICE, NONNEG_INT, POS_INT
+from .argtypes import POS_INT
+from .common import add_device, add_num_workers, add_progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-epochs", type=POS_INT, default=None,
                         help="finetuning epochs (default: the demo_finetune preset's, 4)")
     parser.add_argument("--max-steps", type=POS_INT, default=None, help="cap each run at N steps (smoke tests)")
-    parser.add_argument("--device", type=DEVICE, default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--num-workers", type=NONNEG_INT, default=1, help="data-loading workers (default: 1)")
+    add_device(parser)
+    add_num_workers(parser)
+    add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.demo import demo_configs, run_demo
 
     out = check_output_dir(args.output, "--output")
-    both = {"device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps}
+    both = {"device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps,
+            "progress": args.progress}
     epochs = {"pretrain": args.pretrain_epochs, "finetune": args.finetune_epochs}
     overrides = {step: {**both, **({"epochs": n} if n else {})} for step, n in epochs.items()}
     pt, ft = demo_configs(out, overrides)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..argcheck import check_output_dir
-from .argtypes import DEVICE, POS_INT
+from .argtypes import POS_INT
+from .common import add_device, hidden_alias, resolve_device
 from ..models.config import SIZES
 
 
@@ -15,12 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="SIZE", choices=tuple(SIZES),
                         help=f"registry size to build for a reference .pth ({'/'.join(SIZES)}); default: "
                         "read the architecture from the checkpoint")
-    parser.add_argument("--key", default="model", help="weights inside the checkpoint: model (default) or model_ema")
+    parser.add_argument("--ema", action="store_const", dest="key", const="model_ema", default="model",
+                        help="the EMA weights of the checkpoint")
+    hidden_alias(parser, "--key", "key", choices=("model", "model_ema", "ema"))
     parser.add_argument("--images", nargs="+", default=None, help="image files (default: embedded digits val split)")
     parser.add_argument("--num-images", type=POS_INT, default=4, help="how many embedded images without --images "
                         "(default: 4)")
     parser.add_argument("--output", default="runs/visualize", help="output folder (default runs/visualize)")
-    parser.add_argument("--device", type=DEVICE, default="cpu", help="cpu or cuda (default: cpu)")
+    add_device(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output, "--output", create=False)  # before loading anything
     res = visualize_checkpoint(args.checkpoint, args.output, size=args.model, key=args.key, images=args.images,
-                               num_images=args.num_images, device=args.device)
+                               num_images=args.num_images, device=resolve_device(args.device))
     for p, loss in zip(res.paths, res.losses):
         print(f"{p}  (loss {loss:.4f})")
     print(f"{len(res.paths)} PNG(s), one row of {res.panels} panels each: {', '.join(PANELS)}")

@@ -2,11 +2,14 @@
 
 Each numeric key of the logs is put in a family: keys with "loss" -> loss.png, "lr" -> lr.png, "acc" ->
 accuracy.png, any other key -> its own `<key>.png`. A family PNG has one panel per key; every run is one line
-in every panel, with the same colour everywhere, so ablations can be compared at a glance. The x axis of a key is
-"step" when every line carrying that key has a step, else "epoch" (eval lines), else the line number. Lines
-with a "kind" other than "train" (the trainer writes "val" lines) name their metrics "<kind>/<key>" (e.g.
-"val/loss") unless the key already starts with the kind; the wall-clock "time" stamp is not plotted.
-Matplotlib's Agg canvas is used directly (no pyplot, no display needed).
+in every panel, with the same colour everywhere, so ablations can be compared at a glance. Losses of pretraining
+and of finetuning runs (told apart by the config.yaml beside the log) get panels of their own: their units differ
+(mean squared error of pixels, NT-Xent, cross-entropy). Panels are titled in words, with the unit on the y axis;
+`--smooth` averages the per-step curves of losses and metrics, never the learning rate (a schedule, not a
+measurement). The x axis of a key is "optimizer step" when every line carrying that key has a step, else "epoch"
+(eval lines), else the line number. Lines with a "kind" other than "train" (the trainer writes "val" lines) name
+their metrics "<kind>/<key>" (e.g. "val/loss") unless the key already starts with the kind; the wall-clock "time"
+stamp is not plotted. Matplotlib's Agg canvas is used directly (no pyplot, no display needed).
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ class Series:
     x_name: str
     x: list[float]
     y: list[float]
+    run_kind: str = ""  # "pretraining", "finetuning" or "" (not known)
+    loss_unit: str = "loss"
 
 
 def _is_number(v: object) -> bool:
@@ -97,6 +102,54 @@ def _metrics(rec: dict) -> dict[str, float]:
     return out
 
 
+def run_kind(path: str | Path) -> tuple[str, str]:
+    """(kind, unit of its loss) of the run whose log is at `path`, read from the config.yaml beside it: pretraining
+    ("method"), finetuning ("init"), or ("", "loss") when there is none."""
+    import yaml
+
+    path = Path(path)
+    cfg_path = (path if path.is_dir() else path.parent) / "config.yaml"
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "", "loss"
+    if not isinstance(cfg, dict):
+        return "", "loss"
+    if "method" in cfg:
+        model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+        if cfg["method"] == "contrastive":
+            return "pretraining", "NT-Xent loss (nats)"
+        pixels = "normalised pixels" if model.get("target", "norm_pixel") == "norm_pixel" else "pixels"
+        return "pretraining", f"mean squared error ({pixels})"
+    if "init" in cfg:
+        return "finetuning", "cross-entropy (nats)"
+    return "", "loss"
+
+
+def describe(key: str, kind: str = "", loss_unit: str = "loss") -> tuple[str, str]:
+    """(panel title in words, y-axis label with its unit) of a metric key of the logs."""
+    name = key.lower()
+    val = name.startswith(("val/", "val_")) or "/val_" in name
+    base = re.sub(r"^(val/|val_)", "", name)
+    ema = base.startswith("ema_")
+    base = base.removeprefix("ema_").removeprefix("val_")
+    weights = " of the EMA weights" if ema else ""
+    if "loss" in base:
+        what = f"{kind} loss" if kind else "loss"
+        return f"{what}, {'validation images' if val else 'training batches'}{weights}", loss_unit
+    m = re.fullmatch(r"acc(\d+)", base)
+    if m:
+        return f"validation top-{m.group(1)} accuracy{weights}", f"top-{m.group(1)} accuracy (%)"
+    if family_of(key) == "lr":
+        return "learning rate (layer-wise decay: the top layers' rate)", "learning rate"
+    if base == "img_per_s":
+        return "training throughput", "images / s"
+    return key.replace("_", " "), key
+
+
+X_LABELS = {"step": "optimizer step", "epoch": "epoch", "line": "log line"}
+
+
 def extract_series(records: Sequence[dict], run: str) -> list[Series]:
     """All numeric metrics of one run as Series, in the order their names first appear."""
     per_line = [_metrics(r) for r in records]
@@ -131,11 +184,8 @@ def _run_names(run_dirs: Sequence[Path]) -> list[str]:
     return names
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, smooth_n: int = 1) -> list[Path]:
-    """Draw one PNG per metric family overlaying all runs; return the written paths (sorted by name)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def collect(run_dirs: Sequence[str | Path]) -> list[Series]:
+    """Every metric of every run, each told its run's kind and loss unit (config.yaml)."""
     if not run_dirs:
         raise DataError("no run directory given; pass one or more directories that contain log.jsonl")
     dirs = [Path(d) for d in run_dirs]
@@ -144,41 +194,72 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, smooth_n: int
         found = extract_series(read_log(d), name)
         if not found:
             raise DataError(f"{d if d.is_file() else d / LOG_NAME}: no numeric metrics to plot")
+        kind, unit = run_kind(d)
+        for s in found:
+            s.run_kind, s.loss_unit = kind, unit
         series += found
-    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(s.run for s in series))}
-    by_family: dict[str, dict[str, list[Series]]] = {}
+    return series
+
+
+Panels = dict[tuple[str, str], list[Series]]  # (metric key, run kind of a loss) -> its series, one panel each
+
+
+def panels_by_family(series: Sequence[Series]) -> dict[str, Panels]:
+    """family -> panels; a loss panel per run kind: pretraining and finetuning losses have different units."""
+    by_family: dict[str, Panels] = {}
     for s in series:
-        by_family.setdefault(family_of(s.key), {}).setdefault(s.key, []).append(s)
+        family = family_of(s.key)
+        panel = (s.key, s.run_kind if family == "loss" else "")
+        by_family.setdefault(family, {}).setdefault(panel, []).append(s)
+    return by_family
+
+
+def draw_family(family: str, panels: Panels, colours: dict[str, str], smooth_n: int = 1):
+    """One matplotlib Figure (Agg canvas) with a panel per metric; every run one line (with --smooth, a thin raw and
+    a thick averaged one, except for the learning rate, a schedule drawn as it is)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.0 * cols, 3.6 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    for idx, ((key, kind), group) in enumerate(panels.items()):
+        ax = fig.add_subplot(rows, cols, idx + 1)
+        for s in group:
+            c = colours[s.run]
+            dense = s.x_name == "step" and len(s.y) > 2 * smooth_n  # per-step curves only
+            if smooth_n > 1 and dense and family != "lr":
+                ax.plot(s.x, s.y, color=c, alpha=0.25, linewidth=0.8)
+                ax.plot(s.x, smooth(s.y, smooth_n), color=c, label=s.run, linewidth=1.5)
+            else:
+                ax.plot(s.x, s.y, color=c, label=s.run, linewidth=1.5, marker="o" if len(s.y) < 30 else None,
+                        markersize=3)
+        ax.set_xlabel(" / ".join(X_LABELS.get(x, x) for x in sorted({s.x_name for s in group})))
+        title, ylabel = describe(key, kind, group[0].loss_unit if kind else "loss")
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if family == "lr":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.legend(fontsize="small")
+    title = {"loss": "losses", "lr": "learning rate", "accuracy": "accuracy"}.get(family, family.replace("_", " "))
+    if smooth_n > 1 and family != "lr":
+        title += f" (per-step curves: thin raw, thick a moving average over {smooth_n} points)"
+    fig.suptitle(title)
+    return fig
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, smooth_n: int = 1) -> list[Path]:
+    """Draw one PNG per metric family overlaying all runs; return the written paths (sorted by name)."""
+    series = collect(run_dirs)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(s.run for s in series))}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for family, by_key in by_family.items():
-        n = len(by_key)
-        cols = min(n, 3)
-        rows = math.ceil(n / cols)
-        fig = Figure(figsize=(5.0 * cols, 3.6 * rows), layout="constrained")
-        FigureCanvasAgg(fig)
-        for idx, (key, group) in enumerate(by_key.items()):
-            ax = fig.add_subplot(rows, cols, idx + 1)
-            for s in group:
-                c = colours[s.run]
-                if smooth_n > 1 and s.x_name == "step" and len(s.y) > 2 * smooth_n:  # dense training curves only
-                    ax.plot(s.x, s.y, color=c, alpha=0.25, linewidth=0.8)
-                    ax.plot(s.x, smooth(s.y, smooth_n), color=c, label=s.run, linewidth=1.5)
-                else:
-                    ax.plot(s.x, s.y, color=c, label=s.run, linewidth=1.5, marker="o" if len(s.y) < 30 else None,
-                            markersize=3)
-            xs = {s.x_name for s in group}
-            ax.set_xlabel(" / ".join(sorted(xs)))
-            ax.set_title(key)
-            ax.grid(alpha=0.3)
-            if family == "lr":
-                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-            ax.legend(fontsize="small")
-        title = family + (f" (per-step curves: moving average over {smooth_n})" if smooth_n > 1 else "")
-        fig.suptitle(title)
+    for family, panels in panels_by_family(series).items():
         path = out_dir / f"{family}.png"
-        fig.savefig(path, dpi=100)
+        draw_family(family, panels, colours, smooth_n).savefig(path, dpi=100)
         written.append(path)
     return sorted(written)
 

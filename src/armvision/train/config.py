@@ -86,7 +86,7 @@ class TrainConfig:
     log_every: int = knob(20, "write a log.jsonl line every N optimizer steps", check=POS)
     eval_every: int = knob(1, "evaluate on val every N epochs (and always at the end)", check=POS)
     tensorboard: bool = knob(True, "write TensorBoard events to OUTPUT/tb")
-    progress: bool = knob(True, "show a progress bar on a terminal")
+    progress: bool = knob(True, "show progress: a bar on a terminal, a plain line every --log-every steps elsewhere")
     dist_timeout: float = knob(1800.0, "torchrun: seconds a collective (or joining the group) may wait for the "
                                        "other processes before the job fails", check=POS_F)
     stall_warning: float = knob(300.0, "torchrun: warn when no step has finished for this many seconds", check=POS_F)

@@ -1,4 +1,4 @@
-"""`python -m armvision.bench.gpu_check --out DIR [--dry-run] [...]`: the GPU check's command line
+"""`python -m armvision.bench.gpu_check --output DIR [--dry-run] [...]`: the GPU check's command line
 (armvision.cli.bench.gpu_check; also `armvision bench gpu-check`)."""
 import sys
 

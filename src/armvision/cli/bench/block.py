@@ -5,6 +5,8 @@ import argparse
 
 import torch
 
+from ..common import hidden_alias
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ...bench.block import CASES
@@ -12,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), help="block shapes")
     parser.add_argument("--dim", type=int, default=768, help="model width (768 = ARM-B)")
-    parser.add_argument("--batch", type=int, default=8, help="batch size")
+    parser.add_argument("--batch-size", dest="batch", type=int, default=8, help="batch size (default: 8)")
+    hidden_alias(parser, "--batch", "batch", type=int)
     parser.add_argument("--backends", nargs="+", default=None,
                         help="scan backends to time (default: every available one but 'ref', plus 'none')")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")

@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 
 from ..argtypes import NONNEG_INT, POS_INT
+from ..common import hidden_alias
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="base", choices=["tiny", "small", "base"],
                         help="ARM and ViT size (default base)")
     parser.add_argument("--img-size", type=POS_INT, default=224, help="image size (default 224)")
-    parser.add_argument("--batch", type=POS_INT, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    parser.add_argument("--batch-size", dest="batch", type=POS_INT, nargs="+", default=[1, 8],
+                        help="batch sizes (default 1 8)")
+    hidden_alias(parser, "--batch", "batch", type=POS_INT, nargs="+")
     parser.add_argument("--threads", type=POS_INT, default=2,
                         help="intra-op threads, torch and onnxruntime (default 2)")
     parser.add_argument("--repeats", type=POS_INT, default=5, help="timed rounds per batch (default 5)")
@@ -20,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="store_true", help="also time a forward+backward step, eager vs compiled")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny models, 64 px, 1 repeat")
     parser.add_argument("--work-dir", default=None, help="where to write the .onnx files (default: a temp folder)")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--output-json", dest="json", default=None, metavar="FILE",
+                        help="also write the results to this JSON file")
+    hidden_alias(parser, "--json", "json")
 
 
 def run(args: argparse.Namespace) -> int:

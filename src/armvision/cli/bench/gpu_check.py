@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from ..common import hidden_alias
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder for report.json and report.md")
+    p.add_argument("--output", dest="out", required=True, metavar="DIR", help="folder for report.json and report.md")
+    hidden_alias(p, "--out", "out")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, Triton interpreted (seconds)")
     p.add_argument("--model-backend", default="triton",
                    help="scan backend of the models in sections 3-4 (their scan_backend); '' = automatic")

@@ -6,6 +6,7 @@ import argparse
 import torch
 
 from ...bench.model import BENCH_SIZES, FAMILIES, MODES, Case, make_cases
+from ..common import hidden_alias
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test in seconds: tiny sizes, 64 px (pretrainer 128), batch 2, 1 warm-up, "
                         "2 repeats, 1024 matmul for the peak")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write all results and the environment")
+    parser.add_argument("--output-json", dest="json", default=None, metavar="FILE",
+                        help="also write all results and the environment to this JSON file")
+    hidden_alias(parser, "--json", "json")
 
 
 def cases_from_args(args: argparse.Namespace) -> tuple[list[Case], list[str]]:

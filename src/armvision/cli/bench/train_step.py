@@ -5,6 +5,8 @@ import argparse
 
 import torch
 
+from ..common import hidden_alias
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], help="pretrainer sizes (default: tiny base)")
@@ -16,11 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autocast as in armvision pretrain (auto: bf16 on CUDA with bf16, fp32 on CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="data workers (default: 0 1 2)")
+    parser.add_argument("--num-workers", dest="workers", type=int, nargs="+", default=[0, 1, 2],
+                        help="data-loading workers to time (default: 0 1 2)")
+    hidden_alias(parser, "--workers", "workers", type=int, nargs="+")
     parser.add_argument("--data-images", type=int, default=128, help="JPEGs in the temporary folder (default: 128)")
     parser.add_argument("--data-batch-size", type=int, default=32, help="data loader batch (default: 32)")
     parser.add_argument("--quick", action="store_true", help="tiny only, 128 px, 32 JPEGs, workers 0 (smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--output-json", dest="json", metavar="FILE", help="also write the results as JSON")
+    hidden_alias(parser, "--json", "json")
 
 
 def run(args: argparse.Namespace) -> int:
