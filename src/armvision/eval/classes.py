@@ -61,7 +61,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
                             color="white" if rows[t, p] > 50 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_via(path, lambda p: fig.savefig(p, dpi=100, format="png"))
     return path
@@ -79,6 +79,6 @@ def write_class_report(out_dir: str | Path, record: dict[str, Any], confusion: C
     json_path = out / "per_class.json"
     atomic_write(json_path, json.dumps(body, indent=1) + "\n")
     png = plot_confusion(confusion.matrix(), names, out / "confusion.png",
-                         title or f"confusion matrix, {Path(record['checkpoint']).name} ({record['weights']} weights), "
-                                  f"top-1 {record['metrics']['top1']:.1f} %")
+                         title or f"confusion matrix, top-1 {record['metrics']['top1']:.1f} %\n"
+                                  f"{Path(record['checkpoint']).name} ({record['weights']} weights)")
     return {"json": str(json_path), "png": str(png)}

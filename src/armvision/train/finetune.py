@@ -84,7 +84,8 @@ def finetune_config(layers: list[tuple[dict, str, Any]]) -> FinetuneConfig:
         return config_from_layers(FinetuneConfig, layers)
     cfg = config_from_layers(FinetuneConfig, [({"model": arch}, f"--init {init}", yaml_where(f"--init {init}")),
                                               *layers])
-    shown = ", ".join(f"{k} {v}" for k, v in arch.items() if k != "size")
+    usual = dataclasses.asdict(FinetuneConfig().model)  # fields at their usual value are not worth a word
+    shown = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ARCH_KEYS[1:5] or (k != "size" and v != usual[k]))
     changed = [f"{k} {getattr(cfg.model, k)} (checkpoint: {v})" for k, v in arch.items()
                if k != "size" and getattr(cfg.model, k) != v]
     if int(os.environ.get("RANK", "0")) == 0:
