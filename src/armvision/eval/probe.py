@@ -111,7 +111,7 @@ def linear_probe(
 def _features_of_splits(model: nn.Module, data: Optional[str], size: int, layer: Optional[int], batch_size: int,
                         num_workers: int, dev: torch.device, max_images: Optional[int], progress: bool):
     """{"train": (feats, labels), "val": (feats, labels)} with the evaluation transform, and the class count."""
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader, IterableDataset, Subset
 
     from ..data import build_dataset, eval_transform
     from .features import extract_features
@@ -123,6 +123,9 @@ def _features_of_splits(model: nn.Module, data: Optional[str], size: int, layer:
         if split == "val" and classes["val"] != classes["train"]:
             raise DataError(f"--data {data}: train/ and val/ have different class folders "
                             f"({len(classes['train'])} vs {len(classes['val'])}); give both the same classes")
+        if max_images is not None and isinstance(ds, IterableDataset):
+            raise ConfigError(f"--max-images needs an indexed dataset (folders or a saved Hugging Face dataset); "
+                              f"--data {data} is a stream of shards")
         if max_images is not None and max_images < len(ds):  # a fixed random subset, the same for every model
             ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:max_images].tolist())
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
