@@ -27,8 +27,9 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
-from .images import (DEFAULT_MAX_PIXELS, STRICT_PIXEL_BUDGET, STRICT_THREADS, LoadFailures,  # noqa: F401
-                     UnusableImage, allow_pixels, check_files, load_rgb, name_skipped, to_rgb)
+from .images import (DEFAULT_MAX_PIXELS, STRICT_PIXEL_BUDGET, STRICT_THREADS, CountsLoadFailures,  # noqa: F401
+                     LoadFailures, UnusableImage, allow_pixels, check_files, image_file_filter, load_rgb, name_skipped,
+                     to_rgb)
 
 log = logging.getLogger(__name__)
 EMBEDDED_NAME = "embedded:digits"
@@ -92,7 +93,7 @@ def scan_folder(root: str, class_to_idx: dict[str, int], accept: Callable[[str],
     return samples, skipped
 
 
-class SafeImageFolder(ImageFolder):
+class SafeImageFolder(CountsLoadFailures, ImageFolder):
     """torchvision ImageFolder that skips (or, with strict, rejects) unreadable images and reports them.
 
     `skipped` lists (path, reason) found when scanning; `load_failures` counts files that failed at decode time.
@@ -107,15 +108,7 @@ class SafeImageFolder(ImageFolder):
         self.max_pixels = max_pixels
         allow_pixels(max_pixels)
 
-        def accept(path: str) -> bool:
-            if os.path.basename(path).startswith("."):
-                return False
-            if not path.lower().endswith(IMG_EXTENSIONS):
-                self.skipped.append((path, "not an image file extension"))
-                return False
-            return True
-
-        self._accept = accept
+        self._accept = image_file_filter(self.skipped)
         try:
             super().__init__(str(root), transform=transform, loader=self._load, allow_empty=True)
         except FileNotFoundError:
@@ -140,10 +133,6 @@ class SafeImageFolder(ImageFolder):
 
     def _load(self, path: str) -> Image.Image:
         return load_rgb(path, self.max_pixels)
-
-    @property
-    def load_failures(self) -> int:
-        return int(self.failures.count.value)
 
     def __getitem__(self, index: int):
         j, img = self.failures.load(len(self.samples), index, lambda j: self.loader(self.samples[j][0]),

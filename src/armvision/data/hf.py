@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import DEFAULT_MAX_PIXELS, LoadFailures, check_files, load_rgb, name_skipped
+from .images import DEFAULT_MAX_PIXELS, CountsLoadFailures, LoadFailures, check_files, load_rgb, name_skipped
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "validation", "valid")}
 
@@ -64,7 +64,7 @@ def _columns(datasets: Any, ds: Any, where: str) -> tuple[str, Optional[str]]:
     return image, label
 
 
-class HFImages(Dataset):
+class HFImages(CountsLoadFailures, Dataset):
     """Split `split` of a saved Hugging Face dataset as (image, label) items (label 0 when `labelled` is False)."""
 
     def __init__(self, path: str | os.PathLike, split: str = "train", transform: Optional[Callable] = None,
@@ -111,10 +111,6 @@ class HFImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
-
-    @property
-    def load_failures(self) -> int:
-        return int(self.failures.count.value)
 
     def __getitem__(self, index: int):
         j, img = self.failures.load(len(self), index, lambda j: load_rgb(self._bytes(j), self.max_pixels),

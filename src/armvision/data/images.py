@@ -165,6 +165,32 @@ def name_skipped(skipped: Sequence[tuple[str, str]], where: str, strict: bool) -
         log.warning("skipping %d unreadable file(s) in %s:\n%s", len(skipped), where, "\n".join(lines))
 
 
+def image_file_filter(skipped: list[tuple[str, str]]) -> Callable[[str], bool]:
+    """accept(path) for a folder walk: image extensions only; hidden files ignored, other files added to `skipped`
+    (they are named with the unreadable ones)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    def accept(path: str) -> bool:
+        if os.path.basename(path).startswith("."):
+            return False
+        if not path.lower().endswith(IMG_EXTENSIONS):
+            skipped.append((path, "not an image file extension"))
+            return False
+        return True
+
+    return accept
+
+
+class CountsLoadFailures:
+    """For datasets that keep a LoadFailures as `self.failures`: how many samples failed to decode so far."""
+
+    failures: "LoadFailures"
+
+    @property
+    def load_failures(self) -> int:
+        return int(self.failures.count.value)
+
+
 class LoadFailures:
     """Which samples failed to decode at load time (each named once) and how many, shared with DataLoader workers
     (inherited when they start)."""

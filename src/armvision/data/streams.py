@@ -79,11 +79,14 @@ def _split_key(name: str) -> tuple[str, str]:
     return os.path.join(folder, stem) if folder else stem, ext.lower()
 
 
-def read_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) of each sample of a tar shard, in order, reading the file once."""
+def read_samples(path: str, wanted: Optional[Callable[[str], bool]] = None
+                 ) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of each sample of a tar shard, in order. By default the file is read once,
+    straight through (any stream works); with `wanted(extension)` only those members are read and the rest seeked
+    over (their values are b""), which makes indexing a local shard a walk over its headers."""
     key, parts = None, {}
     try:
-        with tarfile.open(path, "r|*") as tar:
+        with tarfile.open(path, "r|*" if wanted is None else "r:*") as tar:
             for member in tar:
                 if not member.isfile() or os.path.basename(member.name).startswith("."):
                     continue
@@ -92,29 +95,7 @@ def read_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                     yield key, parts
                     parts = {}
                 key = k
-                parts[ext] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable tar shard ({e})") from None
-    if key is not None:
-        yield key, parts
-
-
-def index_shard(path: str, labels: bool, full: bool) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Like `read_samples`, reading the tar headers only (the file is seeked over, not read): the values of a
-    sample's image members are empty unless `full`, its label members are read when `labels`."""
-    key, parts = None, {}
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if not member.isfile() or os.path.basename(member.name).startswith("."):
-                    continue
-                k, ext = _split_key(member.name)
-                if k != key and key is not None:
-                    yield key, parts
-                    parts = {}
-                key = k
-                wanted = (labels and ext in LABEL_KEYS) or (full and ext in IMAGE_KEYS)
-                parts[ext] = tar.extractfile(member).read() if wanted else b""
+                parts[ext] = tar.extractfile(member).read() if wanted is None or wanted(ext) else b""
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable tar shard ({e})") from None
     if key is not None:
@@ -163,7 +144,8 @@ class TarShards(IterableDataset):
         """Count the samples (and labels) of every shard once; name (or, strict, refuse) the bad ones."""
         self.num_samples, top, self.skipped = 0, -1, []
         for shard in self.shards:
-            for key, parts in index_shard(shard, self.labelled, strict):
+            wanted = lambda ext: (self.labelled and ext in LABEL_KEYS) or (strict and ext in IMAGE_KEYS)  # noqa: E731
+            for key, parts in read_samples(shard, wanted):
                 image, label = image_of(parts), label_of(parts)
                 why = ("no image member (" + ", ".join(sorted(parts)) + ")" if image is None
                        else "no integer label (.cls)" if self.labelled and label is None

@@ -13,7 +13,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
 from .datasets import scan_folder
-from .images import DEFAULT_MAX_PIXELS, LoadFailures, allow_pixels, check_files, load_rgb, name_skipped
+from .images import (DEFAULT_MAX_PIXELS, CountsLoadFailures, LoadFailures, allow_pixels, check_files,
+                     image_file_filter, load_rgb, name_skipped)
 
 
 def is_file_list(path: str | os.PathLike) -> bool:
@@ -45,7 +46,7 @@ def _read_list(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return found, skipped
 
 
-class ImageFiles(Dataset):
+class ImageFiles(CountsLoadFailures, Dataset):
     """Images of a folder (searched recursively) or of a file list, without labels: item i is (image, 0)."""
 
     def __init__(self, source: str | os.PathLike, transform: Optional[Callable] = None, strict: bool = False,
@@ -56,16 +57,7 @@ class ImageFiles(Dataset):
         allow_pixels(max_pixels)
         if source.is_dir():
             self.skipped: list[tuple[str, str]] = []
-
-            def accept(path: str) -> bool:
-                if os.path.basename(path).startswith("."):
-                    return False
-                if not path.lower().endswith(IMG_EXTENSIONS):
-                    self.skipped.append((path, "not an image file extension"))
-                    return False
-                return True
-
-            samples, links = scan_folder(str(source), {"": 0}, accept)
+            samples, links = scan_folder(str(source), {"": 0}, image_file_filter(self.skipped))
             paths = [p for p, _ in samples]
             self.skipped += links
         elif source.is_file():
@@ -83,10 +75,6 @@ class ImageFiles(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    @property
-    def load_failures(self) -> int:
-        return int(self.failures.count.value)
 
     def __getitem__(self, index: int):
         _, img = self.failures.load(len(self.paths), index, lambda j: load_rgb(self.paths[j], self.max_pixels),
