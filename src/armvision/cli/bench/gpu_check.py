@@ -9,7 +9,7 @@ from ..common import hidden_alias
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", dest="out", required=True, metavar="DIR", help="folder for report.json and report.md")
+    p.add_argument("--output", dest="out", metavar="DIR", help="folder for report.json and report.md (required)")
     hidden_alias(p, "--out", "out")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, Triton interpreted (seconds)")
     p.add_argument("--model-backend", default="triton",
@@ -26,7 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ...bench.gpu_check import GpuCheckOptions, run_gpu_check
+    from ...errors import ConfigError
 
+    if args.out is None:  # (not argparse's required=True: the old spelling --out must satisfy it too)
+        raise ConfigError("--output DIR is required: the folder for report.json and report.md")
     return run_gpu_check(GpuCheckOptions(args.out, args.dry_run, args.model_backend, args.sections,
                                          args.pretrain_batch, args.pretrain_steps, args.budget_s, args.compare_auto))
 
@@ -38,4 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m armvision.bench.gpu_check", description=gpu_check.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.out is None:
+        p.error("the following arguments are required: --output")
+    return run(args)
