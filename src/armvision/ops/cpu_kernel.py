@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -29,13 +29,15 @@ from ..fileio import atomic_write_via
 
 log = logging.getLogger("armvision.ops")
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("scan_cpu.c", "conv_cpu.c")  # one library; both include armv_common.h
+SOURCES = ("scan_fwd.c", "scan_bwd.c", "conv_cpu.c")  # one library; all include armv_common.h
 ENV_DISABLE = env.CPU_KERNEL
 ENV_CACHE = env.CACHE
-# Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU
-# (part of the cache key). No -ffast-math: the kernel's log1p needs strict float rounding, and NaN must propagate.
+# Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU and its
+# instruction set (part of the cache key): csrc/armv_common.h picks the vector width from the compiler's target
+# (AVX-512: 16 lanes, AVX/AVX2: 8, SSE/NEON/other: 4). No -ffast-math: NaN must propagate and the float rounding the
+# math helpers rely on must hold.
 FLAG_SETS = (
-    ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"],
+    ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"],
     ["-O3", "-mcpu=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"],
     ["-O3", "-fno-math-errno"],
 )
@@ -44,11 +46,11 @@ MAX_STATE = 64  # NMAX in the C source
 # integer parameter slots and pointer slots, in the order of the enums in scan_cpu.c and conv_cpu.c
 INT_SLOTS = ("batch L G Dg N chunk softplus threads u_sg u_sb u_st dl_sg dl_sb dl_st "
              "b_mode b_sg b_sb b_st b_sn c_mode c_sg c_sb c_st c_sn z_sg z_sb z_st o_sg o_sb o_st "
-             "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st").split()
+             "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st act_dt bc_dt scale_bits").split()
 PTR_SLOTS = ("u delta A B C D bias z idx out ckpt last dout dlast du ddelta dz dBp dCp dAp dDp dbiasp "
              "dB dC dA dD dbias").split()
 
-CONV_INT_SLOTS = "batch L G Dg K threads x_sb x_st".split()
+CONV_INT_SLOTS = "batch L G Dg K threads x_sb x_st dt".split()
 CONV_PTR_SLOTS = "x w bias idx u du dx dwp dbp dw db".split()
 SLOTS = {"armv_scan_fwd": (INT_SLOTS, PTR_SLOTS), "armv_scan_bwd": (INT_SLOTS, PTR_SLOTS),
          "armv_conv_fwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS), "armv_conv_bwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS)}
@@ -74,24 +76,32 @@ def _cpu_id() -> str:
     return info
 
 
+def isa_flags() -> List[str]:
+    """Flags for this CPU's instruction set beyond -march=native: gcc emits 256-bit vectors on AVX-512 CPUs unless
+    told -mprefer-vector-width=512 (the kernel's own vectors are 512-bit there; this also widens the few loops that
+    the compiler vectorises itself)."""
+    flags = set(_cpu_id().split())
+    return ["-mprefer-vector-width=512"] if "avx512f" in flags and platform.machine() in ("x86_64", "AMD64") else []
+
+
 def cache_dir() -> Path:
     return Path(env.cache_dir() or Path.home() / ".cache" / "armvision" / "kernels")
 
 
-def _build(cc: str) -> Path:
-    """Compile the source (first working flag set) into the cache; returns the library path."""
+def _build(cc: str) -> Tuple[Path, List[str]]:
+    """Compile the source (first working flag set) into the cache; returns the library path and its flags."""
     src = b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.suffix in (".c", ".h"))
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     errors = []
     extra = env.cpu_cflags()  # for experiments, e.g. -DW=8
-    for flags in FLAG_SETS:
-        flags = [*flags, *extra]
+    for i, flags in enumerate(FLAG_SETS):
+        flags = [*flags, *(isa_flags() if i == 0 else []), *extra]
         key = hashlib.sha256(src + cc.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]
         lib = cache_dir() / f"scan_cpu-{key}{suffix}"
         if lib.exists():
-            return lib
+            return lib, flags
         try:  # atomic: a concurrent build of the same key writes the same bytes
-            return atomic_write_via(lib, lambda out: _compile(cc, flags, out))
+            return atomic_write_via(lib, lambda out: _compile(cc, flags, out)), flags
         except _BuildFailed as e:
             errors.append(str(e))
     raise RuntimeError("; ".join(errors))
@@ -123,8 +133,11 @@ def load():
                 why = "no C compiler found (set CC or install gcc/clang)"
             else:
                 try:
-                    lib = ctypes.CDLL(str(_build(cc)))
+                    path, flags = _build(cc)
+                    lib = ctypes.CDLL(str(path))
                     lib.armv_lanes.restype = ctypes.c_int
+                    lib.armv_build_info.restype = ctypes.c_char_p
+                    _state["build"] = dict(path=str(path), compiler=cc, flags=flags)
                     for name in SLOTS:
                         getattr(lib, name).argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p)]
                         getattr(lib, name).restype = ctypes.c_int
@@ -134,6 +147,16 @@ def load():
             log.warning("armvision: fused CPU scan kernel unavailable (%s); using the PyTorch scan", why)
         _state["lib"], _state["why"] = lib, why
         return lib
+
+
+def build_info() -> dict:
+    """Which build runs: {"isa": "avx512" | "avx2" | "sse4" | "neon" | "generic", "lanes", "flags", "compiler",
+    "path"}; {"isa": None, "why": ...} where the kernel is unavailable."""
+    lib = load()
+    if lib is None:
+        return {"isa": None, "why": _state.get("why")}
+    info = dict(part.split("=", 1) for part in lib.armv_build_info().decode().split())
+    return {"isa": info["isa"], "lanes": int(info["lanes"]), **_state.get("build", {})}
 
 
 def unavailable_reason() -> Optional[str]:

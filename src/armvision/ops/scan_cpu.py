@@ -5,11 +5,15 @@ other strides, stride 0 included): G groups of Dg channels, each group one scan 
 B / C and, optionally, its own order. u, delta (and du, ddelta) are in scan order; z and out (and dout, dz) are
 read and written at position index[g, t] (identity without an index), so a group stride of 0 for z and out
 shares the gate and sums the groups' outputs, in group order. B, C: (G, batch, L, N) views (any strides), or
-(G * Dg, N) constants. Computation is float32; `fwd` / `bwd` take float32 tensors.
+(G * Dg, N) constants. Sequence tensors (u, delta, z, out, dout) are float32 or bfloat16, all of one dtype; B and C
+float32 or bfloat16; A, D, dt bias float32. Computation is float32 inside; outputs (out, du, ddelta, dz) have the
+sequence tensors' dtype, the others are float32.
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
+
+import struct
 
 import torch
 from torch import Tensor
@@ -17,6 +21,17 @@ from torch import Tensor
 from . import cpu_kernel
 
 DEFAULT_CHUNK = 64  # steps between saved states: backward memory O(batch * channels * N * L / chunk)
+DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the kernel's dtype codes
+
+
+def _code(t: Tensor, name: str) -> int:
+    if t.dtype not in DTYPES:
+        raise ValueError(f"scan_cpu: {name} must be float32 or bfloat16, got {t.dtype}")
+    return DTYPES[t.dtype]
+
+
+def _scale_bits(scale: float) -> int:
+    return 0 if scale == 1.0 else struct.unpack("<I", struct.pack("<f", scale))[0]
 
 
 def _strides(t: Tensor, prefix: str) -> dict:
@@ -30,20 +45,28 @@ def _strides(t: Tensor, prefix: str) -> dict:
 def _bc(X: Tensor, name: str) -> Tuple[dict, dict]:
     key = name.lower()
     if X.dim() == 2:
-        return {f"{key}_mode": 0}, {name: X.contiguous()}
+        return {f"{key}_mode": 0}, {name: X.float().contiguous()}
     sg, sb, st, sn = X.stride()
     return {f"{key}_mode": 1, f"{key}_sg": sg, f"{key}_sb": sb, f"{key}_st": st, f"{key}_sn": sn}, {name: X}
 
 
-def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk):
+def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.0):
     G, batch, L, Dg = u.shape
     N = A.shape[1]
     if N > cpu_kernel.MAX_STATE:
         raise ValueError(f"selective_scan: the CPU kernel supports state sizes up to {cpu_kernel.MAX_STATE}, got N={N}")
-    ints = dict(batch=batch, L=L, G=G, Dg=Dg, N=N, chunk=chunk, softplus=int(softplus), threads=cpu_kernel.threads())
+    act = _code(u, "u")
+    for t, name in ((delta, "delta"), (z, "z")):
+        if t is not None and t.dtype != u.dtype:
+            raise ValueError(f"scan_cpu: {name} has dtype {t.dtype} but u has {u.dtype}; they must match")
+    bc = {_code(X, name) for X, name in ((B, "B"), (C, "C"))}
+    if len(bc) > 1:
+        raise ValueError(f"scan_cpu: B and C must have one dtype, got {B.dtype} and {C.dtype}")
+    ints = dict(batch=batch, L=L, G=G, Dg=Dg, N=N, chunk=chunk, softplus=int(softplus), threads=cpu_kernel.threads(),
+                act_dt=act, bc_dt=bc.pop(), scale_bits=_scale_bits(scale))
     ints.update(_strides(u, "u"), **_strides(delta, "dl"))
-    ptrs = dict(u=u, delta=delta, A=A.contiguous(), D=None if D is None else D.contiguous(),
-                bias=None if delta_bias is None else delta_bias.contiguous(), z=z,
+    f32 = lambda t: None if t is None else t.float().contiguous()  # noqa: E731
+    ptrs = dict(u=u, delta=delta, A=f32(A), D=f32(D), bias=f32(delta_bias), z=z,
                 idx=None if index is None else index.to(torch.int32).contiguous())
     for X, name in ((B, "B"), (C, "C")):
         i, p = _bc(X, name)
@@ -64,27 +87,34 @@ def _raster_like(x: Tensor) -> Tensor:
 
 def fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
         delta_bias: Optional[Tensor], index: Optional[Tensor], softplus: bool, out: Tensor,
-        chunk: int = DEFAULT_CHUNK, want_last: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
-    """Writes out (a (G, batch, L, Dg) view, group stride 0 = groups summed); returns (out, last, ckpt) with
-    last (batch, G * Dg, N) and ckpt (n_chunks, batch, G, N, Dg)."""
-    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk)
+        chunk: int = DEFAULT_CHUNK, want_last: bool = True, save: bool = True,
+        scale: float = 1.0) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Writes out (a (G, batch, L, Dg) view of u's dtype, group stride 0 = groups summed, times `scale`); returns
+    (out, last, ckpt) with last (batch, G * Dg, N) float32 and ckpt (n_chunks, batch, G, N, Dg) float32, the states
+    the backward restarts from (None with save=False: inference)."""
+    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale)
     G, batch, L, Dg = u.shape
     N = A.shape[1]
+    if out.dtype != u.dtype:
+        raise ValueError(f"scan_cpu: out has dtype {out.dtype} but u has {u.dtype}")
     ints.update(_strides(out, "o"))
-    ckpt = u.new_empty(-(-L // chunk), batch, G, N, Dg)
-    last = u.new_empty(batch, G * Dg, N) if want_last else None
+    ckpt = u.new_empty(-(-L // chunk), batch, G, N, Dg, dtype=torch.float32) if save else None
+    last = u.new_empty(batch, G * Dg, N, dtype=torch.float32) if want_last else None
     ptrs.update(out=out, ckpt=ckpt, last=last)
     cpu_kernel._call("armv_scan_fwd", ints, ptrs)
     return out, last, ckpt
 
 
-def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast, chunk: int = DEFAULT_CHUNK):
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias): du, ddelta (G, batch, L, Dg) contiguous; dz laid
-    out like z; dB / dC (G, batch, L, N) for variable forms (a permuted view), (G * Dg, N) for constants."""
-    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk)
+def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast, chunk: int = DEFAULT_CHUNK,
+        scale: float = 1.0):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias): du, ddelta (G, batch, L, Dg) contiguous and dz laid
+    out like z, in u's dtype; dB / dC float32, (G, batch, L, N) for variable forms (a permuted view), (G * Dg, N) for
+    constants; dA, dD, ddelta_bias float32."""
+    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale)
     G, batch, L, Dg = u.shape
     N, CH = A.shape[1], G * Dg
-    nblk = -(-Dg // cpu_kernel.lanes())
+    if dout.dtype != u.dtype:
+        raise ValueError(f"scan_cpu: dout has dtype {dout.dtype} but u has {u.dtype}")
     ints.update(_strides(dout, "o"))
     du, ddelta = u.new_empty(G, batch, L, Dg), u.new_empty(G, batch, L, Dg)
     ints.update(_strides(du, "du"), **_strides(ddelta, "dd"))
@@ -92,19 +122,16 @@ def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast,
     if dz is not None:
         ints.update(_strides(dz, "dz"))
 
-    def part(X):
-        return u.new_empty(batch * CH * N) if X.dim() == 2 else u.new_empty(batch * G * nblk * L * N)
+    f32 = dict(dtype=torch.float32)
 
     def grad(X):
-        return u.new_empty(CH, N) if X.dim() == 2 else u.new_empty(batch, G, L, N)
+        return u.new_empty(CH, N, **f32) if X.dim() == 2 else u.new_empty(batch, G, L, N, **f32)
 
     dB, dC = grad(B), grad(C)
-    ptrs.update(ckpt=ckpt, dout=dout, dlast=None if dlast is None else dlast.contiguous(), du=du, ddelta=ddelta,
-                dz=dz, dBp=part(B), dCp=part(C), dAp=u.new_empty(batch * CH * N),
-                dDp=None if D is None else u.new_empty(batch * CH),
-                dbiasp=None if delta_bias is None else u.new_empty(batch * CH),
-                dB=dB, dC=dC, dA=u.new_empty(CH, N), dD=None if D is None else u.new_empty(CH),
-                dbias=None if delta_bias is None else u.new_empty(CH))
+    ptrs.update(ckpt=ckpt, dout=dout, dlast=None if dlast is None else dlast.float().contiguous(), du=du,
+                ddelta=ddelta, dz=dz, dB=dB, dC=dC, dA=u.new_empty(CH, N, **f32),
+                dD=None if D is None else u.new_empty(CH, **f32),
+                dbias=None if delta_bias is None else u.new_empty(CH, **f32))
     cpu_kernel._call("armv_scan_bwd", ints, ptrs)
     if B.dim() != 2:
         dB = dB.transpose(0, 1)
@@ -123,28 +150,30 @@ def _conv_ints(x: Tensor, weight: Tensor, G: int) -> dict:
     if weight.shape[1] > 8:
         raise ValueError(f"conv_cpu: kernel width {weight.shape[1]} > 8 is not supported")
     return dict(batch=batch, L=L, G=G, Dg=Dg, K=weight.shape[1], threads=cpu_kernel.threads(),
-                x_sb=x.stride(0), x_st=x.stride(1))
+                x_sb=x.stride(0), x_st=x.stride(1), dt=_code(x, "x"))
 
 
 def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[Tensor]) -> Tensor:
-    """x (batch, L, Dg) float32 (channels contiguous), weight (G * Dg, K), bias (G * Dg,), index (G, L) int32 or
-    None -> u (G, batch, L, Dg): silu of the causal conv of x visited in each group's order."""
+    """x (batch, L, Dg) float32 or bfloat16 (channels contiguous), weight (G * Dg, K), bias (G * Dg,), index (G, L)
+    int32 or None -> u (G, batch, L, Dg) in x's dtype: silu of the causal conv of x visited in each group's order."""
     G = weight.shape[0] // x.shape[2]
     u = x.new_empty(G, *x.shape)
     cpu_kernel._call("armv_conv_fwd", _conv_ints(x, weight, G),
-                     dict(x=x, w=weight.contiguous(), bias=None if bias is None else bias.contiguous(),
+                     dict(x=x, w=weight.float().contiguous(), bias=None if bias is None else bias.float().contiguous(),
                           idx=index, u=u))
     return u
 
 
 def conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[Tensor], du: Tensor):
-    """Gradients (dx (batch, L, Dg), dweight (G * Dg, K), dbias (G * Dg,)) of conv_fwd given du (G, batch, L, Dg)."""
+    """Gradients (dx (batch, L, Dg) in x's dtype, dweight (G * Dg, K), dbias (G * Dg,) float32) of conv_fwd given du
+    (G, batch, L, Dg) of x's dtype."""
     G = weight.shape[0] // x.shape[2]
     batch, L, Dg = x.shape
     K = weight.shape[1]
-    dx, dw, db = x.new_empty(batch, L, Dg), x.new_empty(G * Dg, K), x.new_empty(G * Dg)
+    f32 = dict(dtype=torch.float32)
+    dx, dw, db = x.new_empty(batch, L, Dg), x.new_empty(G * Dg, K, **f32), x.new_empty(G * Dg, **f32)
     cpu_kernel._call("armv_conv_bwd", _conv_ints(x, weight, G),
-                     dict(x=x, w=weight.contiguous(), bias=None if bias is None else bias.contiguous(), idx=index,
-                          du=du.contiguous(), dx=dx, dwp=x.new_empty(batch * G * Dg * K),
-                          dbp=x.new_empty(batch * G * Dg), dw=dw, db=db))
+                     dict(x=x, w=weight.float().contiguous(), bias=None if bias is None else bias.float().contiguous(),
+                          idx=index, du=du.to(x.dtype).contiguous(), dx=dx, dwp=x.new_empty(batch * G * Dg * K, **f32),
+                          dbp=x.new_empty(batch * G * Dg, **f32), dw=dw, db=db))
     return dx, dw, db

@@ -5,94 +5,102 @@
  * Depthwise causal conv1d + SiLU over several scan orders of one sequence (the mixer's conv, channels-last):
  *   u[g, b, t, d] = silu(bias[g Dg + d] + sum_k w[g Dg + d, k] x[b, pos_g(t - K + 1 + k), d])
  * x (batch, L, Dg) with strides (sb, st) and contiguous channels, shared by the G groups; pos_g(s) = idx[g][s]
- * (identity without idx), zero before the sequence; u (G, batch, L, Dg) contiguous. Backward: dx accumulated
- * over the groups in order by the item that owns (b, channel block); dw, dbias per batch row, summed in order.
+ * (identity without idx), zero before the sequence; u (G, batch, L, Dg) contiguous. x, u, du and dx are float32 or
+ * bfloat16 (one dtype, math in float32); weights, bias and their gradients float32.
+ * A work item walks the sequence over a chunk of CB channels at each step: the K taps' rows of x and the row of u
+ * (or du, dx) are read and written contiguously, which keeps the hardware prefetchers busy. Backward: an item is
+ * (batch row, channel chunk); dx is accumulated over the groups, steps and taps in that order (the same for any
+ * thread count); dw, dbias per batch row, summed over the batch in order.
  * ---------------------------------------------------------------------------------------------------------- */
-enum { C_BATCH, C_L, C_G, C_DG, C_K, C_THREADS, C_X_SB, C_X_ST, C_COUNT };
+enum { C_BATCH, C_L, C_G, C_DG, C_K, C_THREADS, C_X_SB, C_X_ST, C_DT, C_COUNT };
 enum { Q_X, Q_W, Q_BIAS, Q_IDX, Q_U, Q_DU, Q_DX, Q_DWP, Q_DBP, Q_DW, Q_DB, Q_COUNT };
-typedef struct { const int64_t *ip; void *const *pp; } conv_ctx;
+typedef struct { const int64_t *ip; void *const *pp; int64_t ncb; int dt; } conv_ctx;
 #define CI(k) (c->ip[k])
 #define CF(k) ((float *)c->pp[k])
+#define CB 256 /* channels per chunk (a multiple of every VL) */
 
-/* A work item walks the sequence and, at each step, whole rows of channels: the K taps' rows of x and the row of
- * u (or du, dx) are read and written contiguously, which keeps the hardware prefetchers busy; walking one block
- * of channels down the sequence instead touched a new cache line per step in rows a multiple of 4 KiB apart,
- * which all fall in the same few L1 sets. The weights are transposed to (K, Dg) in the workspace. */
-INLINE void conv_weights_t(const conv_ctx *c, int64_t g, float *wt) {
+/* the chunk's weights transposed to (K, CB) and its bias */
+INLINE void conv_weights_t(const conv_ctx *c, int64_t g, int64_t c0, int64_t nc, float *wt, float *bias) {
     const int64_t K = CI(C_K), Dg = CI(C_DG);
-    const float *wg = CF(Q_W) + g * Dg * K;
-    for (int64_t d = 0; d < Dg; d++)
-        for (int64_t k = 0; k < K; k++) wt[k * Dg + d] = wg[d * K + k];
+    const float *wg = CF(Q_W) + (g * Dg + c0) * K;
+    if (nc < CB) { memset(wt, 0, (size_t)(K * CB) * sizeof(float)); memset(bias, 0, CB * sizeof(float)); }
+    for (int64_t d = 0; d < nc; d++) {
+        for (int64_t k = 0; k < K; k++) wt[k * CB + d] = wg[d * K + k];
+        bias[d] = CF(Q_BIAS) ? CF(Q_BIAS)[g * Dg + c0 + d] : 0.0f;
+    }
 }
 
-/* s = bias + sum_k w_k x[pos_g(t - K + 1 + k)] over all channels of group g at step t */
-INLINE void conv_pre_row(const conv_ctx *c, int64_t g, int64_t b, int64_t t, const float *wt, float *s) {
-    const int64_t K = CI(C_K), L = CI(C_L), Dg = CI(C_DG);
+/* pre-activation of VL channels [d, d + w) of the chunk at step t: bias + sum_k w_k x[pos_g(t - K + 1 + k)] */
+INLINE vf conv_pre(const conv_ctx *c, int64_t g, int64_t b, int64_t t, int64_t c0, int64_t d, int w,
+                   const float *wt, const float *bias) {
+    const int64_t K = CI(C_K), L = CI(C_L);
     const int32_t *idx = (const int32_t *)c->pp[Q_IDX];
-    const float *bias = CF(Q_BIAS) ? CF(Q_BIAS) + g * Dg : NULL;
-    const float *x = CF(Q_X) + b * CI(C_X_SB);
-    if (bias) { SIMD for (int64_t d = 0; d < Dg; d++) s[d] = bias[d]; }
-    else { SIMD for (int64_t d = 0; d < Dg; d++) s[d] = 0.0f; }
+    vf s = vload(bias + d);
     for (int64_t k = 0; k < K; k++) {
         const int64_t src = t - K + 1 + k;
         if (src < 0) continue;
-        const float *xr = x + (idx ? idx[g * L + src] : src) * CI(C_X_ST), *wk = wt + k * Dg;
-        SIMD for (int64_t d = 0; d < Dg; d++) s[d] += wk[d] * xr[d];
+        const int64_t pos = idx ? idx[g * L + src] : src;
+        s += vload(wt + k * CB + d) * ld(c->pp[Q_X], c->dt, b * CI(C_X_SB) + pos * CI(C_X_ST) + c0 + d, w);
     }
+    return s;
 }
 
 static void conv_fwd_item(const void *ctx_, int64_t item, float *ws) {
-    /* item = (b, g); workspace: the transposed weights (K x Dg) */
+    /* item = (b, g, chunk); workspace: weights (K x CB), bias (CB) */
     const conv_ctx *c = (const conv_ctx *)ctx_;
     const int64_t Dg = CI(C_DG), L = CI(C_L), batch = CI(C_BATCH), G = CI(C_G);
-    const int64_t b = item / G, g = item % G;
-    conv_weights_t(c, g, ws);
-    float *u = CF(Q_U) + ((g * batch + b) * L) * Dg;
-    for (int64_t t = 0; t < L; t++) {
-        float *ut = u + t * Dg;
-        conv_pre_row(c, g, b, t, ws, ut);
-        SIMD for (int64_t d = 0; d < Dg; d++) ut[d] = ut[d] * v_sigmoid(ut[d]);
-    }
+    const int64_t cb = item % c->ncb, g = (item / c->ncb) % G, b = item / (c->ncb * G);
+    const int64_t c0 = cb * CB, nc = Dg - c0 < CB ? Dg - c0 : CB;
+    float *wt = ws, *bias = ws + 8 * CB;
+    conv_weights_t(c, g, c0, nc, wt, bias);
+    const int64_t uo = ((g * batch + b) * L) * Dg + c0;
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t d = 0; d < nc; d += VL) {
+            const int w = (int)(nc - d < VL ? nc - d : VL);
+            vf s = conv_pre(c, g, b, t, c0, d, w, wt, bias);
+            st(c->pp[Q_U], c->dt, uo + t * Dg + d, s * v_sigmoid(s), w);
+        }
 }
 
-static void conv_bwd_item(const void *ctx_, int64_t b, float *ws) {
-    /* item = batch row b: dx[b] accumulated over the groups, steps and taps in that order (the same order for any
-     * thread count); dw, dbias partials of row b. Workspace: wt, dwt (K x Dg), db, s, gu (Dg) */
+static void conv_bwd_item(const void *ctx_, int64_t item, float *ws) {
+    /* item = (b, chunk). Workspace: wt, dwt (K x CB), bias, db (CB), dx rows (L x CB) */
     const conv_ctx *c = (const conv_ctx *)ctx_;
     const int64_t Dg = CI(C_DG), L = CI(C_L), batch = CI(C_BATCH), K = CI(C_K), G = CI(C_G);
+    const int64_t cb = item % c->ncb, b = item / c->ncb, c0 = cb * CB, nc = Dg - c0 < CB ? Dg - c0 : CB;
     const int32_t *idx = (const int32_t *)c->pp[Q_IDX];
-    const float *x = CF(Q_X) + b * CI(C_X_SB);
-    float *dx = CF(Q_DX) + b * L * Dg; /* (batch, L, Dg) contiguous */
-    float *wt = ws, *dwt = ws + K * Dg, *db = dwt + K * Dg, *s = db + Dg, *gu = s + Dg;
-    SIMD for (int64_t e = 0; e < L * Dg; e++) dx[e] = 0.0f;
+    float *wt = ws, *dwt = ws + 8 * CB, *bias = dwt + 8 * CB, *db = bias + CB, *dx = db + CB;
+    memset(dx, 0, (size_t)(L * CB) * sizeof(float));
     for (int64_t g = 0; g < G; g++) {
-        conv_weights_t(c, g, wt);
-        SIMD for (int64_t e = 0; e < K * Dg; e++) dwt[e] = 0.0f;
-        SIMD for (int64_t d = 0; d < Dg; d++) db[d] = 0.0f;
-        const float *du = CF(Q_DU) + ((g * batch + b) * L) * Dg;
-        for (int64_t t = 0; t < L; t++) {
-            conv_pre_row(c, g, b, t, wt, s);
-            const float *dut = du + t * Dg;
-            SIMD for (int64_t d = 0; d < Dg; d++) {
-                float sg = v_sigmoid(s[d]);
-                gu[d] = dut[d] * (sg * (1.0f + s[d] * (1.0f - sg)));
-                db[d] += gu[d];
+        conv_weights_t(c, g, c0, nc, wt, bias);
+        memset(dwt, 0, (size_t)(K * CB) * sizeof(float));
+        memset(db, 0, CB * sizeof(float));
+        const int64_t duo = ((g * batch + b) * L) * Dg + c0;
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t d = 0; d < nc; d += VL) {
+                const int w = (int)(nc - d < VL ? nc - d : VL);
+                vf s = conv_pre(c, g, b, t, c0, d, w, wt, bias), sg = v_sigmoid(s);
+                vf gu = ld(c->pp[Q_DU], c->dt, duo + t * Dg + d, w) * (sg * (1.0f + s * (1.0f - sg)));
+                vstore(db + d, vload(db + d) + gu);
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t src = t - K + 1 + k;
+                    if (src < 0) continue;
+                    const int64_t pos = idx ? idx[g * L + src] : src;
+                    vf xr = ld(c->pp[Q_X], c->dt, b * CI(C_X_SB) + pos * CI(C_X_ST) + c0 + d, w);
+                    vstore(dwt + k * CB + d, vload(dwt + k * CB + d) + gu * xr);
+                    vstore(dx + pos * CB + d, vload(dx + pos * CB + d) + gu * vload(wt + k * CB + d));
+                }
             }
-            for (int64_t k = 0; k < K; k++) {
-                const int64_t src = t - K + 1 + k;
-                if (src < 0) continue;
-                const int64_t pos = idx ? idx[g * L + src] : src;
-                const float *xr = x + pos * CI(C_X_ST), *wk = wt + k * Dg;
-                float *dxr = dx + pos * Dg, *dwk = dwt + k * Dg;
-                SIMD for (int64_t d = 0; d < Dg; d++) { dwk[d] += gu[d] * xr[d]; dxr[d] += gu[d] * wk[d]; }
-            }
-        }
-        float *dwp = CF(Q_DWP) + (b * G + g) * Dg * K, *dbp = CF(Q_DBP) + (b * G + g) * Dg;
-        for (int64_t d = 0; d < Dg; d++) {
-            for (int64_t k = 0; k < K; k++) dwp[d * K + k] = dwt[k * Dg + d];
+        float *dwp = CF(Q_DWP) + ((b * G + g) * Dg + c0) * K, *dbp = CF(Q_DBP) + (b * G + g) * Dg + c0;
+        for (int64_t d = 0; d < nc; d++) {
+            for (int64_t k = 0; k < K; k++) dwp[d * K + k] = dwt[k * CB + d];
             dbp[d] = db[d];
         }
     }
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t d = 0; d < nc; d += VL) {
+            const int w = (int)(nc - d < VL ? nc - d : VL);
+            st(c->pp[Q_DX], c->dt, (b * L + t) * Dg + c0 + d, vload(dx + t * CB + d), w);
+        }
 }
 
 static void conv_reduce_item(const void *ctx_, int64_t ch, float *ws) {
@@ -111,14 +119,14 @@ static void conv_reduce_item(const void *ctx_, int64_t ch, float *ws) {
 
 int armv_conv_fwd(const int64_t *ip, void *const *pp) {
     if (ip[C_K] < 1 || ip[C_K] > 8) return -2;
-    conv_ctx c = {ip, pp};
-    return parallel_for((int)ip[C_THREADS], ip[C_BATCH] * ip[C_G], conv_fwd_item, &c, (size_t)(ip[C_K] * ip[C_DG]));
+    conv_ctx c = {ip, pp, (ip[C_DG] + CB - 1) / CB, (int)ip[C_DT]};
+    return parallel_for((int)ip[C_THREADS], ip[C_BATCH] * ip[C_G] * c.ncb, conv_fwd_item, &c, 9 * CB);
 }
 
 int armv_conv_bwd(const int64_t *ip, void *const *pp) {
     if (ip[C_K] < 1 || ip[C_K] > 8) return -2;
-    conv_ctx c = {ip, pp};
-    const size_t ws = (size_t)((2 * ip[C_K] + 3) * ip[C_DG]);
-    if (parallel_for((int)ip[C_THREADS], ip[C_BATCH], conv_bwd_item, &c, ws)) return -1;
+    conv_ctx c = {ip, pp, (ip[C_DG] + CB - 1) / CB, (int)ip[C_DT]};
+    const size_t ws = (size_t)(18 * CB + ip[C_L] * CB);
+    if (parallel_for((int)ip[C_THREADS], ip[C_BATCH] * c.ncb, conv_bwd_item, &c, ws)) return -1;
     return parallel_for((int)ip[C_THREADS], ip[C_G] * ip[C_DG], conv_reduce_item, &c, 0);
 }

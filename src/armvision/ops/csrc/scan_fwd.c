@@ -1,0 +1,156 @@
+/* armvision: fused selective scan for CPUs, forward (layout and conventions: scan_common.h).
+ *
+ * Plain C99 + GCC/clang vector extensions + pthreads: no torch headers, no CUDA, no OpenMP runtime. Compiled at
+ * first use by the system compiler for the machine's own instruction set (see ../cpu_kernel.py), loaded with ctypes.
+ */
+#include "scan_common.h"
+
+#define PF_AHEAD 4 /* steps */
+
+/* The Mamba mixer's case for all blocks of one work item in one group: the sequence step by step, and at each step
+ * every block (the item's piece of the step's rows is contiguous, so the hardware prefetchers keep up; the blocks'
+ * 16 states each live in the item's buffer, in L1, and the 16 nj decays of a step are independent work for the
+ * out-of-order core). The state is saved at each chunk's start for the backward; the final states into Hout.
+ * ws: A2, H (16 nj each), Dv, bias (nj each) vectors. */
+__attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t *it, int64_t g, vf *acc, int add,
+                                                 vf *Hout, vf *ws) {
+    const int64_t L = IP(I_L), T = IP(I_CHUNK), Dg = IP(I_DG), b = it->b;
+    const int nj = it->nj, wl = width(c, it, nj - 1);
+    const int64_t uo = g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0, dlo = g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0;
+    const int64_t ust = IP(I_U_ST), dlst = IP(I_DL_ST), esz = c->adt == DT_F32 ? 4 : 2;
+    const int64_t ustb = ust * esz, dlstb = dlst * esz, rowbytes = ((nj - 1) * VL + wl) * esz;
+    const char *ub = (const char *)PP(P_U) + uo * esz, *db = (const char *)PP(P_DELTA) + dlo * esz;
+    vf *A2 = ws, *H = Hout, *Dv = A2 + 16 * nj, *bias = Dv + nj;
+    for (int j = 0; j < nj; j++) {
+        const int64_t ch0 = g * Dg + it->d0 + j * VL;
+        const int w = j == nj - 1 ? wl : VL;
+        for (int n = 0; n < 16; n++) {
+            A2[j * 16 + n] = lane_gather(PF(P_A) + n, ch0, 16, w) * 1.44269504f;
+            H[j * 16 + n] = vsplat(0.0f);
+        }
+        Dv[j] = lane_gather(PF(P_D), ch0, 1, w);
+        bias[j] = lane_gather(PF(P_BIAS), ch0, 1, w);
+    }
+    for (int64_t t = 0, tc = 0; t < L; t++, tc = tc + 1 == T ? 0 : tc + 1) {
+        if (tc == 0 && PF(P_CKPT))
+            for (int j = 0; j < nj; j++) {
+                float *cp = ckpt_at(c, t / T, b, g, it->d0 + j * VL);
+                const int w = j == nj - 1 ? wl : VL;
+                UNROLL for (int n = 0; n < 16; n++) st(cp + n * w, DT_F32, 0, H[j * 16 + n], w);
+            }
+        if (rowbytes < 1024 && t + PF_AHEAD < L) /* short row pieces: the hardware prefetchers may not follow */
+            for (int64_t o = 0; o < rowbytes; o += 64) {
+                __builtin_prefetch(ub + (t + PF_AHEAD) * ustb + o);
+                __builtin_prefetch(db + (t + PF_AHEAD) * dlstb + o);
+            }
+        float bb[16], cb[16];
+        const float *bv = bc_row(c, 0, g, b, t, 16, bb), *cv = bc_row(c, 1, g, b, t, 16, cb);
+        const int64_t pos = position(c, g, t);
+        for (int j = 0; j < nj; j++) {
+            const int w = j == nj - 1 ? wl : VL;
+            const vf uu = ld(PP(P_U), c->adt, uo + t * ust + j * VL, w);
+            const vf dt = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w) + bias[j], NULL), du = dt * uu;
+            vf h[16], a2[16]; /* local copies: no aliasing with the buffers, so they stay in registers */
+            UNROLL for (int n = 0; n < 16; n++) { h[n] = H[j * 16 + n]; a2[n] = A2[j * 16 + n]; }
+            vf y0 = Dv[j] * uu, y1 = vsplat(0.0f), y2 = vsplat(0.0f), y3 = vsplat(0.0f);
+            UNROLL for (int n = 0; n < 16; n += 4) {
+                h[n] = v_exp2(dt * a2[n]) * h[n] + du * bv[n];
+                h[n + 1] = v_exp2(dt * a2[n + 1]) * h[n + 1] + du * bv[n + 1];
+                h[n + 2] = v_exp2(dt * a2[n + 2]) * h[n + 2] + du * bv[n + 2];
+                h[n + 3] = v_exp2(dt * a2[n + 3]) * h[n + 3] + du * bv[n + 3];
+                y0 += h[n] * cv[n];
+                y1 += h[n + 1] * cv[n + 1];
+                y2 += h[n + 2] * cv[n + 2];
+                y3 += h[n + 3] * cv[n + 3];
+            }
+            UNROLL for (int n = 0; n < 16; n++) H[j * 16 + n] = h[n];
+            const vf y = (y0 + y1) + (y2 + y3);
+            acc[j * L + pos] = add ? acc[j * L + pos] + y : y;
+        }
+    }
+}
+
+/* Any state size and B / C form, one block of one group, step by step. The final states into h. */
+static void generic_fwd(const scan_ctx *c, const item_t it_, int j, const consts_t *k, int64_t g, vf *acc, int add,
+                        vf *h) {
+    const item_t it = it_;
+    const int64_t L = IP(I_L), T = IP(I_CHUNK);
+    const int N = (int)IP(I_N), w = width(c, &it, j), bvar = IP(I_B_MODE) != 0, cvar = IP(I_C_MODE) != 0;
+    const int64_t d0 = it.d0 + j * VL;
+    const int64_t uo = g * IP(I_U_SG) + it.b * IP(I_U_SB) + d0, dlo = g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + d0;
+    float *ckpt = PF(P_CKPT);
+    for (int n = 0; n < N; n++) h[n] = vsplat(0.0f);
+    for (int64_t t = 0; t < L; t++) {
+        if (ckpt && t % T == 0) {
+            float *cp = ckpt_at(c, t / T, it.b, g, d0);
+            for (int n = 0; n < N; n++) st(cp + n * w, DT_F32, 0, h[n], w);
+        }
+        vf uu = ld(PP(P_U), c->adt, uo + t * IP(I_U_ST), w);
+        vf dt = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * IP(I_DL_ST), w) + k->bias, NULL);
+        STEP_BC(g, t)
+        vf y = step_fwd(N, k, bv, cv, dt, dt * uu, h, NULL) + k->Dv * uu;
+        const int64_t pos = position(c, g, t);
+        acc[pos] = add ? acc[pos] + y : y;
+    }
+}
+
+/* gate and store the item's row buffers (one group's, or the shared sum of all groups): out = scale silu(z) acc */
+static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf *acc) {
+    const int64_t L = IP(I_L);
+    const void *z = PP(P_Z);
+    const int64_t zo = g * IP(I_Z_SG) + it->b * IP(I_Z_SB) + it->d0, oo = g * IP(I_O_SG) + it->b * IP(I_O_SB) + it->d0;
+    for (int64_t p = 0; p < L; p++)
+        for (int j = 0; j < it->nj; j++) {
+            const int w = width(c, it, j);
+            vf y = acc[j * L + p] * c->scale;
+            if (z) {
+                vf zz = ld(z, c->adt, zo + p * IP(I_Z_ST) + j * VL, w);
+                y *= zz * v_sigmoid(zz);
+            }
+            st(PP(P_OUT), c->adt, oo + p * IP(I_O_ST) + j * VL, y, w);
+        }
+}
+
+/* workspace (vectors): acc (L per block), then H (16 per block) and the mixer's tile buffers (18 per block) */
+static int64_t fwd_ws_per_block(int64_t L) { return L + 34; }
+
+static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
+    const scan_ctx *c = (const scan_ctx *)ctx_;
+    const item_t it = item_of(c, item);
+    const int64_t G = IP(I_G), L = IP(I_L), Dg = IP(I_DG), N = IP(I_N);
+    const int shared = IP(I_O_SG) == 0;
+    float *last = PF(P_LAST);
+    vf *acc = (vf *)ws_, *H = acc + c->sbk * L, *tws = H + c->sbk * NMAX;
+    consts_t k;
+    for (int64_t g = 0; g < G; g++) {
+        const int add = shared && g > 0;
+        if (c->mixer) tile16_fwd(c, &it, g, acc, add, H, tws);
+        for (int j = 0; j < it.nj; j++) {
+            const int64_t ch0 = g * Dg + it.d0 + j * VL;
+            const int w = width(c, &it, j);
+            vf *h = c->mixer ? H + j * 16 : H;
+            if (!c->mixer) {
+                load_consts(c, ch0, w, (int)N, &k);
+                generic_fwd(c, it, j, &k, g, acc + j * L, add, h);
+            }
+            if (last)
+                for (int n = 0; n < N; n++) {
+                    float hl[VL];
+                    vspill(hl, h[n]);
+                    for (int q = 0; q < w; q++) last[(it.b * G * Dg + ch0 + q) * N + n] = hl[q];
+                }
+        }
+        if (!shared || g == G - 1) store_gated(c, &it, g, acc);
+    }
+}
+
+int armv_lanes(void) { return VL; }
+const char *armv_build_info(void) { return "isa=" ARMV_ISA " lanes=" VL_STR; }
+
+int armv_scan_fwd(const int64_t *ip, void *const *pp) {
+    if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
+    const int64_t threads = ip[I_THREADS] > 1 ? ip[I_THREADS] : 1;
+    scan_ctx c = make_ctx(ip, pp, fwd_ws_per_block(ip[I_L]), SBK_FWD, 4 << 20, 2 * threads);
+    const size_t ws = (size_t)(c.sbk * (fwd_ws_per_block(ip[I_L]) + NMAX)) * VL;
+    return parallel_for((int)ip[I_THREADS], ip[I_BATCH] * c.nsb, fwd_item, &c, ws);
+}
