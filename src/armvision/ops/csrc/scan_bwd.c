@@ -327,7 +327,7 @@ int armv_scan_bwd(const int64_t *ip, void *const *pp_in) {
     if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
     void *pp[P_COUNT];
     memcpy(pp, pp_in, sizeof pp);
-    scan_ctx c = make_ctx(ip, pp, bwd_ws_per_block(ip[I_L]), SBK_BWD, 1 << 20, 16);
+    scan_ctx c = make_ctx(ip, pp, bwd_ws_per_block(ip[I_L]), SBK_BWD, 4 << 20, 16);
     const int64_t B = ip[I_BATCH], CH = ip[I_G] * ip[I_DG], N = ip[I_N];
     const int64_t var = B * ip[I_G] * c.nsb * ip[I_L] * N, cst = B * CH * N, bc = var > cst ? var : cst;
     float *part = ws_get((size_t)(2 * bc + cst + 2 * B * CH));

@@ -38,7 +38,7 @@ enum {
 
 #define SB 16     /* steps per block of decays (the mixer's fast path) */
 #define SBK_FWD 64 /* channel blocks per work item, at most: forward */
-#define SBK_BWD 4 /* and backward */
+#define SBK_BWD 8 /* and backward */
 
 typedef struct {
     const int64_t *ip;
