@@ -225,7 +225,7 @@ static void plan_bwd(const scan_ctx *c, const item_t *it, int64_t item, int64_t 
     }
 }
 
-/* workspace (vectors): GY, YS, UL, DL, DUO, DDO (SBK_BWD L each), then the chunk buffers */
+/* workspace (vectors): GY, YS, UL, DL, DUO, DDO (L per block of the item), then the chunk buffers */
 static int64_t bwd_ws_per_block(int64_t L) { return 6 * L; }
 static int64_t bwd_chunk_ws(int64_t T, int64_t N) {
     const int64_t generic = (2 * T + 1) * N + 2 * T, mixer = (2 * T + 1) * 16 + 4 * T + SB * 17;
@@ -235,7 +235,7 @@ static int64_t bwd_chunk_ws(int64_t T, int64_t N) {
 static void bwd_item(const void *ctx_, int64_t item, float *ws_) {
     const scan_ctx *c = (const scan_ctx *)ctx_;
     const item_t it = item_of(c, item);
-    const int64_t G = IP(I_G), L = IP(I_L), Dg = IP(I_DG), N = IP(I_N), M = SBK_BWD * L;
+    const int64_t G = IP(I_G), L = IP(I_L), Dg = IP(I_DG), N = IP(I_N), M = c->sbk * L;
     const int shared = IP(I_O_SG) == 0, has_z = PP(P_Z) != NULL;
     const float *dlast = PF(P_DLAST);
     vf *GY = (vf *)ws_, *YS = GY + M, *UL = YS + M, *DL = UL + M, *DUO = DL + M, *DDO = DUO + M, *cws = DDO + M;
@@ -338,7 +338,7 @@ int armv_scan_bwd(const int64_t *ip, void *const *pp_in) {
     pp[P_DDP] = pp[P_DDV] ? part + 2 * bc + cst : NULL;
     pp[P_DBIASP] = pp[P_DBIAS] ? part + 2 * bc + cst + B * CH : NULL;
     const int nt = (int)ip[I_THREADS];
-    const size_t ws = (size_t)(SBK_BWD * bwd_ws_per_block(ip[I_L]) + bwd_chunk_ws(ip[I_CHUNK], N)) * VL;
+    const size_t ws = (size_t)(c.sbk * bwd_ws_per_block(ip[I_L]) + bwd_chunk_ws(ip[I_CHUNK], N)) * VL;
     int rc = parallel_for(nt, B * c.nsb, bwd_item, &c, ws);
     if (!rc) rc = parallel_for(nt, B * ip[I_G] * 2, reduce_bc_item, &c, 0);
     if (!rc) rc = parallel_for(nt, CH, reduce_batch_item, &c, 0);
