@@ -92,8 +92,9 @@ def test_fake_impls_give_the_real_strides(form, channels_last):
             xd[..., :N].view(G, bs, L, N), xd[..., N:].view(G, bs, L, N), torch.randn(G * Dg),
             torch.randn(bs, L, 2 * Dg)[..., :Dg], torch.randn(G * Dg),
             torch.stack([torch.randperm(L) for _ in range(G)]).int())
-    y, saved = _same_meta(ops.selective_scan_directions_fwd.default, args + ("cpu",))
-    _same_meta(ops.selective_scan_directions_bwd.default, args + ("cpu", saved, torch.randn_like(y)))
+    y, saved = _same_meta(ops.selective_scan_directions_fwd.default, args + (0.25, True, "cpu"))
+    _same_meta(ops.selective_scan_directions_bwd.default, args + (0.25, "cpu", saved, torch.randn_like(y)))
+    _same_meta(ops.selective_scan_directions_fwd.default, args + (1.0, False, "cpu"))  # inference: nothing kept
     x = torch.randn(bs, L, 2 * Dg)[..., :Dg]
     w, b = torch.randn(G * Dg, 4), torch.randn(G * Dg)
     du = _same_meta(lambda *a: (ops.causal_conv1d_directions_fwd.default(*a),), (x, w, b, args[-1]))[0]

@@ -234,10 +234,11 @@ def _opcheck(**_rest) -> None:
     """Schema, fake impl (shapes, strides), autograd registration."""
     a3, i3 = _inputs(2, 1, 3, Dg=4, N=2, seed=5)
     leaves = [t.detach().clone().requires_grad_() for t in a3]
-    torch.library.opcheck(custom_ops.selective_scan_directions_fwd, (*leaves, i3, "triton"),
+    torch.library.opcheck(custom_ops.selective_scan_directions_fwd, (*leaves, i3, 1.0, True, "triton"),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
-    out, saved = custom_ops.selective_scan_directions_fwd(*a3, i3, "triton")
-    torch.library.opcheck(custom_ops.selective_scan_directions_bwd, (*a3, i3, "triton", saved, torch.ones_like(out)),
+    out, saved = custom_ops.selective_scan_directions_fwd(*a3, i3, 1.0, True, "triton")
+    torch.library.opcheck(custom_ops.selective_scan_directions_bwd,
+                          (*a3, i3, 1.0, "triton", saved, torch.ones_like(out)),
                           test_utils=("test_schema", "test_faketensor"))
 
 

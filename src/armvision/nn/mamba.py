@@ -168,15 +168,16 @@ class MambaMixer(nn.Module):
         A = -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in self.suffixes]).float())  # (G*Di, N)
         D = torch.cat([getattr(self, f"D{s}") for s in self.suffixes]).float()
         bias = torch.cat([getattr(self, f"dt_proj{s}").bias for s in self.suffixes]).float()
-        y = self.scan(u, delta, A, b, c, D, z, bias, order, backend)  # (B, L, Di)
-        return y / G if G > 1 else y
+        return self.scan(u, delta, A, b, c, D, z, bias, order, backend)  # (B, L, Di), the mean over directions
 
     def scan(self, u: Tensor, delta: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor, z: Tensor, bias: Tensor,
              order: Optional[Tensor], backend: str) -> Tensor:
         """The selective scan of every direction (armvision.ops.selective_scan_directions): u, delta (G, B, L, Di)
-        and b, c (G, B, L, N) in each direction's order, z (B, L, Di) raster order -> silu(z) * sum_g (y_g + D u_g)
-        as (B, L, Di). A method of its own so that a benchmark can time the mixer without the recurrence."""
-        return selective_scan_directions(u, delta, A, b, c, D, z, bias, order, backend=backend)
+        and b, c (G, B, L, N) in each direction's order, z (B, L, Di) raster order -> silu(z) * mean_g (y_g + D u_g)
+        as (B, L, Di) (the 1 / G inside the scan's own output pass). A method of its own so that a benchmark can
+        time the mixer without the recurrence."""
+        return selective_scan_directions(u, delta, A, b, c, D, z, bias, order, scale=1.0 / self.directions,
+                                         backend=backend)
 
     def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
         self._check_grid(x.shape[1], hw, cls_index)

@@ -59,15 +59,16 @@ def _scan(name: str, u, delta, A, B, C, D, z, delta_bias, softplus: bool, return
 
 
 def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                              delta_bias: Tensor, index: Optional[Tensor] = None, *,
+                              delta_bias: Tensor, index: Optional[Tensor] = None, *, scale: float = 1.0,
                               backend: Optional[str] = None) -> Tensor:
     """The Mamba mixer's G scan directions over one sequence (softplus dt, one gate z shared by all directions).
 
     u, delta: (G, batch, L, Dg) in each direction's scan order (channels contiguous is the fast case); B, C:
     (G, batch, L, N) in scan order; A: (G * Dg, N); D, delta_bias: (G * Dg,); z: (batch, L, Dg) in raster order;
     index (G, L): raster position of direction g's step t (None: every direction in raster order). Returns
-    silu(z) * sum_g (y_g + D_g u_g) as (batch, L, Dg), in one call where the backend's room has the
-    multi-direction scan ("cpu"; "triton", see backends/triton.py), else one scan per direction.
+    scale * silu(z) * sum_g (y_g + D_g u_g) as (batch, L, Dg), in one call where the backend's room has the
+    multi-direction scan ("cpu"; "triton", see backends/triton.py), else one scan per direction. When no input
+    needs a gradient (inference, torch.no_grad), the one-call rooms keep nothing for a backward.
     """
     checks.directions(u, delta, A, B, C, D, z, delta_bias, index)
     if scan_decomposed.active():  # exporting to ONNX: standard ops instead of the custom ops
@@ -75,8 +76,11 @@ def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     name = resolve_backend("selective_scan", backend, u.is_cuda, u.dtype, A.shape[1])
     index = None if index is None else index.to(torch.int32)
     if runs_directions(name, u.is_cuda):
-        return custom_ops.selective_scan_directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, name)[0]
-    return _per_direction(name, u, delta, A, B, C, D, z, delta_bias, index)
+        save = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+        return custom_ops.selective_scan_directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, float(scale),
+                                                        save, name)[0]
+    y = _per_direction(name, u, delta, A, B, C, D, z, delta_bias, index)
+    return y if scale == 1.0 else y * scale
 
 
 def _per_direction(name: str, u, delta, A, B, C, D, z, delta_bias, index) -> Tensor:

@@ -121,39 +121,43 @@ torch.library.register_autograd("armvision::selective_scan_fwd", _backward, setu
 # ---------------------------------------------------------------------------------------------------------
 @torch.library.custom_op("armvision::selective_scan_directions_fwd", mutates_args=())
 def selective_scan_directions_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                                  delta_bias: Tensor, index: Optional[Tensor],
+                                  delta_bias: Tensor, index: Optional[Tensor], scale: float, save: bool,
                                   backend: str) -> Tuple[Tensor, Tensor]:
-    """out (batch, L, Dg) = silu(z) * sum_g scan_g (softplus dt), and what backward needs."""
-    return room(backend).directions_fwd(u, delta, A, B, C, D, z, delta_bias, index)
+    """out (batch, L, Dg) = scale * silu(z) * sum_g scan_g (softplus dt), and what backward needs (nothing where
+    save is False: inference)."""
+    return room(backend).directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale, save)
 
 
 @selective_scan_directions_fwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, index, backend):
-    return room(backend).directions_meta(u, A)
+def _(u, delta, A, B, C, D, z, delta_bias, index, scale, save, backend):
+    return room(backend).directions_meta(u, A, save)
 
 
 @torch.library.custom_op("armvision::selective_scan_directions_bwd", mutates_args=())
 def selective_scan_directions_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                                  delta_bias: Tensor, index: Optional[Tensor], backend: str, saved: Tensor,
-                                  dout: Tensor) -> List[Tensor]:
-    return room(backend).directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout)
+                                  delta_bias: Tensor, index: Optional[Tensor], scale: float, backend: str,
+                                  saved: Tensor, dout: Tensor) -> List[Tensor]:
+    return room(backend).directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale, saved, dout)
 
 
 @selective_scan_directions_bwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, index, backend, saved, dout):
+def _(u, delta, A, B, C, D, z, delta_bias, index, scale, backend, saved, dout):
     return room(backend).directions_grad_meta(u, delta, A, B, C, D, z, delta_bias)
 
 
 def _setup_directions(ctx, inputs, output):
-    *tensors, backend = inputs
+    *tensors, scale, save, backend = inputs
     ctx.save_for_backward(*tensors, output[1])
-    ctx.backend = backend
+    ctx.scale, ctx.backend = scale, backend
 
 
 def _backward_directions(ctx, dout, _dsaved):
     *tensors, index, saved = ctx.saved_tensors
-    grads = selective_scan_directions_bwd(*tensors, index, ctx.backend, saved, dout)
-    return (*grads, None, None)  # no gradient for index and backend
+    if saved.numel() == 0:
+        raise RuntimeError("selective_scan_directions: backward through a call made with save=False (the states it "
+                           "restarts from were not kept)")
+    grads = selective_scan_directions_bwd(*tensors, index, ctx.scale, ctx.backend, saved, dout)
+    return (*grads, None, None, None, None)  # no gradient for index, scale, save and backend
 
 
 torch.library.register_autograd("armvision::selective_scan_directions_fwd", _backward_directions,

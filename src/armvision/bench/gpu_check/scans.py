@@ -179,7 +179,7 @@ def _one_launch(*args):
     """All directions in one Triton launch: the custom op armvision::selective_scan_directions_fwd on "triton"."""
     from ...ops import custom_ops
 
-    return custom_ops.selective_scan_directions_fwd(*args, "triton")[0]
+    return custom_ops.selective_scan_directions_fwd(*args, 1.0, True, "triton")[0]
 
 
 def _triton_directions_timing(cfg: dict, timer) -> dict:

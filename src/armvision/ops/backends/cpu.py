@@ -125,32 +125,43 @@ def directions_wanted(on_cuda: bool) -> bool:
     return True
 
 
-def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index) -> Tuple[Tensor, Tensor]:
-    """out (batch, L, Dg) = silu(z) * sum_g scan_g (softplus dt); returns (out, saved)."""
+def _act(t: Tensor) -> torch.dtype:
+    """The dtype the kernel reads and writes sequence tensors in: float32 or bfloat16 as given, float32 otherwise."""
+    return t.dtype if t.dtype in scan_cpu.DTYPES else torch.float32
+
+
+def _bc_dtype(B: Tensor, C: Tensor) -> torch.dtype:
+    return B.dtype if B.dtype == C.dtype and B.dtype in scan_cpu.DTYPES else torch.float32
+
+
+def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, save: bool) -> Tuple[Tensor, Tensor]:
+    """out (batch, L, Dg) = scale * silu(z) * sum_g scan_g (softplus dt), in u's dtype; and the states the backward
+    restarts from (empty with save=False). float32 and bfloat16 are read and written as they are (no copies), other
+    dtypes through float32."""
     G, batch, L, Dg = u.shape
-    out = torch.empty(batch, L, Dg, dtype=torch.float32)
-    z4 = z.float().unsqueeze(0).expand(G, -1, -1, -1)
-    _, _, ckpt = scan_cpu.fwd(u.float(), delta.float(), A.float(), B.float(), C.float(), D.float(), z4,
-                              delta_bias.float(), index, True, out.unsqueeze(0).expand(G, -1, -1, -1),
-                              want_last=False)
-    return out.to(u.dtype), ckpt
+    act, bcd = _act(u), _bc_dtype(B, C)
+    out = torch.empty(batch, L, Dg, dtype=act)
+    z4 = z.to(act).unsqueeze(0).expand(G, -1, -1, -1)
+    _, _, ckpt = scan_cpu.fwd(u.to(act), delta.to(act), A, B.to(bcd), C.to(bcd), D, z4, delta_bias, index, True,
+                              out.unsqueeze(0).expand(G, -1, -1, -1), want_last=False, save=save, scale=scale)
+    return out.to(u.dtype), (ckpt if save else u.new_empty(0, dtype=torch.float32))
 
 
-def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout) -> List[Tensor]:
+def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, saved, dout) -> List[Tensor]:
     G = u.shape[0]
-    z4 = z.float().unsqueeze(0).expand(G, -1, -1, -1)
-    d4 = dout.float().contiguous().unsqueeze(0).expand(G, -1, -1, -1)
-    du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(u.float(), delta.float(), A.float(), B.float(), C.float(),
-                                                       D.float(), z4, delta_bias.float(), index, True, saved, d4,
-                                                       None)
+    act, bcd = _act(u), _bc_dtype(B, C)
+    z4 = z.to(act).unsqueeze(0).expand(G, -1, -1, -1)
+    d4 = dout.to(act).contiguous().unsqueeze(0).expand(G, -1, -1, -1)
+    du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(u.to(act), delta.to(act), A, B.to(bcd), C.to(bcd), D, z4,
+                                                       delta_bias, index, True, saved, d4, None, scale=scale)
     return [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.to(D.dtype), dz[0].to(z.dtype), ddb.to(delta_bias.dtype)]
 
 
-def directions_meta(u: Tensor, A: Tensor) -> Tuple[Tensor, Tensor]:
+def directions_meta(u: Tensor, A: Tensor, save: bool) -> Tuple[Tensor, Tensor]:
     G, batch, L, Dg = u.shape
-    return (u.new_empty(batch, L, Dg),
-            u.new_empty(-(-L // scan_cpu.DEFAULT_CHUNK), batch, G, A.shape[1], Dg, dtype=torch.float32))
+    saved = ((-(-L // scan_cpu.DEFAULT_CHUNK), batch, G, A.shape[1], Dg) if save else (0,))
+    return u.new_empty(batch, L, Dg), u.new_empty(saved, dtype=torch.float32)
 
 
 def directions_grad_meta(u, delta, A, B, C, D, z, delta_bias) -> List[Tensor]:
@@ -169,9 +180,10 @@ conv = None
 
 
 def conv_directions_fwd(x: Tensor, weight: Tensor, bias: Tensor, index: Optional[Tensor]) -> Tensor:
-    return scan_cpu.conv_fwd(x.float(), weight.float(), bias.float(), index).to(x.dtype)
+    """float32 and bfloat16 x as given (u in x's dtype), other dtypes through float32; weights float32."""
+    return scan_cpu.conv_fwd(x.to(_act(x)), weight, bias, index).to(x.dtype)
 
 
 def conv_directions_bwd(x, weight, bias, index, du) -> Tuple[Tensor, Tensor, Tensor]:
-    dx, dw, db = scan_cpu.conv_bwd(x.float(), weight.float(), bias.float(), index, du.float())
+    dx, dw, db = scan_cpu.conv_bwd(x.to(_act(x)), weight, bias, index, du)
     return dx.to(x.dtype), dw.to(weight.dtype), db.to(bias.dtype)

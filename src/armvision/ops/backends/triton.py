@@ -71,11 +71,18 @@ def directions_wanted(on_cuda: bool) -> bool:
     return (not on_cuda) if wanted is None else wanted
 
 
-directions_fwd = triton_directions.triton_directions_fwd
-directions_bwd = triton_directions.triton_directions_bwd
+def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, save: bool) -> Tuple[Tensor, Tensor]:
+    """The one-launch kernels (which always keep their chunk states); the output scale applied after."""
+    out, saved = triton_directions.triton_directions_fwd(u, delta, A, B, C, D, z, delta_bias, index)
+    return (out if scale == 1.0 else out * scale), saved
 
 
-def directions_meta(u: Tensor, A: Tensor) -> Tuple[Tensor, Tensor]:
+def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, saved, dout) -> List[Tensor]:
+    dout = dout if scale == 1.0 else dout * scale
+    return triton_directions.triton_directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, saved, dout)
+
+
+def directions_meta(u: Tensor, A: Tensor, save: bool) -> Tuple[Tensor, Tensor]:
     G, batch, L, Dg = u.shape
     return (u.new_empty(batch, L, Dg),
             u.new_empty(-(-L // DEFAULT_CHUNK), batch, G * Dg, A.shape[1], dtype=torch.float32))

@@ -1,0 +1,137 @@
+"""The fused CPU kernel's builds and dtypes: every vector width of the one C source (AVX-512's 16 lanes, AVX2's 8,
+SSE/NEON/generic 4; the narrower builds compiled on this machine with -DARMV_VL and the instruction sets switched off)
+against the float64 reference, float32 and bfloat16; bfloat16 in and out bit for bit the float32 kernel's results
+rounded as torch rounds; the build this machine runs says which it is; inference keeps nothing for a backward."""
+import platform
+
+import pytest
+import torch
+
+from armvision.ops import cpu_kernel, scan_cpu
+from armvision.ops.backends.ref import selective_scan_ref
+
+pytestmark = pytest.mark.skipif(cpu_kernel.load() is None, reason="needs a C compiler (the fallback tests elsewhere run)")
+
+X86 = platform.machine() in ("x86_64", "AMD64")
+# one source, other widths: (extra flags, expected ISA, lanes); on x86 each narrower build also drops the wider ISA
+BUILDS = [("-DARMV_VL=8 -mno-avx512f", "avx2", 8), ("-DARMV_VL=4 -mno-avx -mno-avx2 -mno-avx512f", "sse4", 4),
+          ("-DARMV_VL=4 -mno-sse4.1 -mno-sse4.2 -mno-avx -mno-avx2 -mno-avx512f", "generic", 4)]
+
+
+def _inputs(G=4, batch=2, L=37, Dg=40, N=16, dtype=torch.float32, seed=0):
+    """The mixer's form: u, delta (G, batch, L, Dg) in scan order, B / C views of one projection, z shared, orders."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(G, batch, L, Dg, generator=g).to(dtype)
+    delta = (0.5 * torch.randn(G, batch, L, Dg, generator=g)).to(dtype)
+    A = -torch.exp(0.5 * torch.randn(G * Dg, N, generator=g))
+    xd = torch.randn(G, batch * L, 8 + 2 * N, generator=g).to(dtype)
+    B, C = xd[..., 8:8 + N].view(G, batch, L, N), xd[..., 8 + N:].view(G, batch, L, N)
+    D, bias = torch.randn(G * Dg, generator=g), 0.1 * torch.randn(G * Dg, generator=g)
+    z = torch.randn(batch, L, Dg, generator=g).to(dtype)
+    idx = torch.stack([torch.randperm(L, generator=g) for _ in range(G)]).to(torch.int32)
+    dout = torch.randn(batch, L, Dg, generator=g).to(dtype)
+    return u, delta, A, B, C, D, z, bias, idx, dout
+
+
+def _kernel(inp, scale=0.25):
+    """out and every gradient of the kernel's multi-direction form."""
+    u, delta, A, B, C, D, z, bias, idx, dout = inp
+    G = u.shape[0]
+    out = torch.empty(z.shape, dtype=u.dtype)
+    z4 = z.unsqueeze(0).expand(G, -1, -1, -1)
+    _, _, ckpt = scan_cpu.fwd(u, delta, A, B, C, D, z4, bias, idx, True, out.unsqueeze(0).expand(G, -1, -1, -1),
+                              want_last=False, scale=scale)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = scan_cpu.bwd(u, delta, A, B, C, D, z4, bias, idx, True, ckpt,
+                                                         dout.unsqueeze(0).expand(G, -1, -1, -1), None, scale=scale)
+    return [out, du, ddelta, dA, dB, dC, dD, dz[0], dbias]  # dz: laid out like z4, the directions share it
+
+
+def _reference(inp, scale=0.25):
+    """The same through the float64 reference, one direction at a time (gate gathered, outputs put back)."""
+    u, delta, A, B, C, D, z, bias, idx, dout = [t.double() if t.is_floating_point() else t for t in inp]
+    G, batch, L, Dg = u.shape
+    leaves = [t.clone().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
+    lu, ld, lA, lB, lC, lD, lz, lb = leaves
+    total = 0
+    for g in range(G):
+        sl, order = slice(g * Dg, (g + 1) * Dg), idx[g].long()
+        y = selective_scan_ref(lu[g].transpose(1, 2), ld[g].transpose(1, 2), lA[sl], lB[g].transpose(1, 2),
+                               lC[g].transpose(1, 2), lD[sl], lz.index_select(1, order).transpose(1, 2), lb[sl],
+                               True).transpose(1, 2)
+        total = total + torch.zeros_like(y).index_copy(1, order, y)
+    out = total * scale
+    grads = torch.autograd.grad(out, leaves, dout)
+    return [out.detach(), *grads]
+
+
+NAMES = ("out", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")
+
+
+def _close(got, want, rtol):
+    for name, a, b in zip(NAMES, got, want):
+        torch.testing.assert_close(a.double(), b.double(), rtol=rtol, atol=rtol * b.abs().max().item(),
+                                   msg=lambda m: f"{name}: {m}")
+
+
+def test_build_names_its_instruction_set():
+    info = cpu_kernel.build_info()
+    assert info["isa"] in ("avx512", "avx2", "sse4", "neon", "generic")
+    assert info["lanes"] == cpu_kernel.lanes() == {"avx512": 16, "avx2": 8}.get(info["isa"], 4)
+    try:
+        cpu = open("/proc/cpuinfo").read().replace("\n", " ")
+    except OSError:
+        cpu = ""
+    if X86 and " avx512f " in cpu:
+        assert info["isa"] == "avx512" and "-mprefer-vector-width=512" in info["flags"]
+
+
+@pytest.mark.parametrize("Dg", [40, 48])  # a partial last block of lanes, and whole blocks
+def test_native_build_against_float64_reference(Dg):
+    inp = _inputs(Dg=Dg)
+    _close(_kernel(inp), _reference(inp), rtol=2e-5)
+
+
+def test_bfloat16_in_and_out_is_the_float32_kernel_rounded():
+    """bfloat16 sequence tensors are read and written as they are, the math float32: the results are bit for bit
+    the float32 kernel's on the same values, rounded to bfloat16 (nearest even, as torch rounds)."""
+    bf = _inputs(dtype=torch.bfloat16)
+    f32 = [t.float() if t.is_floating_point() else t for t in bf]
+    for name, a, b in zip(NAMES, _kernel(bf), _kernel(f32)):
+        assert a.dtype == (torch.bfloat16 if name in ("out", "du", "ddelta", "dz") else torch.float32), name
+        assert torch.equal(a, b.to(a.dtype)), name
+
+
+def test_inference_keeps_nothing():
+    inp = _inputs()
+    u, delta, A, B, C, D, z, bias, idx, _ = inp
+    out = torch.empty(z.shape)
+    _, last, ckpt = scan_cpu.fwd(u, delta, A, B, C, D, z.unsqueeze(0).expand(4, -1, -1, -1), bias, idx, True,
+                                 out.unsqueeze(0).expand(4, -1, -1, -1), want_last=False, save=False, scale=0.25)
+    assert ckpt is None and last is None
+    torch.testing.assert_close(out, _kernel(inp)[0], rtol=0, atol=0)
+
+
+@pytest.fixture
+def other_build(request, monkeypatch):
+    """The kernel rebuilt from the same source with other flags for the length of one test."""
+    flags = request.param
+    monkeypatch.setenv("ARMVISION_CPU_CFLAGS", flags)
+    cpu_kernel.reset()
+    if cpu_kernel.load() is None:
+        pytest.skip(f"this compiler does not build with {flags}: {cpu_kernel.unavailable_reason()}")
+    yield cpu_kernel.build_info()
+    monkeypatch.delenv("ARMVISION_CPU_CFLAGS")
+    cpu_kernel.reset()
+
+
+@pytest.mark.skipif(not X86, reason="the narrower x86 builds")
+@pytest.mark.parametrize("other_build,isa,lanes", [(f, i, n) for f, i, n in BUILDS], indirect=["other_build"],
+                         ids=[b[1] for b in BUILDS])
+def test_other_widths_from_the_same_source(other_build, isa, lanes):
+    assert (other_build["isa"], other_build["lanes"]) == (isa, lanes)
+    for Dg, N in ((40, 16), (13, 5)):  # the mixer's fast path; a generic state size, a block of 5 lanes
+        inp = _inputs(Dg=Dg, N=N, seed=Dg)
+        _close(_kernel(inp), _reference(inp), rtol=2e-5)
+    bf = _inputs(dtype=torch.bfloat16)
+    f32 = [t.float() if t.is_floating_point() else t for t in bf]
+    assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(_kernel(bf), _kernel(f32)))
