@@ -11,7 +11,7 @@
  * every block (the item's piece of the step's rows is contiguous, so the hardware prefetchers keep up; the blocks'
  * 16 states each live in the item's buffer, in L1, and the 16 nj decays of a step are independent work for the
  * out-of-order core). The state is saved at each chunk's start for the backward; the final states into Hout.
- * ws: A2, H (16 nj each), Dv, bias (nj each) vectors. */
+ * ws: A2 (16 nj), Dv, bias, DT, DU, UU (nj each) vectors; Hout (16 nj). */
 __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t *it, int64_t g, vf *acc, int add,
                                                  vf *Hout, vf *ws) {
     const int64_t L = IP(I_L), T = IP(I_CHUNK), Dg = IP(I_DG), b = it->b;
@@ -20,7 +20,7 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
     const int64_t ust = IP(I_U_ST), dlst = IP(I_DL_ST), esz = c->adt == DT_F32 ? 4 : 2;
     const int64_t ustb = ust * esz, dlstb = dlst * esz, rowbytes = ((nj - 1) * VL + wl) * esz;
     const char *ub = (const char *)PP(P_U) + uo * esz, *db = (const char *)PP(P_DELTA) + dlo * esz;
-    vf *A2 = ws, *H = Hout, *Dv = A2 + 16 * nj, *bias = Dv + nj;
+    vf *A2 = ws, *H = Hout, *Dv = A2 + 16 * nj, *bias = Dv + nj, *DT = bias + nj, *DU = DT + nj, *UU = DU + nj;
     for (int j = 0; j < nj; j++) {
         const int64_t ch0 = g * Dg + it->d0 + j * VL;
         const int w = j == nj - 1 ? wl : VL;
@@ -46,10 +46,17 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
         float bb[16], cb[16];
         const float *bv = bc_row(c, 0, g, b, t, 16, bb), *cv = bc_row(c, 1, g, b, t, 16, cb);
         const int64_t pos = position(c, g, t);
+        /* the step's dt and du for every block first: independent chains, so the softplus latency overlaps */
         for (int j = 0; j < nj; j++) {
             const int w = j == nj - 1 ? wl : VL;
             const vf uu = ld(PP(P_U), c->adt, uo + t * ust + j * VL, w);
-            const vf dt = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w) + bias[j], NULL), du = dt * uu;
+            const vf dt = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w) + bias[j], NULL);
+            DT[j] = dt;
+            DU[j] = dt * uu;
+            UU[j] = uu;
+        }
+        for (int j = 0; j < nj; j++) {
+            const vf dt = DT[j], du = DU[j], uu = UU[j];
             vf h[16], a2[16]; /* local copies: no aliasing with the buffers, so they stay in registers */
             UNROLL for (int n = 0; n < 16; n++) { h[n] = H[j * 16 + n]; a2[n] = A2[j * 16 + n]; }
             vf y0 = Dv[j] * uu, y1 = vsplat(0.0f), y2 = vsplat(0.0f), y3 = vsplat(0.0f);
@@ -65,7 +72,7 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
             }
             UNROLL for (int n = 0; n < 16; n++) H[j * 16 + n] = h[n];
             const vf y = (y0 + y1) + (y2 + y3);
-            acc[j * L + pos] = add ? acc[j * L + pos] + y : y;
+            acc[pos * nj + j] = add ? acc[pos * nj + j] + y : y;
         }
     }
 }
@@ -90,7 +97,7 @@ static void generic_fwd(const scan_ctx *c, const item_t it_, int j, const consts
         STEP_BC(g, t)
         vf y = step_fwd(N, k, bv, cv, dt, dt * uu, h, NULL) + k->Dv * uu;
         const int64_t pos = position(c, g, t);
-        acc[pos] = add ? acc[pos] + y : y;
+        acc[pos * it.nj] = add ? acc[pos * it.nj] + y : y; /* the item's row buffer: position-major */
     }
 }
 
@@ -102,7 +109,7 @@ static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf
     for (int64_t p = 0; p < L; p++)
         for (int j = 0; j < it->nj; j++) {
             const int w = width(c, it, j);
-            vf y = acc[j * L + p] * c->scale;
+            vf y = acc[p * it->nj + j] * c->scale;
             if (z) {
                 vf zz = ld(z, c->adt, zo + p * IP(I_Z_ST) + j * VL, w);
                 y *= zz * v_sigmoid(zz);
@@ -111,8 +118,8 @@ static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf
         }
 }
 
-/* workspace (vectors): acc (L per block), then H (16 per block) and the mixer's tile buffers (18 per block) */
-static int64_t fwd_ws_per_block(int64_t L) { return L + 34; }
+/* workspace (vectors): acc (L per block), then H (NMAX per block) and the mixer's tile buffers (21 per block) */
+static int64_t fwd_ws_per_block(int64_t L) { return L + 21; }
 
 static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
     const scan_ctx *c = (const scan_ctx *)ctx_;
@@ -131,7 +138,7 @@ static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
             vf *h = c->mixer ? H + j * 16 : H;
             if (!c->mixer) {
                 load_consts(c, ch0, w, (int)N, &k);
-                generic_fwd(c, it, j, &k, g, acc + j * L, add, h);
+                generic_fwd(c, it, j, &k, g, acc + j, add, h);
             }
             if (last)
                 for (int n = 0; n < N; n++) {
