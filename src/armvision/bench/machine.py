@@ -33,6 +33,30 @@ def environment(device: str) -> dict:
     return env
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
+
+
+def isa_line() -> str:
+    """One line that says which CPU and instruction sets a number was measured with, and which build of the fused
+    CPU kernel ran: "Intel(R) Xeon(R) Processor; flags avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile; kernel
+    isa=avx512 lanes=16 (-O3 -march=native ...)"."""
+    from ..ops import cpu_kernel
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    info = cpu_kernel.build_info()
+    kernel = (f"kernel isa={info['isa']} lanes={info['lanes']} ({' '.join(info.get('flags', []))})"
+              if info["isa"] else f"kernel unavailable ({info.get('why')})")
+    have = " ".join(f for f in ISA_FLAGS if f in flags) or "unknown"
+    return f"{cpu_name()}; flags {have}; {kernel}"
+
+
 def matmul_peak_flops(device: str, dtype: torch.dtype, n: Optional[int] = None, repeats: int = 10) -> float:
     """Best FLOP/s of an n x n @ n x n matmul: the machine's practical peak for MFU."""
     n = n or (8192 if device.startswith("cuda") else 2048)

@@ -142,4 +142,17 @@ def _conv_per_direction(name: str, x: Tensor, weight: Tensor, bias: Tensor, inde
     return torch.stack(outs)  # (G, batch, L, Dg)
 
 
-__all__ = ["selective_scan_fn", "selective_scan_directions", "causal_conv1d_fn", "causal_conv1d_directions"]
+def silu_mul(a: Tensor, b: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """silu(a) * b (SwiGLU's gate), a and b of one shape: in one pass each way where the backend's room has it (the
+    fused CPU kernel; float32 / bfloat16, other dtypes through float32), else as torch ops."""
+    if a.shape != b.shape:
+        raise ValueError(f"silu_mul: a has shape {tuple(a.shape)} but b has {tuple(b.shape)}; they must match")
+    if not scan_decomposed.active() and a.dtype == b.dtype and a.is_floating_point():
+        name = resolve_backend("selective_scan", backend, a.is_cuda, a.dtype)
+        if room(name).silu_mul_fwd is not None:
+            return custom_ops.silu_mul(a, b)
+    return torch.nn.functional.silu(a) * b
+
+
+__all__ = ["selective_scan_fn", "selective_scan_directions", "causal_conv1d_fn", "causal_conv1d_directions",
+           "silu_mul"]

@@ -29,7 +29,7 @@ from ..fileio import atomic_write_via
 
 log = logging.getLogger("armvision.ops")
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("scan_fwd.c", "scan_bwd.c", "conv_cpu.c")  # one library; all include armv_common.h
+SOURCES = ("scan_fwd.c", "scan_bwd.c", "conv_cpu.c", "gate_cpu.c")  # one library; all include armv_common.h
 ENV_DISABLE = env.CPU_KERNEL
 ENV_CACHE = env.CACHE
 # Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU and its
@@ -52,8 +52,11 @@ PTR_SLOTS = ("u delta A B C D bias z idx out ckpt last dout dlast du ddelta dz d
 
 CONV_INT_SLOTS = "batch L G Dg K threads x_sb x_st dt".split()
 CONV_PTR_SLOTS = "x w bias idx u du dx dwp dbp dw db".split()
+GATE_INT_SLOTS = "n dt threads".split()
+GATE_PTR_SLOTS = "a b out dout da db".split()
 SLOTS = {"armv_scan_fwd": (INT_SLOTS, PTR_SLOTS), "armv_scan_bwd": (INT_SLOTS, PTR_SLOTS),
-         "armv_conv_fwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS), "armv_conv_bwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS)}
+         "armv_conv_fwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS), "armv_conv_bwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS),
+         "armv_gate_fwd": (GATE_INT_SLOTS, GATE_PTR_SLOTS), "armv_gate_bwd": (GATE_INT_SLOTS, GATE_PTR_SLOTS)}
 
 _lock = threading.Lock()
 _state: dict = {}

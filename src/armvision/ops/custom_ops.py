@@ -199,3 +199,37 @@ def _backward_conv(ctx, du):
 
 torch.library.register_autograd("armvision::causal_conv1d_directions_fwd", _backward_conv,
                                 setup_context=_setup_conv)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The SwiGLU gate silu(a) * b ("cpu" room): one pass forward, one backward, nothing saved but a and b
+# ---------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("armvision::silu_mul", mutates_args=())
+def silu_mul(a: Tensor, b: Tensor) -> Tensor:
+    return room("cpu").silu_mul_fwd(a, b)
+
+
+@silu_mul.register_fake
+def _(a, b):
+    return torch.empty_like(a)
+
+
+@torch.library.custom_op("armvision::silu_mul_bwd", mutates_args=())
+def silu_mul_bwd(a: Tensor, b: Tensor, dout: Tensor) -> Tuple[Tensor, Tensor]:
+    return room("cpu").silu_mul_bwd(a, b, dout)
+
+
+@silu_mul_bwd.register_fake
+def _(a, b, dout):
+    return torch.empty_like(a), torch.empty_like(b)
+
+
+def _setup_gate(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward_gate(ctx, dout):
+    return silu_mul_bwd(*ctx.saved_tensors, dout)
+
+
+torch.library.register_autograd("armvision::silu_mul", _backward_gate, setup_context=_setup_gate)

@@ -177,3 +177,22 @@ def conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[
                           idx=index, du=du.to(x.dtype).contiguous(), dx=dx, dwp=x.new_empty(batch * G * Dg * K, **f32),
                           dbp=x.new_empty(batch * G * Dg, **f32), dw=dw, db=db))
     return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The SwiGLU gate silu(a) * b, elementwise (one pass forward, one backward)
+# ---------------------------------------------------------------------------------------------------------
+def gate_fwd(a: Tensor, b: Tensor) -> Tensor:
+    """silu(a) * b for contiguous a, b of one dtype (float32 or bfloat16)."""
+    out = torch.empty_like(a)
+    cpu_kernel._call("armv_gate_fwd", dict(n=a.numel(), dt=_code(a, "a"), threads=cpu_kernel.threads()),
+                     dict(a=a, b=b, out=out))
+    return out
+
+
+def gate_bwd(a: Tensor, b: Tensor, dout: Tensor) -> Tuple[Tensor, Tensor]:
+    """(d/da, d/db) of silu(a) * b given dout (all contiguous, one dtype)."""
+    da, db = torch.empty_like(a), torch.empty_like(b)
+    cpu_kernel._call("armv_gate_bwd", dict(n=a.numel(), dt=_code(a, "a"), threads=cpu_kernel.threads()),
+                     dict(a=a, b=b, dout=dout.to(a.dtype).contiguous(), da=da, db=db))
+    return da, db

@@ -16,6 +16,8 @@ BENCHMARKS = {
     "scan": ("armvision.cli.bench.scan", "selective scan: fast path vs reference, mambapy pscan, mamba_ssm"),
     "block": ("armvision.cli.bench.block", "one MambaMLP block, fwd+bwd, per scan backend and without the scan"),
     "model": ("armvision.cli.bench.model", "whole models: forward / forward+backward time and memory"),
+    "vs-vit": ("armvision.cli.bench.vs_vit", "ARM vs ViT of the same size, interleaved: fp32 / bf16, image sizes, "
+               "batch sizes, forward / train step"),
     "train-step": ("armvision.cli.bench.train_step", "one optimizer step of pretraining / finetuning"),
     "export": ("armvision.cli.bench.export", "exported ARM (onnxruntime) and torch.compile vs eager and a ViT, CPU"),
     "gpu-check": ("armvision.cli.bench.gpu_check", "scan checks and scan / model / pretraining speed on a GPU "

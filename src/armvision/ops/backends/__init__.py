@@ -16,6 +16,9 @@ Every room offers the same functions, or sets a name to None where it has no imp
     conv_directions_fwd, conv_directions_bwd
                           conv + SiLU of x (batch, L, Dg) in each direction's order in one call (custom ops
                           armvision::causal_conv1d_directions_fwd/bwd); None: one conv per direction
+    silu_mul_fwd, silu_mul_bwd
+                          the SwiGLU gate silu(a) * b in one pass each way (custom op armvision::silu_mul);
+                          None: torch ops
 
 Rooms import nothing from armvision.ops outside backends/ (and the C-kernel glue cpu_kernel.py / scan_cpu.py), so
 the API, the custom ops and the resolver sit above them without circles. Importing a room is cheap: the Triton and

@@ -187,3 +187,17 @@ def conv_directions_fwd(x: Tensor, weight: Tensor, bias: Tensor, index: Optional
 def conv_directions_bwd(x, weight, bias, index, du) -> Tuple[Tensor, Tensor, Tensor]:
     dx, dw, db = scan_cpu.conv_bwd(x.to(_act(x)), weight, bias, index, du)
     return dx.to(x.dtype), dw.to(weight.dtype), db.to(bias.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The SwiGLU gate silu(a) * b in one pass (custom op armvision::silu_mul)
+# ---------------------------------------------------------------------------------------------------------
+def silu_mul_fwd(a: Tensor, b: Tensor) -> Tensor:
+    act = _act(a)
+    return scan_cpu.gate_fwd(a.to(act).contiguous(), b.to(act).contiguous()).to(a.dtype)
+
+
+def silu_mul_bwd(a: Tensor, b: Tensor, dout: Tensor) -> Tuple[Tensor, Tensor]:
+    act = _act(a)
+    da, db = scan_cpu.gate_bwd(a.to(act).contiguous(), b.to(act).contiguous(), dout)
+    return da.to(a.dtype), db.to(b.dtype)

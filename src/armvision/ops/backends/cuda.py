@@ -48,3 +48,4 @@ KEEPS_STATE = False
 scan_fwd = scan_bwd = scan_meta = seq_grad_meta = None
 directions_fwd = directions_bwd = directions_meta = directions_grad_meta = None
 conv_directions_fwd = conv_directions_bwd = None
+silu_mul_fwd = silu_mul_bwd = None  # the gate runs as torch ops (armvision.ops.api.silu_mul)

@@ -102,3 +102,4 @@ def directions_grad_meta(u, delta, A, B, C, D, z, delta_bias) -> List[Tensor]:
 # ---------------------------------------------------------------------------------------------------------
 conv = None
 conv_directions_fwd = conv_directions_bwd = None
+silu_mul_fwd = silu_mul_bwd = None  # the gate runs as torch ops (armvision.ops.api.silu_mul)
