@@ -55,7 +55,9 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w3(silu_mul(self.w1(x), self.w2(x)))  # the gate in one pass (armvision.ops.silu_mul)
+        # w1 and w2 without their biases: the gate adds them in its one pass (armvision.ops.silu_mul)
+        a, b = nn.functional.linear(x, self.w1.weight), nn.functional.linear(x, self.w2.weight)
+        return self.w3(silu_mul(a, b, self.w1.bias, self.w2.bias))
 
 
 class DropPath(nn.Module):

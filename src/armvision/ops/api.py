@@ -142,15 +142,22 @@ def _conv_per_direction(name: str, x: Tensor, weight: Tensor, bias: Tensor, inde
     return torch.stack(outs)  # (G, batch, L, Dg)
 
 
-def silu_mul(a: Tensor, b: Tensor, *, backend: Optional[str] = None) -> Tensor:
-    """silu(a) * b (SwiGLU's gate), a and b of one shape: in one pass each way where the backend's room has it (the
-    fused CPU kernel; float32 / bfloat16, other dtypes through float32), else as torch ops."""
+def silu_mul(a: Tensor, b: Tensor, bias_a: Optional[Tensor] = None, bias_b: Optional[Tensor] = None, *,
+             backend: Optional[str] = None) -> Tensor:
+    """silu(a + bias_a) * (b + bias_b), SwiGLU's gate (biases over the last dimension, optional; a Linear layer's bias
+    added here costs no pass of its own): in one pass each way where the backend's room has it (the fused CPU
+    kernel; float32 / bfloat16, other dtypes through float32), else as torch ops."""
     if a.shape != b.shape:
         raise ValueError(f"silu_mul: a has shape {tuple(a.shape)} but b has {tuple(b.shape)}; they must match")
-    if not scan_decomposed.active() and a.dtype == b.dtype and a.is_floating_point():
+    for name, t in (("bias_a", bias_a), ("bias_b", bias_b)):
+        if t is not None and tuple(t.shape) != (a.shape[-1],):
+            raise ValueError(f"silu_mul: {name} has shape {tuple(t.shape)}; it must be ({a.shape[-1]},)")
+    if not scan_decomposed.active() and a.dtype == b.dtype and a.is_floating_point() and a.dim() >= 1:
         name = resolve_backend("selective_scan", backend, a.is_cuda, a.dtype)
         if room(name).silu_mul_fwd is not None:
-            return custom_ops.silu_mul(a, b)
+            return custom_ops.silu_mul(a, b, bias_a, bias_b)
+    a = a if bias_a is None else a + bias_a.to(a.dtype)
+    b = b if bias_b is None else b + bias_b.to(b.dtype)
     return torch.nn.functional.silu(a) * b
 
 

@@ -52,8 +52,8 @@ PTR_SLOTS = ("u delta A B C D bias z idx out ckpt last dout dlast du ddelta dz d
 
 CONV_INT_SLOTS = "batch L G Dg K threads x_sb x_st dt".split()
 CONV_PTR_SLOTS = "x w bias idx u du dx dwp dbp dw db".split()
-GATE_INT_SLOTS = "n dt threads".split()
-GATE_PTR_SLOTS = "a b out dout da db".split()
+GATE_INT_SLOTS = "rows cols dt threads".split()
+GATE_PTR_SLOTS = "a b ba bb out dout da db".split()
 SLOTS = {"armv_scan_fwd": (INT_SLOTS, PTR_SLOTS), "armv_scan_bwd": (INT_SLOTS, PTR_SLOTS),
          "armv_conv_fwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS), "armv_conv_bwd": (CONV_INT_SLOTS, CONV_PTR_SLOTS),
          "armv_gate_fwd": (GATE_INT_SLOTS, GATE_PTR_SLOTS), "armv_gate_bwd": (GATE_INT_SLOTS, GATE_PTR_SLOTS)}

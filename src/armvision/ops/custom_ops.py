@@ -202,25 +202,26 @@ torch.library.register_autograd("armvision::causal_conv1d_directions_fwd", _back
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The SwiGLU gate silu(a) * b ("cpu" room): one pass forward, one backward, nothing saved but a and b
+# The SwiGLU gate silu(a + ba) * (b + bb) ("cpu" room): one pass each way; biases over the last dimension, optional
 # ---------------------------------------------------------------------------------------------------------
 @torch.library.custom_op("armvision::silu_mul", mutates_args=())
-def silu_mul(a: Tensor, b: Tensor) -> Tensor:
-    return room("cpu").silu_mul_fwd(a, b)
+def silu_mul(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor]) -> Tensor:
+    return room("cpu").silu_mul_fwd(a, b, ba, bb)
 
 
 @silu_mul.register_fake
-def _(a, b):
+def _(a, b, ba, bb):
     return torch.empty_like(a)
 
 
 @torch.library.custom_op("armvision::silu_mul_bwd", mutates_args=())
-def silu_mul_bwd(a: Tensor, b: Tensor, dout: Tensor) -> Tuple[Tensor, Tensor]:
-    return room("cpu").silu_mul_bwd(a, b, dout)
+def silu_mul_bwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor],
+                 dout: Tensor) -> Tuple[Tensor, Tensor]:
+    return room("cpu").silu_mul_bwd(a, b, ba, bb, dout)
 
 
 @silu_mul_bwd.register_fake
-def _(a, b, dout):
+def _(a, b, ba, bb, dout):
     return torch.empty_like(a), torch.empty_like(b)
 
 
@@ -229,7 +230,12 @@ def _setup_gate(ctx, inputs, output):
 
 
 def _backward_gate(ctx, dout):
-    return silu_mul_bwd(*ctx.saved_tensors, dout)
+    a, b, ba, bb = ctx.saved_tensors
+    da, db = silu_mul_bwd(a, b, ba, bb, dout)
+    rows = tuple(range(da.dim() - 1))  # a bias's gradient: the sum over every dimension but the last
+    dba = None if ba is None else da.sum(rows).to(ba.dtype)
+    dbb = None if bb is None else db.sum(rows).to(bb.dtype)
+    return da, db, dba, dbb
 
 
 torch.library.register_autograd("armvision::silu_mul", _backward_gate, setup_context=_setup_gate)

@@ -180,19 +180,27 @@ def conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The SwiGLU gate silu(a) * b, elementwise (one pass forward, one backward)
+# The SwiGLU gate silu(a + ba) * (b + bb), elementwise with per-column biases (one pass forward, one backward)
 # ---------------------------------------------------------------------------------------------------------
-def gate_fwd(a: Tensor, b: Tensor) -> Tensor:
-    """silu(a) * b for contiguous a, b of one dtype (float32 or bfloat16)."""
+def _gate_ints(a: Tensor) -> dict:
+    cols = a.shape[-1] if a.dim() else 1
+    return dict(rows=a.numel() // max(cols, 1), cols=cols, dt=_code(a, "a"), threads=cpu_kernel.threads())
+
+
+def _bias(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.float().contiguous()
+
+
+def gate_fwd(a: Tensor, b: Tensor, ba: Optional[Tensor] = None, bb: Optional[Tensor] = None) -> Tensor:
+    """silu(a + ba) * (b + bb) for contiguous a, b of one dtype (float32 or bfloat16), biases over the last dim."""
     out = torch.empty_like(a)
-    cpu_kernel._call("armv_gate_fwd", dict(n=a.numel(), dt=_code(a, "a"), threads=cpu_kernel.threads()),
-                     dict(a=a, b=b, out=out))
+    cpu_kernel._call("armv_gate_fwd", _gate_ints(a), dict(a=a, b=b, ba=_bias(ba), bb=_bias(bb), out=out))
     return out
 
 
-def gate_bwd(a: Tensor, b: Tensor, dout: Tensor) -> Tuple[Tensor, Tensor]:
-    """(d/da, d/db) of silu(a) * b given dout (all contiguous, one dtype)."""
+def gate_bwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor], dout: Tensor) -> Tuple[Tensor, Tensor]:
+    """The gradients with respect to (a + ba) and (b + bb) of silu(a + ba) * (b + bb), given dout."""
     da, db = torch.empty_like(a), torch.empty_like(b)
-    cpu_kernel._call("armv_gate_bwd", dict(n=a.numel(), dt=_code(a, "a"), threads=cpu_kernel.threads()),
-                     dict(a=a, b=b, dout=dout.to(a.dtype).contiguous(), da=da, db=db))
+    cpu_kernel._call("armv_gate_bwd", _gate_ints(a), dict(a=a, b=b, ba=_bias(ba), bb=_bias(bb),
+                                                          dout=dout.to(a.dtype).contiguous(), da=da, db=db))
     return da, db

@@ -190,14 +190,15 @@ def conv_directions_bwd(x, weight, bias, index, du) -> Tuple[Tensor, Tensor, Ten
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The SwiGLU gate silu(a) * b in one pass (custom op armvision::silu_mul)
+# The SwiGLU gate silu(a + ba) * (b + bb) in one pass (custom op armvision::silu_mul)
 # ---------------------------------------------------------------------------------------------------------
-def silu_mul_fwd(a: Tensor, b: Tensor) -> Tensor:
+def silu_mul_fwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor]) -> Tensor:
     act = _act(a)
-    return scan_cpu.gate_fwd(a.to(act).contiguous(), b.to(act).contiguous()).to(a.dtype)
+    return scan_cpu.gate_fwd(a.to(act).contiguous(), b.to(act).contiguous(), ba, bb).to(a.dtype)
 
 
-def silu_mul_bwd(a: Tensor, b: Tensor, dout: Tensor) -> Tuple[Tensor, Tensor]:
+def silu_mul_bwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor],
+                 dout: Tensor) -> Tuple[Tensor, Tensor]:
     act = _act(a)
-    da, db = scan_cpu.gate_bwd(a.to(act).contiguous(), b.to(act).contiguous(), dout)
+    da, db = scan_cpu.gate_bwd(a.to(act).contiguous(), b.to(act).contiguous(), ba, bb, dout)
     return da.to(a.dtype), db.to(b.dtype)

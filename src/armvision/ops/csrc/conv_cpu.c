@@ -45,6 +45,18 @@ INLINE vf conv_pre(const conv_ctx *c, int64_t g, int64_t b, int64_t t, int64_t c
     return s;
 }
 
+/* the newest tap's row piece PF_STEPS steps ahead: in a column-major order the steps' rows are far apart in memory,
+ * where no hardware prefetcher follows */
+#define PF_STEPS 4
+INLINE void conv_prefetch(const conv_ctx *c, int64_t g, int64_t b, int64_t t, int64_t c0, int64_t nc) {
+    const int64_t L = CI(C_L);
+    if (t + PF_STEPS >= L) return;
+    const int32_t *idx = (const int32_t *)c->pp[Q_IDX];
+    const int64_t pos = idx ? idx[g * L + t + PF_STEPS] : t + PF_STEPS, esz = c->dt == DT_F32 ? 4 : 2;
+    const char *row = (const char *)c->pp[Q_X] + (b * CI(C_X_SB) + pos * CI(C_X_ST) + c0) * esz;
+    for (int64_t o = 0; o < nc * esz; o += 64) __builtin_prefetch(row + o);
+}
+
 static void conv_fwd_item(const void *ctx_, int64_t item, float *ws) {
     /* item = (b, g, chunk); workspace: weights (K x CB), bias (CB) */
     const conv_ctx *c = (const conv_ctx *)ctx_;
@@ -54,12 +66,14 @@ static void conv_fwd_item(const void *ctx_, int64_t item, float *ws) {
     float *wt = ws, *bias = ws + 8 * CB;
     conv_weights_t(c, g, c0, nc, wt, bias);
     const int64_t uo = ((g * batch + b) * L) * Dg + c0;
-    for (int64_t t = 0; t < L; t++)
+    for (int64_t t = 0; t < L; t++) {
+        conv_prefetch(c, g, b, t, c0, nc);
         for (int64_t d = 0; d < nc; d += VL) {
             const int w = (int)(nc - d < VL ? nc - d : VL);
             vf s = conv_pre(c, g, b, t, c0, d, w, wt, bias);
             st(c->pp[Q_U], c->dt, uo + t * Dg + d, s * v_sigmoid(s), w);
         }
+    }
 }
 
 static void conv_bwd_item(const void *ctx_, int64_t item, float *ws) {
@@ -75,7 +89,8 @@ static void conv_bwd_item(const void *ctx_, int64_t item, float *ws) {
         memset(dwt, 0, (size_t)(K * CB) * sizeof(float));
         memset(db, 0, CB * sizeof(float));
         const int64_t duo = ((g * batch + b) * L) * Dg + c0;
-        for (int64_t t = 0; t < L; t++)
+        for (int64_t t = 0; t < L; t++) {
+            conv_prefetch(c, g, b, t, c0, nc);
             for (int64_t d = 0; d < nc; d += VL) {
                 const int w = (int)(nc - d < VL ? nc - d : VL);
                 vf s = conv_pre(c, g, b, t, c0, d, w, wt, bias), sg = v_sigmoid(s);
@@ -90,6 +105,7 @@ static void conv_bwd_item(const void *ctx_, int64_t item, float *ws) {
                     vstore(dx + pos * CB + d, vload(dx + pos * CB + d) + gu * vload(wt + k * CB + d));
                 }
             }
+        }
         float *dwp = CF(Q_DWP) + ((b * G + g) * Dg + c0) * K, *dbp = CF(Q_DBP) + (b * G + g) * Dg + c0;
         for (int64_t d = 0; d < nc; d++) {
             for (int64_t k = 0; k < K; k++) dwp[d * K + k] = dwt[k * CB + d];

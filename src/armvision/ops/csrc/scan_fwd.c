@@ -157,7 +157,7 @@ const char *armv_build_info(void) { return "isa=" ARMV_ISA " lanes=" VL_STR; }
 int armv_scan_fwd(const int64_t *ip, void *const *pp) {
     if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
     const int64_t threads = ip[I_THREADS] > 1 ? ip[I_THREADS] : 1;
-    scan_ctx c = make_ctx(ip, pp, fwd_ws_per_block(ip[I_L]), SBK_FWD, 4 << 20, 2 * threads);
+    scan_ctx c = make_ctx(ip, pp, fwd_ws_per_block(ip[I_L]), SBK_FWD, 16 << 20, 2 * threads);
     const size_t ws = (size_t)(c.sbk * (fwd_ws_per_block(ip[I_L]) + NMAX)) * VL;
     return parallel_for((int)ip[I_THREADS], ip[I_BATCH] * c.nsb, fwd_item, &c, ws);
 }
