@@ -6,9 +6,12 @@ through /proc/self/clear_refs at `start()`) over the resident set at that moment
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import platform
+import struct
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -55,6 +58,36 @@ def isa_line() -> str:
               if info["isa"] else f"kernel unavailable ({info.get('why')})")
     have = " ".join(f for f in ISA_FLAGS if f in flags) or "unknown"
     return f"{cpu_name()}; flags {have}; {kernel}"
+
+
+class _PerfAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
+                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64), ("pad", ctypes.c_uint64 * 12)]
+
+
+def count_cycles(fn) -> Optional[int]:
+    """CPU cycles this thread spends in fn() (user space), from the kernel's perf events (what `perf stat` reads);
+    None where the machine does not expose a cycle counter (many virtual machines) or not Linux x86-64 / arm64."""
+    nr = {"x86_64": 298, "aarch64": 241}.get(platform.machine())
+    if nr is None or not sys.platform.startswith("linux"):
+        return None
+    import fcntl
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _PerfAttr(type=0, size=ctypes.sizeof(_PerfAttr), config=0)  # PERF_TYPE_HARDWARE, CPU_CYCLES
+    attr.flags = 1 | (1 << 5) | (1 << 6)  # disabled, exclude_kernel, exclude_hv
+    fd = libc.syscall(nr, ctypes.byref(attr), 0, -1, -1, 0)
+    if fd < 0:
+        return None
+    try:
+        fcntl.ioctl(fd, 0x2403, 0)  # PERF_EVENT_IOC_RESET
+        fcntl.ioctl(fd, 0x2400, 0)  # PERF_EVENT_IOC_ENABLE
+        fn()
+        fcntl.ioctl(fd, 0x2401, 0)  # PERF_EVENT_IOC_DISABLE
+        return struct.unpack("q", os.read(fd, 8))[0]
+    finally:
+        os.close(fd)
 
 
 def matmul_peak_flops(device: str, dtype: torch.dtype, n: Optional[int] = None, repeats: int = 10) -> float:

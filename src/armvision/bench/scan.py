@@ -27,6 +27,7 @@ from ..ops import available_backends, cpu_kernel, selective_scan_fn, selective_s
 from ..ops.backends.cuda import kernel as cuda_kernel
 from ..ops.backends.torch_scan import DEFAULT_CHUNK
 from .common import cpu_name, sync
+from .machine import count_cycles, isa_line
 
 # name -> (batch, D, L, N, note)
 SHAPES = {
@@ -234,7 +235,9 @@ def measure(method: Method, inputs: dict, ref_out: torch.Tensor, device: str, wa
     del out
     for _ in range(warmup):  # forward and backward (a compiled path compiles both here)
         fwd_bwd()
+    cycles = count_cycles(fwd) if device == "cpu" and method.name.startswith("fast") else None
     return {
+        "cycles_fwd": cycles,
         "fwd_s": _timed(fwd, device, 0, repeats, clock),
         "fwd_bwd_s": _timed(fwd_bwd, device, 0, repeats, clock),
         "peak_bytes": peak_extra_bytes(fwd_bwd, device),
@@ -248,13 +251,17 @@ def _fmt_row(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def render(shape: str, rows: List[dict]) -> str:
-    head = ["method", "fwd ms", "fwd+bwd ms", "peak extra MiB", "saved MiB", "err vs ref", "note"]
+    batch, dim, L, N, _ = SHAPES[shape]
+    updates = batch * dim * L * N  # (channel, state, step) updates of one scan
+    head = ["method", "fwd ms", "fwd+bwd ms", "fwd ns/update", "fwd+bwd ns/update", "peak extra MiB",
+            "saved MiB", "err vs ref", "note"]
     body = []
     for r in rows:
         if r.get("fwd_s") is None:
-            body.append([r["name"], "-", "-", "-", "-", "-", r["note"]])
+            body.append([r["name"], "-", "-", "-", "-", "-", "-", "-", r["note"]])
         else:
             body.append([r["name"], f"{r['fwd_s'] * 1e3:.1f}", f"{r['fwd_bwd_s'] * 1e3:.1f}",
+                         f"{r['fwd_s'] * 1e9 / updates:.3f}", f"{r['fwd_bwd_s'] * 1e9 / updates:.3f}",
                          f"{r['peak_bytes'] / 2**20:.1f}", f"{r['saved_bytes'] / 2**20:.1f}", f"{r['err']:.1e}",
                          r["note"]])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
@@ -262,6 +269,9 @@ def render(shape: str, rows: List[dict]) -> str:
     lines += [_fmt_row(b, widths) for b in body]
     fast = [r for r in rows if r["name"].startswith("fast") and r.get("fwd_s") is not None]
     for f in fast:
+        cyc = f.get("cycles_fwd")
+        lines.append(f"  {f['name']}: forward {cyc / updates:.2f} CPU cycles per update (perf events)" if cyc else
+                     f"  {f['name']}: cycles per update not available here (no hardware cycle counter)")
         for base in rows:
             if base["name"].startswith("fast") or base.get("fwd_s") is None:
                 continue
@@ -282,6 +292,7 @@ def run_scan_bench(shapes: Optional[Sequence[str]] = None, quick: bool = False, 
     warmup, repeats = (1, 2) if quick else (warmup, repeats)
     if repeats < 1:
         raise ConfigError(f"bench scan: --repeats must be >= 1, got {repeats}")
+    print(f"# {isa_line()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}"
           f", {os.cpu_count()} CPUs, device {device}, {dtype}, warm-up {warmup}, median of {repeats}"
           f", {clock} clock"

@@ -72,7 +72,8 @@ def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     """
     checks.directions(u, delta, A, B, C, D, z, delta_bias, index)
     if scan_decomposed.active():  # exporting to ONNX: standard ops instead of the custom ops
-        return scan_decomposed.directions_scan(u, delta, A, B, C, D, z, delta_bias, index)
+        y = scan_decomposed.directions_scan(u, delta, A, B, C, D, z, delta_bias, index)
+        return y if scale == 1.0 else y * scale
     name = resolve_backend("selective_scan", backend, u.is_cuda, u.dtype, A.shape[1])
     index = None if index is None else index.to(torch.int32)
     if runs_directions(name, u.is_cuda):

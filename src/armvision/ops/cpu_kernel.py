@@ -29,7 +29,7 @@ from ..fileio import atomic_write_via
 
 log = logging.getLogger("armvision.ops")
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("scan_fwd.c", "scan_bwd.c", "conv_cpu.c", "gate_cpu.c")  # one library; all include armv_common.h
+# one library from every .c file of csrc/ (scan_fwd.c, scan_bwd.c, conv_cpu.c, gate_cpu.c; all include armv_common.h)
 ENV_DISABLE = env.CPU_KERNEL
 ENV_CACHE = env.CACHE
 # Tried in order; the first that compiles is used. -march/-mcpu=native: the build is for this machine's CPU and its
@@ -116,7 +116,7 @@ class _BuildFailed(RuntimeError):
 
 def _compile(cc: str, flags: List[str], out: Path) -> None:
     cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", "-I", str(CSRC), "-o", str(out),
-           *(str(CSRC / name) for name in SOURCES), "-lm"]
+           *(str(p) for p in sorted(CSRC.glob("*.c"))), "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise _BuildFailed(f"{' '.join(cmd)}: {res.stderr.strip().splitlines()[-1:] or res.returncode}")
@@ -139,9 +139,10 @@ def load():
                     path, flags = _build(cc)
                     lib = ctypes.CDLL(str(path))
                     lib.armv_lanes.restype = ctypes.c_int
-                    lib.armv_build_info.restype = ctypes.c_char_p
+                    if hasattr(lib, "armv_build_info"):  # (absent from builds of older sources, see kernel_ab.py)
+                        lib.armv_build_info.restype = ctypes.c_char_p
                     _state["build"] = dict(path=str(path), compiler=cc, flags=flags)
-                    for name in SLOTS:
+                    for name in (n for n in SLOTS if hasattr(lib, n)):
                         getattr(lib, name).argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p)]
                         getattr(lib, name).restype = ctypes.c_int
                 except Exception as e:  # compiler error, unwritable cache, unloadable library

@@ -59,9 +59,10 @@ def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.
     for t, name in ((delta, "delta"), (z, "z")):
         if t is not None and t.dtype != u.dtype:
             raise ValueError(f"scan_cpu: {name} has dtype {t.dtype} but u has {u.dtype}; they must match")
-    bc = {_code(X, name) for X, name in ((B, "B"), (C, "C"))}
+    bc = {_code(X, name) for X, name in ((B, "B"), (C, "C")) if X.dim() != 2}  # constants: float32 anyway
     if len(bc) > 1:
         raise ValueError(f"scan_cpu: B and C must have one dtype, got {B.dtype} and {C.dtype}")
+    bc = bc or {0}
     ints = dict(batch=batch, L=L, G=G, Dg=Dg, N=N, chunk=chunk, softplus=int(softplus), threads=cpu_kernel.threads(),
                 act_dt=act, bc_dt=bc.pop(), scale_bits=_scale_bits(scale))
     ints.update(_strides(u, "u"), **_strides(delta, "dl"))
