@@ -1,6 +1,6 @@
 """The benchmark scripts for a shared machine: benchmarks/kernel_ab.py (the A/B of two builds of the CPU kernel: an
 A/A run, both sides this checkout's sources, on the tiny shape must find identical outputs and gradients and print
-both timing lines) and benchmarks/arm_vs_vit.py."""
+both timing lines); ARM vs ViT is `armvision bench vs-vit` (tests/bench/test_vs_vit.py)."""
 from __future__ import annotations
 
 import os
@@ -30,13 +30,3 @@ def test_a_bad_revision_is_one_clear_error():
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_ab.py"), "--old-rev", "no-such-rev"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "--old-rev no-such-rev: git ls-tree" in p.stderr and "Traceback" not in p.stderr
-
-
-def test_arm_vs_vit_script_prints_both_ratios():
-    """benchmarks/arm_vs_vit.py on a tiny model and image: both modes, finite positive ratios."""
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arm_vs_vit.py"), "--size", "tiny", "--img-size",
-                        "32", "--batch", "2", "--repeats", "1"], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert p.returncode == 0, p.stderr[-3000:]
-    ratios = [float(ln.rsplit(" ", 1)[1]) for ln in p.stdout.splitlines() if "ARM / ViT" in ln]
-    assert len(ratios) == 2 and all(r > 0 for r in ratios), p.stdout

@@ -15,8 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(PRECISIONS),
                         help="fp32, and/or bf16 (torch.autocast on the CPU)")
     parser.add_argument("--img-size", nargs="+", type=int, default=[224], help="image sizes in pixels")
-    parser.add_argument("--batch-size", "--batch", nargs="+", type=int, default=[8], dest="batch_size",
-                        help="batch sizes")
+    parser.add_argument("--batch-size", nargs="+", type=int, default=[8], help="batch sizes")
     parser.add_argument("--mode", nargs="+", default=list(MODES), choices=list(MODES),
                         help="forward (eval, no grad) and/or train (forward, backward, AdamW step)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per cell, after one warm-up round")
