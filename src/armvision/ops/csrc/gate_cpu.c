@@ -9,47 +9,67 @@ enum { Q_A, Q_B, Q_BA, Q_BB, Q_OUT, Q_DOUT, Q_DA, Q_DB, Q_COUNT };
 typedef struct { const int64_t *ip; void *const *pp; int64_t rows_per_item; } gate_ctx;
 #define CHUNK 16384 /* elements per work item, about */
 
-/* a + ba and b + bb at element e of a row (column col), w lanes */
-INLINE void gate_inputs(const gate_ctx *c, int64_t e, int64_t col, int w, vf *a, vf *b) {
-    const int dt = (int)c->ip[S_DT];
-    const float *ba = (const float *)c->pp[Q_BA], *bb = (const float *)c->pp[Q_BB];
-    *a = ld(c->pp[Q_A], dt, e, w);
-    *b = ld(c->pp[Q_B], dt, e, w);
-    if (ba) *a += ld(ba, DT_F32, col, w);
-    if (bb) *b += ld(bb, DT_F32, col, w);
+/* one work item's pointers and bounds, read once into locals (stores through the outputs could alias the context,
+ * which would make the compiler reload it inside the loop) */
+typedef struct {
+    const void *a, *b, *dout;
+    void *out, *da, *db;
+    const float *ba, *bb;
+    int dt;
+    int64_t cols, e0, e1; /* elements [e0, e1) of whole rows */
+} gate_item;
+
+static gate_item gate_item_of(const gate_ctx *c, int64_t item) {
+    const int64_t rows = c->ip[S_ROWS], cols = c->ip[S_COLS], r0 = item * c->rows_per_item;
+    const int64_t r1 = r0 + c->rows_per_item < rows ? r0 + c->rows_per_item : rows;
+    gate_item g = {c->pp[Q_A], c->pp[Q_B], c->pp[Q_DOUT], c->pp[Q_OUT], c->pp[Q_DA], c->pp[Q_DB],
+                   (const float *)c->pp[Q_BA], (const float *)c->pp[Q_BB], (int)c->ip[S_DT], cols, r0 * cols,
+                   r1 * cols};
+    return g;
 }
 
+/* a + ba and b + bb at element e (column col), w lanes */
+INLINE void gate_inputs(const gate_item *g, int dt, int64_t e, int64_t col, int w, vf *a, vf *b) {
+    *a = ld(g->a, dt, e, w);
+    *b = ld(g->b, dt, e, w);
+    if (g->ba) *a += ld(g->ba, DT_F32, col, w);
+    if (g->bb) *b += ld(g->bb, DT_F32, col, w);
+}
+
+INLINE void gate_fwd_at(const gate_item *g, int dt, int64_t e, int64_t col, int w) {
+    vf a, b;
+    gate_inputs(g, dt, e, col, w, &a, &b);
+    st(g->out, dt, e, a * v_sigmoid(a) * b, w);
+}
+
+INLINE void gate_bwd_at(const gate_item *g, int dt, int64_t e, int64_t col, int w) {
+    vf a, b;
+    gate_inputs(g, dt, e, col, w, &a, &b);
+    const vf d = ld(g->dout, dt, e, w), s = v_sigmoid(a);
+    st(g->da, dt, e, d * b * (s * (1.0f + a * (1.0f - s))), w);
+    st(g->db, dt, e, d * (a * s), w);
+}
+
+/* every row of the item: whole vectors, then the row's tail; one loop per dtype so that each is branch-free */
+#define GATE_ROWS(AT, g, DT)                                                                                        \
+    for (int64_t r0 = (g).e0; r0 < (g).e1; r0 += (g).cols) {                                                        \
+        int64_t col = 0;                                                                                            \
+        for (; col + VL <= (g).cols; col += VL) AT(&(g), DT, r0 + col, col, VL);                                    \
+        if (col < (g).cols) AT(&(g), DT, r0 + col, col, (int)((g).cols - col));                                     \
+    }
+
 static void gate_fwd_item(const void *ctx_, int64_t item, float *ws) {
-    const gate_ctx *c = (const gate_ctx *)ctx_;
     (void)ws;
-    const int dt = (int)c->ip[S_DT];
-    const int64_t cols = c->ip[S_COLS], r0 = item * c->rows_per_item;
-    const int64_t r1 = r0 + c->rows_per_item < c->ip[S_ROWS] ? r0 + c->rows_per_item : c->ip[S_ROWS];
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t col = 0; col < cols; col += VL) {
-            const int w = (int)(cols - col < VL ? cols - col : VL);
-            vf a, b;
-            gate_inputs(c, r * cols + col, col, w, &a, &b);
-            st(c->pp[Q_OUT], dt, r * cols + col, a * v_sigmoid(a) * b, w);
-        }
+    const gate_item g = gate_item_of((const gate_ctx *)ctx_, item);
+    if (g.dt == DT_F32) { GATE_ROWS(gate_fwd_at, g, DT_F32) }
+    else { GATE_ROWS(gate_fwd_at, g, DT_BF16) }
 }
 
 static void gate_bwd_item(const void *ctx_, int64_t item, float *ws) {
-    const gate_ctx *c = (const gate_ctx *)ctx_;
     (void)ws;
-    const int dt = (int)c->ip[S_DT];
-    const int64_t cols = c->ip[S_COLS], r0 = item * c->rows_per_item;
-    const int64_t r1 = r0 + c->rows_per_item < c->ip[S_ROWS] ? r0 + c->rows_per_item : c->ip[S_ROWS];
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t col = 0; col < cols; col += VL) {
-            const int64_t e = r * cols + col;
-            const int w = (int)(cols - col < VL ? cols - col : VL);
-            vf a, b;
-            gate_inputs(c, e, col, w, &a, &b);
-            const vf g = ld(c->pp[Q_DOUT], dt, e, w), s = v_sigmoid(a);
-            st(c->pp[Q_DA], dt, e, g * b * (s * (1.0f + a * (1.0f - s))), w);
-            st(c->pp[Q_DB], dt, e, g * (a * s), w);
-        }
+    const gate_item g = gate_item_of((const gate_ctx *)ctx_, item);
+    if (g.dt == DT_F32) { GATE_ROWS(gate_bwd_at, g, DT_F32) }
+    else { GATE_ROWS(gate_bwd_at, g, DT_BF16) }
 }
 
 static gate_ctx gate_ctx_of(const int64_t *ip, void *const *pp) {
