@@ -50,3 +50,29 @@ def test_a_bad_value_is_one_error_naming_the_variable(monkeypatch, name, read, a
 def test_every_variable_is_listed():
     assert set(env.NAMES) == {v for k, v in vars(env).items() if k.isupper() and isinstance(v, str)
                               and v.startswith("ARMVISION_")}
+
+
+def _thp_after_import(*, first: str = "", extra_env=None) -> str:
+    """THP_MEM_ALLOC_ENABLE as a fresh interpreter sees it after `import armvision` (after `first` was imported)."""
+    import os
+    import subprocess
+    import sys
+    environ = {k: v for k, v in os.environ.items() if k not in (env.HUGE_PAGES, env.TORCH_THP)}
+    environ.update(extra_env or {})
+    code = f"{first}\nimport os, armvision\nprint(os.environ.get('{env.TORCH_THP}', 'unset'))"
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="transparent huge pages are Linux's")
+def test_huge_pages_asked_of_torch_only_where_it_can_take_effect():
+    assert _thp_after_import() == "1"  # armvision first: torch reads the switch at its first allocation
+    assert _thp_after_import(first="import torch") == "unset"  # too late: armvision does not pretend
+    assert _thp_after_import(extra_env={env.HUGE_PAGES: "0"}) == "unset"  # opted out
+    assert _thp_after_import(extra_env={env.TORCH_THP: "0"}) == "0"  # the user's own choice stands
+
+
+def test_huge_pages_flag(monkeypatch):
+    assert env.huge_pages() is True
+    monkeypatch.setenv(env.HUGE_PAGES, "off")
+    assert env.huge_pages() is False

@@ -6,11 +6,16 @@
     logits = model(images)
     labels = armvision.predict("runs/ft/checkpoint-best.pth", ["cat.jpg", "photos/"])   # top-5 class names
 """
-from .version import __version__
+from . import env as _env
 
-from .models import (ARMClassifier, ARMPretrainer, MAEPretrainer, build_model, create_classifier, create_mae,
-                     create_pretrainer, from_pretrained, load_checkpoint, load_model, push_to_hub, save_pretrained)
-from .deploy import Predictor, export, predict
+_env.huge_pages_for_torch()  # before torch is imported: torch reads its switch once (see armvision.env)
+
+from .version import __version__  # noqa: E402
+
+from .models import (  # noqa: E402
+    ARMClassifier, ARMPretrainer, MAEPretrainer, build_model, create_classifier, create_mae, create_pretrainer,
+    from_pretrained, load_checkpoint, load_model, push_to_hub, save_pretrained)
+from .deploy import Predictor, export, predict  # noqa: E402
 
 __all__ = [
     "__version__", "ARMClassifier", "ARMPretrainer", "MAEPretrainer", "build_model", "create_classifier", "create_mae",

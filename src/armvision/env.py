@@ -11,10 +11,14 @@ is one ConfigError naming the variable and the values it takes.
     ARMVISION_CPU_KERNEL        0: never build or load the fused C kernel (default 1)
     ARMVISION_CACHE             folder of the built C kernels (default ~/.cache/armvision/kernels)
     ARMVISION_CPU_CFLAGS        extra C compiler flags for the kernel build, space-separated (experiments)
+    ARMVISION_HUGE_PAGES        0: leave torch's CPU allocator as it is (default 1: on Linux, importing armvision
+                                before torch sets torch's THP_MEM_ALLOC_ENABLE=1, so that buffers over 2 MiB sit in
+                                transparent huge pages; see huge_pages_for_torch)
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import List, Optional
 
 from .errors import ConfigError
@@ -25,7 +29,9 @@ SCAN_COMPILE = "ARMVISION_SCAN_COMPILE"
 CPU_KERNEL = "ARMVISION_CPU_KERNEL"
 CACHE = "ARMVISION_CACHE"
 CPU_CFLAGS = "ARMVISION_CPU_CFLAGS"
-NAMES = (SCAN_BACKEND, TRITON_DIRECTIONS, SCAN_COMPILE, CPU_KERNEL, CACHE, CPU_CFLAGS)
+HUGE_PAGES = "ARMVISION_HUGE_PAGES"
+NAMES = (SCAN_BACKEND, TRITON_DIRECTIONS, SCAN_COMPILE, CPU_KERNEL, CACHE, CPU_CFLAGS, HUGE_PAGES)
+TORCH_THP = "THP_MEM_ALLOC_ENABLE"  # torch's own switch (c10's CPU allocator reads it once, at its first allocation)
 
 SCAN_BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "cuda")  # the names armvision.ops implements
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -80,3 +86,22 @@ def cache_dir() -> Optional[str]:
 def cpu_cflags() -> List[str]:
     """ARMVISION_CPU_CFLAGS: extra compiler flags for the C kernel (e.g. -DW=8), [] when unset."""
     return _raw(CPU_CFLAGS).split()
+
+
+def huge_pages() -> bool:
+    """ARMVISION_HUGE_PAGES: whether armvision asks torch for transparent huge pages (default True)."""
+    return _flag(HUGE_PAGES) is not False
+
+
+def huge_pages_for_torch() -> bool:
+    """Set torch's THP_MEM_ALLOC_ENABLE=1 where that can still take effect: on Linux, before torch is imported, when
+    neither the user (THP_MEM_ALLOC_ENABLE set either way) nor ARMVISION_HUGE_PAGES=0 said otherwise. A fresh CPU
+    buffer otherwise costs one page fault per 4 KiB at its first write: at 1024 px an ARM-B forward writes ~100 MB
+    per layer into new buffers, and those faults were ~8 % of its CPU time (docs/performance.md). Returns whether
+    it set the variable. Called by `import armvision`, first thing."""
+    if not sys.platform.startswith("linux") or "torch" in sys.modules or TORCH_THP in os.environ:
+        return False
+    if not huge_pages():
+        return False
+    os.environ[TORCH_THP] = "1"
+    return True
