@@ -162,12 +162,12 @@ class MambaMixer(nn.Module):
         w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in self.suffixes])  # (G, R + 2N, Di)
         w_dt = torch.stack([getattr(self, f"dt_proj{s}").weight for s in self.suffixes])  # (G, Di, R)
         u2 = u.reshape(G, Bsz * L, Di)
-        # x_proj in two products, so that dt_proj's input is contiguous (a strided one costs the batched GEMM a copy)
-        dt_low = torch.matmul(u2, w_x[:, :R].transpose(1, 2).to(u.dtype))  # (G, B*L, R)
-        bc = torch.matmul(u2, w_x[:, R:].transpose(1, 2).to(u.dtype))  # (G, B*L, 2N)
-        delta = torch.matmul(dt_low, w_dt.transpose(1, 2).to(u.dtype)).view(G, Bsz, L, Di)
-        b = bc[..., :N].view(G, Bsz, L, N)
-        c = bc[..., N:].view(G, Bsz, L, N)
+        # x_proj as one product (u is read once; its weight transposed to (Di, R + 2N) so the GEMM streams it), dt_proj
+        # on a strided view of its first R columns; the scan reads B and C as strided views too
+        x_dbl = torch.matmul(u2, w_x.transpose(1, 2).to(u.dtype).contiguous())  # (G, B*L, R + 2N)
+        delta = torch.matmul(x_dbl[..., :R], w_dt.transpose(1, 2).to(u.dtype)).view(G, Bsz, L, Di)
+        b = x_dbl[..., R:R + N].view(G, Bsz, L, N)
+        c = x_dbl[..., R + N:].view(G, Bsz, L, N)
         A = -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in self.suffixes]).float())  # (G*Di, N)
         D = torch.cat([getattr(self, f"D{s}") for s in self.suffixes]).float()
         bias = torch.cat([getattr(self, f"dt_proj{s}").bias for s in self.suffixes]).float()
