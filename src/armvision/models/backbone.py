@@ -102,7 +102,8 @@ def recipe_cfg(cfg: BackboneConfig, fixed_input_size: bool) -> Dict[str, Any]:
 def adapt_input_channels(sd: Dict[str, Tensor], model: "MambaBackbone", report: Any) -> None:
     """A patch embedding saved for C input channels, made to fit a model taking another number (timm's `in_chans`):
     one channel gets the sum of the saved filters (a gray image counts as all channels at once); more channels get
-    the saved ones repeated in turn, scaled by C / in_chans so that the response to a flat image keeps its size."""
+    the saved ones repeated in turn, scaled by C / in_chans (exact when in_chans is a multiple of C: the same image
+    in every group of C channels gives the saved response)."""
     key, want = "patch_embed.proj.weight", model.patch_embed.in_chans
     w = sd.get(key)
     if w is None or w.ndim != 4 or w.shape[1] == want:

@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 
 HUB_PREFIX = "hf-hub:"
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"  # a save_pretrained folder, on disk or on the Hub
+LOCAL_COPY = " (timm: pretrained_cfg_overlay=dict(file=PATH))"
 PROBE_TIMEOUT = 5.0  # seconds: the one request that tells "no connection" before huggingface_hub's retries
 
 
@@ -87,9 +88,9 @@ def hub_download(repo_id: str, filename: str, revision: Optional[str] = None,
         problem = _unreachable(repo_id, filename, revision, token, timeout)
         if problem:
             raise HubError(
-                f"cannot download {where}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached ({problem}) "
+                f"cannot get {where}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached ({problem}) "
                 f"and the file is not in the cache {cache}. Connect once to download it, or pass the path of a "
-                "local copy; set HF_HUB_OFFLINE=1 to work from the cache alone without trying the network"
+                f"local copy{LOCAL_COPY}; set HF_HUB_OFFLINE=1 to work from the cache alone without trying the network"
             )
     try:
         return Path(hf.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token,
@@ -101,15 +102,16 @@ def hub_download(repo_id: str, filename: str, revision: Optional[str] = None,
 def _download_error(e: Exception, where: str, cache: Path, offline: bool, endpoint: str) -> str:
     name = type(e).__name__
     if offline:
-        return (f"cannot get {where}: HF_HUB_OFFLINE=1 is set and the file is not in the cache {cache}. Unset "
-                "HF_HUB_OFFLINE with network access to download it, or pass the path of a local copy")
+        return (f"cannot get {where} from the Hugging Face Hub: HF_HUB_OFFLINE=1 is set and the file is not in the "
+                f"cache {cache}. Unset HF_HUB_OFFLINE with network access to download it, or pass the path of a "
+                f"local copy{LOCAL_COPY}")
     if name in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
-        return f"cannot get {where}: the repo on the Hugging Face Hub has no such file"
+        return f"cannot get {where} from the Hugging Face Hub: the repo has no such file"
     if name in ("RepositoryNotFoundError", "GatedRepoError"):
-        return (f"cannot get {where}: the Hugging Face Hub repo does not exist or needs access ({_reason(e, 0)}); "
-                "log in with `hf auth login` or pass token=... for a private repo")
+        return (f"cannot get {where} from the Hugging Face Hub: the repo does not exist or needs access "
+                f"({_reason(e, 0)}); log in with `hf auth login` or pass token=... for a private repo")
     if name == "RevisionNotFoundError":
-        return f"cannot get {where}: the Hugging Face Hub repo has no such revision"
+        return f"cannot get {where} from the Hugging Face Hub: the repo has no such revision"
     return (f"cannot get {where} from the Hugging Face Hub ({endpoint}): {_reason(e)}. Cache folder: {cache}; "
             "HF_HUB_OFFLINE=1 reads the cache alone")
 
@@ -127,13 +129,14 @@ def upload_folder(folder: Union[str, os.PathLike], repo_id: str, *, revision: Op
         return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
                                  commit_message=commit_message)
     except Exception as e:
+        where = f"cannot push to {repo_id} on the Hugging Face Hub"
         if constants.HF_HUB_OFFLINE:
-            hint = "HF_HUB_OFFLINE=1 is set: unset it to upload"
-        elif isinstance(e, http_error):
+            raise HubError(f"{where}: HF_HUB_OFFLINE=1 is set; unset it to upload") from None
+        if isinstance(e, http_error):
             hint = "check the repo name and that your token may write to it (`hf auth login`, or token=...)"
         else:
             hint = f"check the network connection to {constants.ENDPOINT}"
-        raise HubError(f"cannot push to {repo_id} on the Hugging Face Hub ({_reason(e)}): {hint}") from None
+        raise HubError(f"{where} ({_reason(e)}): {hint}") from None
 
 
 def pretrained_source(cfg: Mapping[str, Any]) -> Dict[str, Any]:
