@@ -40,6 +40,9 @@ def test_the_family_is_one_module_of_plain_entry_points():
         assert re.search(rf"@register_model\ndef {name}\(pretrained: bool = False", src)
     assert "globals()" not in src
     assert timm.models.get_pretrained_cfg("arm_base").tag == "arm_in1k_ft_in1k"  # the first tag is the default
+    hubconf = (Path(__file__).resolve().parents[2] / "hubconf.py").read_text()  # torch.hub: the same, plain
+    for size in SIZES:
+        assert f"def arm_{size}(pretrained=False" in hubconf and f"def arm_{size}_pretrain(pretrained=False" in hubconf
 
 
 @pytest.mark.parametrize("name", TAGGED)
