@@ -112,8 +112,8 @@ def _download_error(e: Exception, where: str, cache: Path, offline: bool, endpoi
                 f"({_reason(e, 0)}); log in with `hf auth login` or pass token=... for a private repo")
     if name == "RevisionNotFoundError":
         return f"cannot get {where} from the Hugging Face Hub: the repo has no such revision"
-    return (f"cannot get {where} from the Hugging Face Hub ({endpoint}): {_reason(e)}. Cache folder: {cache}; "
-            "HF_HUB_OFFLINE=1 reads the cache alone")
+    return (f"cannot get {where} from the Hugging Face Hub ({endpoint}): {_reason(e).rstrip('.')}. Cache folder: "
+            f"{cache}; HF_HUB_OFFLINE=1 reads the cache alone")
 
 
 def upload_folder(folder: Union[str, os.PathLike], repo_id: str, *, revision: Optional[str] = None,
