@@ -1,5 +1,7 @@
 """Shared test helpers (importable as `armtest`: pytest puts tests/ on sys.path)."""
 import argparse
+import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,17 @@ def fit_steps(model, inputs, steps: int, lr: float) -> list:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def put_in_cache(cache: Path, repo: str, files: dict, ref: str = "main") -> str:
+    """Files {name: source path} as one snapshot of `repo` in a huggingface_hub cache (the folder HF_HUB_CACHE
+    names); `ref` points at it. Returns the snapshot's commit hash."""
+    commit = hashlib.sha1(f"{repo}{ref}{sorted(files)}".encode()).hexdigest()
+    d = cache / f"models--{repo.replace('/', '--')}"
+    (d / "refs").mkdir(parents=True, exist_ok=True)
+    (d / "refs" / ref).write_text(commit)
+    snap = d / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        shutil.copyfile(src, snap / name)
+    return commit

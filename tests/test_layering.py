@@ -14,8 +14,6 @@ ENV_MODULE = "armvision.env"  # the one module that reads ARMVISION_* variables
 # Circles outside ops/ and nn/ that other branches are removing (issue 24); each entry is one circle's modules,
 # sorted. Remove an entry when its circle is gone (the test then says so). Never add ops/ or nn/ modules here.
 KNOWN_CIRCLES: list[tuple[str, ...]] = [
-    # models: checkpoint loading <-> the family registry <-> hub (issue 24 item 3, the models helper's branch)
-    ("armvision.models.checkpoint", "armvision.models.hub", "armvision.models.registry"),
     # the study's modules (experiments/study, the study helper's branch)
     ("armvision.experiments.study.curves", "armvision.experiments.study.runner"),
     ("armvision.experiments.study.plots", "armvision.experiments.study.report"),

@@ -56,10 +56,11 @@ def test_reset_classifier_and_head_init():
 def test_timm_registration():
     m = timm.create_model("arm_tiny", num_classes=4, img_size=32, patch_size=8, depth=1, embed_dim=16)
     assert isinstance(m, armvision.ARMClassifier) and m(torch.randn(1, 3, 32, 32)).shape == (1, 4)
-    p = timm.create_model("arm_tiny_pretrain", img_size=32, patch_size=8, cluster_size=2, depth=1, embed_dim=16, decoder_embed_dim=16)
-    assert isinstance(p, armvision.ARMPretrainer)
+    assert not timm.list_models("*_pretrain")  # the pretrainer is not a timm model: create_pretrainer
     with pytest.raises(CheckpointError, match="no weights are known"):
         timm.create_model("arm_tiny", pretrained=True)  # no official tiny weights
+    with pytest.raises(CheckpointError, match="no weights are known for the tiny pretrainer"):
+        armvision.create_pretrainer("tiny", pretrained=True)
     assert "arm_huge" in timm.list_models("arm_*")
 
 

@@ -10,7 +10,7 @@ from armtest import fit_steps, tiny_classifier
 from armvision.data import TwoViews, contrastive_transform
 from armvision.errors import ConfigError
 from armvision.models import ContrastivePretrainer, create_contrastive, load_checkpoint, load_model, nt_xent
-from armvision.models.checkpoint import infer_config
+from armvision.models import infer_config
 
 
 def tiny_contrastive(**kw):

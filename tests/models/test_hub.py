@@ -2,10 +2,8 @@
 HF_HUB_OFFLINE=1) holding the reference fixtures under OliverRen/ARM, so `hf_hub_download`'s own code path resolves
 every file; a fresh interpreter runs the user-facing calls (the offline flag is read when huggingface_hub is
 imported). Uploads are checked with HfApi's network methods replaced."""
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +12,9 @@ import pytest
 import torch
 
 import armvision
-from armtest import FIXTURES, tiny_classifier, tiny_pretrainer
+from armtest import FIXTURES, put_in_cache, tiny_classifier, tiny_pretrainer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def put_in_cache(cache: Path, repo: str, files: dict, ref: str = "main") -> str:
-    """Files {name: source path} as one snapshot of `repo` in a huggingface_hub cache; `ref` points at it."""
-    commit = hashlib.sha1(f"{repo}{ref}{sorted(files)}".encode()).hexdigest()
-    d = cache / f"models--{repo.replace('/', '--')}"
-    (d / "refs").mkdir(parents=True, exist_ok=True)
-    (d / "refs" / ref).write_text(commit)
-    snap = d / "snapshots" / commit
-    snap.mkdir(parents=True, exist_ok=True)
-    for name, src in files.items():
-        shutil.copyfile(src, snap / name)
-    return commit
 
 
 SCRIPT = r'''
@@ -65,9 +50,21 @@ with torch.no_grad():
     fo = timm.create_model("arm_base", pretrained=True, features_only=True, out_indices=(-1,), embed_dim=32, depth=2)
     want = ref.forward_intermediates(ft["input"], indices=1, intermediates_only=True)[0]
     res["features_only"] = (fo(ft["input"])[0] - want).abs().max().item()
-pre = timm.create_model("arm_base_pretrain", pretrained=True, embed_dim=32, decoder_embed_dim=64).eval()
+pre = armvision.create_pretrainer("base", pretrained=True, embed_dim=32, decoder_embed_dim=64).eval()
+hub_pre = torch.hub.load(sys.argv[2], "arm_base_pretrain", source="local", pretrained=True, embed_dim=32,
+                         decoder_embed_dim=64).eval()
 with torch.no_grad():
     res["pretrain_loss"] = abs(pre(pt["input"]).loss.item() - pt["loss"].item())
+    res["pretrain_loss_torch_hub"] = abs(hub_pre(pt["input"]).loss.item() - pt["loss"].item())
+# the pretraining weights as timm's tag: the classifier backbone the reference finetuning starts from, no head
+torch.manual_seed(0)  # (the cls token and final norm are initialised, as when finetuning: the same draws)
+enc = timm.create_model("arm_base.arm_in1k", pretrained=True, embed_dim=32).eval()
+torch.manual_seed(0)
+ref_enc = armvision.create_classifier("base", embed_dim=32, num_classes=0).eval()
+armvision.load_checkpoint(ref_enc, f"{fx}/reference_pretrain_checkpoint.pth")
+with torch.no_grad():
+    res["pretrain_tag"] = (enc(ft["input"]) - ref_enc(ft["input"])).abs().max().item()
+    res["pretrain_tag_shape"] = list(enc(ft["input"]).shape)
 own = armvision.from_pretrained("hf-hub:someone/arm-tiny")
 res["own_repo"] = {k: v.tolist() for k, v in own.state_dict().items() if k == "head.bias"}
 try:
@@ -128,7 +125,11 @@ def test_new_num_classes_keeps_the_backbone_and_features_only(offline_hub):
 
 
 def test_pretrainer_from_the_hub_gives_the_reference_loss(offline_hub):
-    assert offline_hub["pretrain_loss"] < 1e-4
+    assert offline_hub["pretrain_loss"] < 1e-4 and offline_hub["pretrain_loss_torch_hub"] < 1e-4
+
+
+def test_pretraining_weights_as_a_timm_tag(offline_hub):
+    assert offline_hub["pretrain_tag"] == 0.0 and offline_hub["pretrain_tag_shape"] == [1, 32]  # headless: (B, D)
 
 
 def test_save_pretrained_repo_round_trips(offline_hub):

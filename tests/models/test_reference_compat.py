@@ -2,7 +2,7 @@
 import torch
 
 import armvision
-from armvision.models.checkpoint import infer_config
+from armvision.models import infer_config
 
 from armtest import load_fixture
 

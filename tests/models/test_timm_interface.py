@@ -28,29 +28,33 @@ def transform_sizes(tf):
     return resize.size, crop.size, resize.interpolation
 
 
-@pytest.mark.parametrize("name,size,resize", [("arm_base", 224, 256), ("arm_base_pretrain", 192, 219),
-                                              ("arm_large", 224, 256), ("arm_huge_pretrain", 192, 219)])
-def test_pretrained_cfg_and_data_config(name, size, resize):
+@pytest.mark.parametrize("name,file,num_classes", [("arm_base", "arm_base_finetuned.pth", 1000),
+                                                   ("arm_base.arm_in1k", "arm_base_pretrain.pth", 0),
+                                                   ("arm_large", "arm_large_finetuned.pth", 1000),
+                                                   ("arm_huge.arm_in1k", "arm_huge_pretrain.pth", 0)])
+def test_pretrained_cfg_and_data_config(name, file, num_classes):
     # pretrained_cfg is registered and resolvable without building the (large) model
     cfg = timm.models.get_pretrained_cfg(name).to_dict()
-    assert cfg["input_size"] == (3, size, size) and cfg["first_conv"] == "patch_embed.proj"
-    assert cfg["hf_hub_id"] == "OliverRen/ARM" and cfg["hf_hub_filename"].endswith(".pth")
-    assert cfg["classifier"] == ("head" if not name.endswith("_pretrain") else None)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["first_conv"] == "patch_embed.proj"
+    assert cfg["hf_hub_id"] == "OliverRen/ARM" and cfg["hf_hub_filename"] == file
+    assert cfg["classifier"] == "head" and cfg["num_classes"] == num_classes
     data = resolve_data_config(pretrained_cfg=cfg)
-    assert data["input_size"] == (3, size, size) and data["interpolation"] == "bicubic"
+    assert data["input_size"] == (3, 224, 224) and data["interpolation"] == "bicubic"
     assert data["mean"] == (0.485, 0.456, 0.406) and data["crop_pct"] == 0.875
     r, c, interp = transform_sizes(create_transform(**data))
-    assert r in (resize, [resize]) and tuple(c) == (size, size) and interp == T.InterpolationMode.BICUBIC
+    assert r in (256, [256]) and tuple(c) == (224, 224) and interp == T.InterpolationMode.BICUBIC
 
 
 def test_model_carries_pretrained_cfg_and_data_config():
-    m = timm.create_model("arm_tiny_pretrain", img_size=32, patch_size=8, cluster_size=2, depth=1, embed_dim=16,
-                          decoder_embed_dim=16)
-    assert m.pretrained_cfg["input_size"] == (3, 192, 192) and m.default_cfg is m.pretrained_cfg
-    assert resolve_data_config(model=m)["input_size"] == (3, 192, 192)
+    m = timm.create_model("arm_tiny", **TINY)
+    assert m.pretrained_cfg["input_size"] == (3, 224, 224) and m.default_cfg is m.pretrained_cfg  # timm's: the cfg
     assert "hf_hub_id" not in m.pretrained_cfg  # no official tiny weights
-    assert timm.create_model("arm_tiny", **TINY).pretrained_cfg["input_size"] == (3, 224, 224)
-    assert {"arm_base", "arm_base_pretrain", "arm_huge"} <= set(timm.list_models("arm_*"))
+    assert {"arm_base", "arm_small", "arm_huge"} <= set(timm.list_models("arm_*"))
+    # armvision's own models carry the recipe of their config: the pretrainer takes 192 px only
+    p = armvision.create_pretrainer("tiny", embed_dim=16, depth=1, decoder_embed_dim=16)
+    assert p.pretrained_cfg["input_size"] == (3, 192, 192) and p.pretrained_cfg["fixed_input_size"] is True
+    data = resolve_data_config(model=p)
+    assert data["input_size"] == (3, 192, 192) and data["interpolation"] == "bicubic" and data["crop_pct"] == 0.875
 
 
 def test_forward_features_tokens_and_head():
@@ -133,14 +137,15 @@ def test_pretrainer_maps_are_in_raster_order(ordering):
     assert feats.shape == (2, 16, 32) and m.num_prefix_tokens == 0
 
 
-def test_pretrainer_and_mae_features_only_through_timm():
+def test_pretrainer_and_mae_feature_maps():
+    """The pretrainers are not timm models, but keep timm's feature interface (cluster order undone)."""
     torch.manual_seed(0)
-    fm = timm.create_model("arm_tiny_pretrain", features_only=True, out_indices=(-1,), img_size=32, patch_size=8,
-                           cluster_size=2, depth=3, embed_dim=16, decoder_embed_dim=16, ordering="column").eval()
+    pre = armvision.create_pretrainer("tiny", img_size=32, patch_size=8, cluster_size=2, depth=3, embed_dim=16,
+                                      decoder_embed_dim=16, ordering="column").eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        (out,) = fm(x)
-        ref = fm.model.forward_features(x)
+        (out,) = pre.forward_intermediates(x, indices=(-1,), intermediates_only=True)
+        ref = pre.forward_features(x)
     torch.testing.assert_close(out.flatten(2).transpose(1, 2), ref)
     mae = armvision.create_mae("tiny", embed_dim=16, depth=2, img_size=32, patch_size=8, decoder_embed_dim=16).eval()
     with torch.no_grad():

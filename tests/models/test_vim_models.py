@@ -12,7 +12,7 @@ from armtest import fit_steps, tiny_classifier, tiny_pretrainer
 from armvision.cli._config import add_config_arguments, resolve_config
 from armvision.errors import CheckpointError, ConfigError
 from armvision.models import build_model, load_checkpoint, load_model, make_config
-from armvision.models.checkpoint import infer_config, state_dict_kind
+from armvision.models import infer_config, state_dict_kind
 from armvision.models import vim_matched_config
 from armvision.nn import MambaMixer, MambaMLPBlock, VimBlock
 from armvision.train.config import FinetuneConfig, PretrainConfig

@@ -225,9 +225,9 @@ def export_checkpoint(checkpoint: Union[str, os.PathLike], path: Union[str, os.P
                       **kwargs) -> ExportResult:
     """`export` of the model in `checkpoint` (any file or folder `armvision.load_model` reads; `ema`: its EMA
     weights). A pretrainer needs features=True. kwargs: those of `export` (img_size, dynamic_size, batch, check,
-    opset)."""
+    opset). The class names the loader found (the model's pretrained_cfg["label_names"]) and the checkpoint's input
+    transform go into ONNX metadata."""
     from ..eval.evaluate import load_model_from
-    from ..eval.labels import read_label_names
     from ..models import ARMClassifier, read_checkpoint
 
     fmt = resolve_format(path, format)  # before reading a checkpoint of gigabytes
@@ -236,9 +236,6 @@ def export_checkpoint(checkpoint: Union[str, os.PathLike], path: Union[str, os.P
         raise ConfigError(f"--batch-size {batch}: the traced batch must be >= 2 (1 would be traced as a constant)")
     ckpt = read_checkpoint(checkpoint)
     model, _ = load_model_from(ckpt, checkpoint, key="model_ema" if ema else "model")
-    names = read_label_names(checkpoint, ckpt)
-    if names is not None and len(names) == getattr(model, "num_classes", None):
-        kwargs.setdefault("label_names", names)
     kwargs.setdefault("preprocess", preprocess_of(model, ckpt))
     if not isinstance(model, ARMClassifier) and not features:
         raise ConfigError(f"{checkpoint} holds a pretrainer ({type(model).__name__}), not a classifier: pass "

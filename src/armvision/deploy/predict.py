@@ -116,10 +116,10 @@ class Predictor:
         from ..eval.features import model_kind
         from ..eval.labels import names_for, read_label_names
         from ..models import from_pretrained, read_checkpoint
-        from ..models.hub import is_hub_id
+        from ..models.hub import HUB_PREFIX
 
         key = "model_ema" if ema else "model"
-        if is_hub_id(source):
+        if str(source).startswith(HUB_PREFIX):
             ckpt, model = None, from_pretrained(str(source), key=key)
         else:
             ckpt = read_checkpoint(source)
@@ -128,7 +128,7 @@ class Predictor:
             raise CheckpointError(f"{source} is a {model_kind(model)} checkpoint, not a classifier: finetune it first "
                                   "(armvision finetune) to predict classes")
         _check_finite(model, str(source))
-        names = names_for(model.num_classes, read_label_names(source, ckpt))
+        names = names_for(model.num_classes, read_label_names(source, model))
         model = model.eval().to(device)
 
         def run(x: Tensor) -> Tensor:

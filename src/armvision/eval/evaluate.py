@@ -82,7 +82,7 @@ def load_model_from(ckpt: dict[str, Any], where: str | Path, key: str = "model",
     from ..models import load_model
 
     try:
-        return load_model(ckpt, key=key, **overrides)
+        return load_model(ckpt, key=key, where=str(where), **overrides)
     except (CheckpointError, ConfigError) as e:  # name the file: load_model only sees the dict
         msg = str(e).replace("the given dict", str(where))
         raise CheckpointError(msg if str(where) in msg else f"{where}: {msg}") from None
@@ -117,7 +117,7 @@ def load_model_for_eval(
         if SIZES[model_size] != (cfg.embed_dim, cfg.depth):
             raise CheckpointError(f"{checkpoint} holds a {cfg.embed_dim}-wide, {cfg.depth}-deep model, not "
                                   f"--model {model_size} {SIZES[model_size]}; drop --model or give the right size")
-    names = read_label_names(checkpoint, ckpt)
+    names = read_label_names(checkpoint, model)
     return model.eval(), {"source": report.source, "load_report": str(report), LABEL_NAMES: names}
 
 

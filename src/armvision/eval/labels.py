@@ -2,9 +2,10 @@
 
 A classifier's class names travel as `label_names` (a list of str; position = class id): the top-level key of a
 finetuning checkpoint dict, the top-level key of `config.json` in a save_pretrained / convert folder (and a line of
-its model card), and the ONNX metadata (`metadata_props["label_names"]`, a JSON list). `read_label_names` reads them
-from any of those sources; `names_for` falls back to ImageNet-1k's names for a 1000-class model without stored names
-and to the class ids otherwise.
+its model card), `model.pretrained_cfg["label_names"]` on a model that armvision's loaders built (`load_model`,
+`from_pretrained`: the one reader of checkpoints and folders), and the ONNX metadata (`metadata_props
+["label_names"]`, a JSON list). `read_label_names` asks the loaders, or reads an ONNX file's metadata; `names_for`
+falls back to ImageNet-1k's names for a 1000-class model without stored names and to the class ids otherwise.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import functools
 import json
 import os
 import pkgutil
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import CheckpointError
@@ -48,40 +48,24 @@ def onnx_metadata(path: Union[str, os.PathLike]) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _config_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not a valid armvision config ({e})") from None
+def label_names_of(model: Any) -> Optional[list[str]]:
+    """The class names armvision's loaders (`load_model`, `from_pretrained`, models/checkpoint.py) found with a model
+    and put into its `pretrained_cfg["label_names"]`, or None."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get(LABEL_NAMES)
+    return list(names) if names is not None else None
 
 
-def read_label_names(source: Source, ckpt: Optional[Mapping[str, Any]] = None) -> Optional[list[str]]:
-    """Class names stored with a model, or None: from `ckpt` (the checkpoint dict already read, when given), a
-    checkpoint file, a save_pretrained folder, a Hub id ("hf-hub:owner/name", its config.json) or an ONNX file."""
-    from ..models.hub import hub_download, is_hub_id, split_hub_id
+def read_label_names(source: Source, model: Any = None) -> Optional[list[str]]:
+    """Class names stored with a model, or None. An ONNX file: its metadata. Anything else (a checkpoint file or
+    dict, a save_pretrained folder, a Hub id "hf-hub:owner/name"): what the loaders read, `label_names_of(model)` for
+    the `model` already loaded from `source`, else for the model `from_pretrained(source)` builds."""
+    if model is not None:
+        return label_names_of(model)
+    if not isinstance(source, Mapping) and str(source).lower().endswith(".onnx"):
+        return checked_label_names(onnx_metadata(source).get(LABEL_NAMES), str(source))
+    from ..models import from_pretrained
 
-    if ckpt is not None and LABEL_NAMES in ckpt:
-        return checked_label_names(ckpt[LABEL_NAMES], str(source))
-    if isinstance(source, Mapping):
-        return checked_label_names(source.get(LABEL_NAMES), "the checkpoint dict")
-    if is_hub_id(source):
-        repo, revision = split_hub_id(str(source))
-        try:
-            path = hub_download(repo, "config.json", revision)
-        except CheckpointError:
-            return None  # a repo of reference weights has no config.json
-        return checked_label_names(_config_json(path).get(LABEL_NAMES), str(source))
-    path = Path(source)
-    if path.is_dir():
-        cfg = path / "config.json"
-        return checked_label_names(_config_json(cfg).get(LABEL_NAMES), str(cfg)) if cfg.is_file() else None
-    if path.suffix.lower() == ".onnx":
-        return checked_label_names(onnx_metadata(path).get(LABEL_NAMES), str(path))
-    if ckpt is None and path.suffix != ".safetensors":
-        from ..models import read_checkpoint
-
-        return checked_label_names(read_checkpoint(path).get(LABEL_NAMES), str(path))
-    return None
+    return label_names_of(from_pretrained(source))
 
 
 @functools.lru_cache(maxsize=None)

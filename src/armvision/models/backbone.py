@@ -2,6 +2,7 @@
 or Vim's mixer-only blocks (`block="vim"`)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from ..nn import MambaMixer, PatchEmbed, direction_name, make_block
 from ..nn.mamba import DIRECTION_SUFFIXES
 from ..errors import CheckpointError, ConfigError
@@ -86,16 +88,71 @@ def check_block(sd: Mapping[str, Tensor], model: "MambaBackbone") -> None:
         )
 
 
+def recipe_cfg(cfg: BackboneConfig, fixed_input_size: bool) -> Dict[str, Any]:
+    """timm's pretrained_cfg for a model built from `cfg`: the data recipe armvision trains and evaluates it with
+    (input size and channels from the config; ImageNet mean/std, bicubic resize, centre crop 0.875, as in
+    data/transforms.py), so `timm.data.resolve_data_config(model=m)` gives its transform; the first conv and head."""
+    h, w = img_hw(cfg.img_size)
+    num_classes = getattr(cfg, "num_classes", 0) or 0
+    return dict(input_size=(cfg.in_chans, h, w), fixed_input_size=fixed_input_size, interpolation="bicubic",
+                crop_pct=DEFAULT_CROP_PCT, crop_mode="center", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                num_classes=num_classes, first_conv="patch_embed.proj", classifier="head" if num_classes else None)
+
+
+def adapt_input_channels(sd: Dict[str, Tensor], model: "MambaBackbone", report: Any) -> None:
+    """A patch embedding saved for C input channels, made to fit a model taking another number (timm's `in_chans`):
+    one channel gets the sum of the saved filters (a gray image counts as all channels at once); more channels get
+    the saved ones repeated in turn, scaled by C / in_chans (exact when in_chans is a multiple of C: the same image
+    in every group of C channels gives the saved response)."""
+    key, want = "patch_embed.proj.weight", model.patch_embed.in_chans
+    w = sd.get(key)
+    if w is None or w.ndim != 4 or w.shape[1] == want:
+        return
+    saved = w.shape[1]
+    if want == 1:
+        new = w.float().sum(1, keepdim=True)
+    else:
+        new = w.float().repeat(1, math.ceil(want / saved), 1, 1)[:, :want] * (saved / want)
+    sd[key] = new.to(w.dtype)
+    how = "summed" if want == 1 else f"repeated, x{saved}/{want}"
+    report.converted.append(f"{key}: {saved} -> {want} input channels ({how})")
+
+
+def block_parameters(cfg: BackboneConfig, directions: int = 1) -> int:
+    """Parameters of one encoder block of `cfg` (its block, width and mixer; one scan direction, as pretrained),
+    counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        mixer = MambaMixer(cfg.embed_dim, cfg.d_state, cfg.d_conv, cfg.expand, directions=directions)
+        block = make_block(cfg.block, cfg.embed_dim, mixer)
+    return sum(p.numel() for p in block.parameters())
+
+
+def vim_matched_config(cfg: BackboneConfig, expand: int = 2) -> BackboneConfig:
+    """A block="vim" copy of a MambaMLP config with about its parameter count: same width, Vim's expand (2), and the
+    depth whose blocks hold as many parameters as the MambaMLP blocks (Vim drops the MLP and goes deeper: base
+    768 x 12 -> 768 x 21). Explicit `feature_layers` of a pretrainer keep their relative depth."""
+    if cfg.block != "mambamlp":
+        raise ConfigError(f"vim_matched_config takes a block='mambamlp' config, got block={cfg.block!r}")
+    vim = dataclasses.replace(cfg, block="vim", expand=expand)
+    vim.depth = max(1, round(cfg.depth * block_parameters(cfg) / block_parameters(vim)))
+    if getattr(cfg, "feature_layers", None):
+        vim.feature_layers = [max(1, round(i * vim.depth / cfg.depth)) for i in cfg.feature_layers]
+    return vim
+
+
 class MambaBackbone(nn.Module):
     """Owns `patch_embed` and `layers` (parameter names as in the reference checkpoints).
 
     Also the timm model interface shared by all our models: `num_features`, `set_grad_checkpointing`,
-    `group_matcher` (layer-wise lr decay), `feature_info`, `forward_intermediates`, `prune_intermediate_layers`.
+    `group_matcher` (layer-wise lr decay), `feature_info`, `forward_intermediates`, `prune_intermediate_layers`, and
+    `pretrained_cfg` (= `default_cfg`): the data recipe of the model's own config (`recipe_cfg`; loaders add the
+    checkpoint's `label_names`, timm's `create_model` puts the registered cfg in its place).
     """
 
     directions = 1  # scan directions of the mixers (an instance may differ: `scan_directions`)
     num_prefix_tokens = 0  # tokens before the raster patch tokens in `forward_features` (timm convention)
     fixed_tables: Tuple[str, ...] = ()  # frozen tensors that are functions of the geometry (sin-cos tables)
+    fixed_input_size = True  # takes only the configured image size (`check_images`); the classifier takes any
 
     def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
         super().__init__()
@@ -119,6 +176,7 @@ class MambaBackbone(nn.Module):
         self.grad_checkpointing = False
         reduction = self.patch_embed.patch_size[0]
         self.feature_info = [dict(module=f"layers.{i}", num_chs=cfg.embed_dim, reduction=reduction) for i in range(cfg.depth)]
+        self.pretrained_cfg = self.default_cfg = recipe_cfg(cfg, self.fixed_input_size)
 
     @classmethod
     def scan_directions(cls, cfg: BackboneConfig) -> int:

@@ -1,34 +1,43 @@
 """Loading and saving weights: ours (training dicts, safetensors directories) and the reference ARM `.pth` files.
 
-One entry point, `load_checkpoint(model, path_or_dict, key="model")`, renames nothing (our parameter names are the
-reference's). What a checkpoint is, and what config it implies, each model class answers for its own parameter
-names (`matches_state_dict`, `config_from_state_dict`); converting between kinds is the model's own
-`filter_state_dict` (the classifier's is `classifier.checkpoint_filter_fn`: directions copied, decoder dropped, position
-embedding resampled around a zero middle cls slot, as the reference finetuning script does). Loading is safe:
-`torch.load` runs with `weights_only=True` and allows `argparse.Namespace` (which reference files hold) and nothing
-else.
+One entry point, `load_checkpoint(model, path_or_dict, families, key="model")`, renames nothing (our parameter names
+are the reference's). What a checkpoint is, and what config it implies, each model class answers for its own
+parameter names (`matches_state_dict`, `config_from_state_dict`), asked in turn over the `families` the caller passes
+(`registry.FAMILIES`; `armvision.load_checkpoint` and friends are these functions bound to it); converting between
+kinds is the model's own `filter_state_dict` (the classifier's is `classifier.checkpoint_filter_fn`: directions
+copied, decoder dropped, position embedding resampled around a zero middle cls slot, as the reference finetuning
+script does). Loading is safe: `torch.load` runs with `weights_only=True` and allows `argparse.Namespace` (which
+reference files hold) and nothing else. Class names travel as `label_names` (a list of str, index = class id) at the
+top level of a checkpoint dict or of `config.json`, and on a loaded model as `model.pretrained_cfg["label_names"]`.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
 from ..fileio import atomic_write, atomic_write_via
+from .backbone import MambaBackbone
+from .config import config_from_dict
+from .hub import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME, hub_download, split_hub_id, upload_folder
+from .hub import model_card as make_model_card
 
 PathOrDict = Union[str, os.PathLike, Mapping[str, Any]]
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+Families = Mapping[str, Any]  # kind -> model class (registry.FAMILIES)
 FORMAT_VERSION = 1
+log = logging.getLogger("armvision")
 
 
 @dataclass
@@ -88,7 +97,7 @@ def read_checkpoint(source: PathOrDict) -> Dict[str, Any]:
             try:
                 meta = json.loads(cfg.read_text())
                 out["model_config"] = meta["model_config"]
-            except (json.JSONDecodeError, KeyError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise CheckpointError(f"{cfg} is not a valid armvision config ({e})") from None
             if "label_names" in meta:  # the class names (index = class id), as finetuning stored them
                 out["label_names"] = meta["label_names"]
@@ -135,29 +144,21 @@ def select_state_dict(ckpt: Mapping[str, Any], key: str = "model", where: str = 
     return sd
 
 
-def _families() -> Dict[str, Any]:
-    from .registry import MODEL_CLASSES  # (registry builds the models; it imports this module lazily too)
-
-    return MODEL_CLASSES
-
-
-def state_dict_kind(sd: Mapping[str, Tensor]) -> str:
-    """Which model family wrote a state dict ("pretrainer", "classifier", "mae", "contrastive"), asked of each registered model
-    class (`matches_state_dict`, which knows its own parameter names); "backbone" when none claims it."""
-    for kind, cls in _families().items():
+def state_dict_kind(sd: Mapping[str, Tensor], families: Families) -> str:
+    """Which model family wrote a state dict ("pretrainer", "classifier", "mae", "contrastive"), asked of each of
+    `families` (`matches_state_dict`, which knows its own parameter names); "backbone" when none claims it."""
+    for kind, cls in families.items():
         if cls.matches_state_dict(sd):
             return kind
     return "backbone"
 
 
 # ---- inferring a config from a foreign state dict -----------------------------------------------------------------
-def infer_config(sd: Mapping[str, Tensor], args: Any = None) -> Dict[str, Any]:
-    """Model config (with "kind") read off a state dict's shapes by the model class that wrote it (a bare backbone
-    becomes a pretrainer); `args` (a reference Namespace) fills the rest."""
-    from .backbone import MambaBackbone
-
-    kind = state_dict_kind(sd)
-    cls = _families().get(kind, MambaBackbone)
+def infer_config(sd: Mapping[str, Tensor], families: Families, args: Any = None) -> Dict[str, Any]:
+    """Model config (with "kind") read off a state dict's shapes by the one of `families` that wrote it (a bare
+    backbone becomes a pretrainer); `args` (a reference Namespace) fills the rest."""
+    kind = state_dict_kind(sd, families)
+    cls = families.get(kind, MambaBackbone)
     cfg = dict(cls.config_from_state_dict(sd, args), kind="pretrainer" if kind == "backbone" else kind)
     if args is not None and getattr(args, "input_size", None):
         cfg["img_size"] = int(args.input_size)
@@ -166,7 +167,7 @@ def infer_config(sd: Mapping[str, Tensor], args: Any = None) -> Dict[str, Any]:
 
 def _size_summary(sd: Mapping[str, Tensor]) -> str:
     try:
-        c = infer_config(sd)
+        c = MambaBackbone.config_from_state_dict(sd)
         return f"embed_dim {c['embed_dim']}, depth {c['depth']}, patch {c['patch_size']}"
     except CheckpointError:
         return "an unknown geometry"
@@ -180,10 +181,11 @@ def _leave_out(sd: Dict[str, Tensor], exclude: Tuple[str, ...], report: LoadRepo
         report.converted.append(f"left out {', '.join(dropped)}")
 
 
-def _name_dropped_heads(before: Mapping[str, Tensor], after: Mapping[str, Tensor], report: LoadReport) -> None:
+def _name_dropped_heads(before: Mapping[str, Tensor], after: Mapping[str, Tensor], report: LoadReport,
+                        families: Families) -> None:
     """Name in the report the pretraining heads (the source family's `pretraining_heads`, e.g. the contrastive
     projection head) that the model's filter dropped."""
-    heads = getattr(_families().get(report.source), "pretraining_heads", {})
+    heads = getattr(families.get(report.source), "pretraining_heads", {})
     for prefix, what in heads.items():
         gone = [k for k in before if k.startswith(prefix + ".") and k not in after]
         if gone:
@@ -217,9 +219,10 @@ def _check_fit(model: nn.Module, sd: Dict[str, Tensor], own: Mapping[str, Tensor
         )
 
 
-def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", strict: bool = True,
+def load_checkpoint(model: nn.Module, source: PathOrDict, families: Families, key: str = "model", strict: bool = True,
                     exclude: Tuple[str, ...] = ()) -> LoadReport:
-    """Load weights from `source` (path, directory, or already-loaded dict) into `model`.
+    """Load weights from `source` (path, directory, or already-loaded dict) into `model`; `families` say what the
+    state dict is (the report's `source`).
 
     The model's own `filter_state_dict` (its checkpoint_filter_fn) first adapts the state dict, e.g. a pretraining
     one for a classifier. key: "model" or "model_ema"/"ema" (EMA weights). strict: shape mismatches and unexplained
@@ -228,10 +231,10 @@ def load_checkpoint(model: nn.Module, source: PathOrDict, key: str = "model", st
     """
     where = str(source) if not isinstance(source, Mapping) else "the given dict"
     sd = select_state_dict(read_checkpoint(source), key, where)
-    report = LoadReport(source=state_dict_kind(sd))
+    report = LoadReport(source=state_dict_kind(sd, families))
     if hasattr(model, "filter_state_dict"):
         before, sd = sd, model.filter_state_dict(sd, report)
-        _name_dropped_heads(before, sd, report)
+        _name_dropped_heads(before, sd, report, families)
     exclude = tuple(exclude)
     _leave_out(sd, exclude, report)
     own = model.state_dict()
@@ -259,38 +262,83 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], model_
         meta["label_names"] = [str(n) for n in label_names]
     atomic_write(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     if model_card:
-        from .hub import model_card as make_card
-
-        text = make_card(model, label_names=meta.get("label_names"), **card)
-        atomic_write(directory / "README.md", text)
+        atomic_write(directory / "README.md", make_model_card(model, label_names=meta.get("label_names"), **card))
     return directory
 
 
-def load_model(source: PathOrDict, key: str = "model", strict: bool = True, **overrides: Any) -> Tuple[nn.Module, LoadReport]:
-    """Build the model a checkpoint describes (our "model_config", a save_pretrained dir, or inferred from a reference
-    state dict) and load it. `overrides` change the config, e.g. kind="classifier", num_classes=10, img_size=384."""
-    from .registry import build_model
+def _label_names(ckpt: Mapping[str, Any], model: nn.Module, where: str) -> Optional[List[str]]:
+    """The checkpoint's `label_names` when they are a list of str that fits the model's head; None otherwise (with a
+    warning naming the file, unless the model has no head for them to describe, e.g. a pretrainer)."""
+    names = ckpt.get("label_names")
+    n = getattr(model, "num_classes", None)
+    if names is None or not n:
+        return None
+    if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names):
+        log.warning("%s: label_names is not a list of class names; ignored", where)
+        return None
+    if len(names) != n:
+        log.warning("%s: %d label_names for a %d-class head; ignored", where, len(names), n)
+        return None
+    return list(names)
 
+
+def load_model(source: PathOrDict, families: Families, key: str = "model", strict: bool = True,
+               where: Optional[str] = None, **overrides: Any) -> Tuple[nn.Module, LoadReport]:
+    """Build the model a checkpoint describes (our "model_config", a save_pretrained dir, or inferred from a reference
+    state dict by `families`) and load it. `overrides` change the config, e.g. kind="classifier", num_classes=10,
+    img_size=384. The model's pretrained_cfg is its own config's recipe plus the checkpoint's `label_names` (the one
+    place class names are read from checkpoints and folders). `where`: the file to name in errors and warnings when
+    `source` is a dict already read from it."""
     ckpt = read_checkpoint(source)
-    sd = select_state_dict(ckpt, key, str(source) if not isinstance(source, Mapping) else "the given dict")
-    cfg = dict(ckpt["model_config"]) if isinstance(ckpt.get("model_config"), Mapping) else infer_config(sd, ckpt.get("args"))
+    where = where or (str(source) if not isinstance(source, Mapping) else "the given dict")
+    sd = select_state_dict(ckpt, key, where)
+    if isinstance(ckpt.get("model_config"), Mapping):
+        cfg = dict(ckpt["model_config"])
+    else:
+        cfg = infer_config(sd, families, ckpt.get("args"))
     if overrides.get("kind", cfg["kind"]) != cfg["kind"]:  # e.g. a classifier from a pretraining checkpoint
         keep = ("embed_dim", "depth", "img_size", "patch_size", "in_chans", "d_state", "d_conv", "expand", "norm_eps", "size",
                 "block")
         cfg = {k: v for k, v in cfg.items() if k in keep}
     cfg.update(overrides)
-    model = build_model(cfg)
-    return model, load_checkpoint(model, {key: sd}, key=key, strict=strict)
+    if cfg.get("kind") not in families:
+        raise CheckpointError(f"{where}: unknown model kind {cfg.get('kind')!r}; expected one of {sorted(families)}")
+    model = families[cfg["kind"]](config_from_dict(cfg))
+    try:
+        report = load_checkpoint(model, {key: sd}, families, key=key, strict=strict)
+    except CheckpointError as e:  # (it was handed the state dict: name the file)
+        raise type(e)(str(e).replace("the given dict", where)) from None
+    names = _label_names(ckpt, model, where)
+    if names:
+        model.pretrained_cfg["label_names"] = names
+    return model, report
 
 
-def from_pretrained(source: Union[str, os.PathLike], filename: Union[str, None] = None, revision: Union[str, None] = None,
-                    cache_dir: Union[str, os.PathLike, None] = None, key: str = "model", **overrides: Any) -> nn.Module:
+def from_pretrained(source: Union[str, os.PathLike], families: Families, filename: Optional[str] = None,
+                    revision: Optional[str] = None, cache_dir: Union[str, os.PathLike, None] = None,
+                    key: str = "model", token: Optional[str] = None, **overrides: Any) -> nn.Module:
     """Rebuild a model from a `save_pretrained` directory, any checkpoint `load_model` understands, or the Hugging Face
     Hub: "hf-hub:owner/name[@revision]" with `filename` (e.g. a reference .pth) or without (config.json +
     model.safetensors), downloaded through huggingface_hub's cache (HF_HUB_OFFLINE=1 reads the cache only)."""
-    if isinstance(source, str) and source.startswith("hf-hub:"):
-        from .hub import from_hub
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        repo, revision = split_hub_id(source, revision)
+        if filename:
+            path = hub_download(repo, filename, revision, cache_dir, token)
+        else:
+            hub_download(repo, CONFIG_NAME, revision, cache_dir, token)
+            path = hub_download(repo, WEIGHTS_NAME, revision, cache_dir, token).parent  # the snapshot directory
+    else:
+        path = Path(source) / filename if filename else source
+    return load_model(path, families, key=key, **overrides)[0]
 
-        return from_hub(source, filename=filename, revision=revision, cache_dir=cache_dir, key=key, **overrides)
-    path = Path(source) / filename if filename else source
-    return load_model(path, key=key, **overrides)[0]
+
+def push_to_hub(model: nn.Module, repo_id: str, *, revision: Optional[str] = None, private: Optional[bool] = None,
+                token: Optional[str] = None, commit_message: str = "Upload armvision model",
+                description: Optional[str] = None, accuracy: Optional[Mapping[str, float]] = None,
+                training: Optional[str] = None, create_repo: bool = True) -> Any:
+    """save_pretrained (safetensors + config.json + README.md model card) into a temp dir, then upload it; a failure
+    (no network, HF_HUB_OFFLINE=1, no write access) is one HubError line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp, repo_id=repo_id, description=description, accuracy=accuracy, training=training)
+        return upload_folder(tmp, repo_id, revision=revision, private=private, token=token,
+                             commit_message=commit_message, create_repo=create_repo)

@@ -7,19 +7,34 @@ from types import SimpleNamespace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from ..nn import MambaMixer, resample_with_middle_token
 from ..nn.pos_embed import same_grid
 from ..errors import CheckpointError, ConfigError
-from .backbone import MambaBackbone, check_block, is_multi_direction, take_indices, tokens_to_format
+from .backbone import (MambaBackbone, adapt_input_channels, check_block, is_multi_direction, take_indices,
+                       tokens_to_format)
 from .config import BackboneConfig, ClassifierConfig
+
+
+def pos_embed_for_grid(pos_embed: Tensor, grid_size: Tuple[int, int], hw: Tuple[int, int]) -> Tensor:
+    """The (1, 1+h*w, D) position table (cls slot in the middle) for an input whose patch grid is `hw`: the model's
+    own at its grid, resampled for other input sizes. A leaf of torch.fx traces (`torch.fx.wrap` below): which of
+    the two depends on the input's shape."""
+    if same_grid(hw, grid_size):  # (symbolic sizes under torch.export: always resample, exact at grid_size)
+        return pos_embed
+    return resample_with_middle_token(pos_embed, grid_size, hw)
+
+
+torch.fx.wrap("pos_embed_for_grid")
 
 
 class ARMClassifier(MambaBackbone):
     directions = 4  # MambaMLP: row-major and column-major, forward and backward
     num_prefix_tokens = 1  # the cls token
     new_when_finetuning = ("cls_token", "norm_f", "head")  # what a pretraining checkpoint has no weights for
+    fixed_input_size = False  # any multiple of the patch size: the position table is resampled on the fly
 
     def __init__(self, cfg: ClassifierConfig):
         dpr = [cfg.drop_path_rate * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]  # linspace(0, rate, depth)
@@ -78,17 +93,12 @@ class ARMClassifier(MambaBackbone):
                      if num_classes > 0 else nn.Identity())
         self._init_head()
 
-    def _pos_embed_for(self, hw: Tuple[int, int]) -> Tensor:
-        if same_grid(hw, self.grid_size):  # (symbolic sizes under torch.export: always resample, exact at grid_size)
-            return self.pos_embed
-        return resample_with_middle_token(self.pos_embed, self.grid_size, hw)  # other input sizes
-
     def _embed(self, imgs: Tensor):
         hw = self.patch_embed.grid_for(imgs)
         x = self.patch_embed(imgs)  # (B, N, D)
         mid = x.shape[1] // 2
         x = torch.cat([x[:, :mid], self.cls_token.expand(x.shape[0], -1, -1), x[:, mid:]], dim=1)
-        return x + self._pos_embed_for(hw), hw, mid
+        return x + pos_embed_for_grid(self.pos_embed, self.grid_size, hw), hw, mid
 
     @staticmethod
     def cls_first(tokens: Tensor) -> Tensor:
@@ -108,25 +118,29 @@ class ARMClassifier(MambaBackbone):
         the middle of the sequence; `forward_tokens` gives that order.)"""
         return self.cls_first(self.forward_tokens(imgs))
 
+    def pool(self, tokens: Tensor) -> Tensor:
+        """`forward_features` tokens (B, 1+N, D) -> the pooled feature (B, D): the cls token, or with global_pool the
+        mean of the two halves' means (the reference's avg, exact for odd N too)."""
+        if self.config.global_pool:
+            mid = (tokens.shape[1] - 1) // 2
+            return (tokens[:, 1 : 1 + mid].mean(1) + tokens[:, 1 + mid :].mean(1)) / 2
+        return tokens[:, 0]
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """`forward_features` tokens -> logits; pre_logits=True: the pooled feature (B, D). Pooling is the cls token,
-        or with global_pool the mean of the two halves' means (the reference's avg, exact for odd N too).
+        """`forward_features` tokens -> logits; pre_logits=True: the pooled feature (B, D) (`pool`).
         An already pooled (B, D) input goes straight to the head."""
         if x.ndim == 3:
-            if self.config.global_pool:
-                n = x.shape[1] - 1
-                mid = n // 2
-                x = (x[:, 1 : 1 + mid].mean(1) + x[:, 1 + mid :].mean(1)) / 2
-            else:
-                x = x[:, 0]
+            x = self.pool(x)
         return x if pre_logits else self.head(x)
 
     def forward_pooled(self, imgs: Tensor) -> Tensor:
         """Pooled feature (B, D): what the head sees (cls token, or the global pool)."""
-        return self.forward_head(self.forward_features(imgs), pre_logits=True)
+        return self.pool(self.forward_features(imgs))
 
     def forward(self, imgs: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(imgs))
+        """(B, C, H, W) -> logits (B, num_classes), or the pooled feature (B, D) when num_classes=0.
+        (`forward_head(forward_features(x))`, written without its input-rank check so that torch.fx can trace it.)"""
+        return self.head(self.pool(self.forward_features(imgs)))
 
     # ---- dense features (timm features_only) ---------------------------------------------------------------------
     def forward_intermediates(
@@ -236,12 +250,14 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: ARMClassifier,
     (the decoder, its feature norms) are dropped, each single-direction mixer tensor is copied into all scan
     directions (4, or 2 for block="vim"), and the sin-cos table is resampled to the classifier's grid around a zero
     middle cls slot. A checkpoint of the other block (MambaMLP vs Vim) is refused. From a classifier checkpoint:
-    pos_embed is resampled around its cls slot when the grid differs. `report` (a LoadReport) collects what was
-    converted and resized.
+    pos_embed is resampled around its cls slot when the grid differs. From either, a patch embedding saved for
+    another number of input channels is adapted (`adapt_input_channels`, timm's `in_chans`). `report` (a LoadReport)
+    collects what was converted and resized.
     """
     report = report if report is not None else SimpleNamespace(converted=[], resized=[])
     check_block(state_dict, model)
     sd = dict(state_dict)
+    adapt_input_channels(sd, model, report)
     from_classifier = ARMClassifier.matches_state_dict(sd)
     if not from_classifier:
         owned = {k.split(".")[0] for k in model.state_dict()}

@@ -19,7 +19,6 @@ from ..fields import validate
 from ..nn import sincos_2d
 from .backbone import MambaBackbone
 from .config import ContrastiveConfig
-from .registry import register_model_class
 
 Views = Union[Tensor, Sequence[Tensor]]
 
@@ -151,9 +150,6 @@ class ContrastivePretrainer(MambaBackbone):
             if len(linears) > 1:
                 cfg["proj_hidden_dim"] = linears[0][1].shape[0]
         return cfg
-
-
-register_model_class("contrastive", ContrastivePretrainer)
 
 
 def create_contrastive(size: str = "base", **overrides: Any) -> ContrastivePretrainer:

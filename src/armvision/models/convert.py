@@ -7,9 +7,8 @@ from typing import Any, Optional, Union
 
 from torch import nn
 
-from ..errors import CheckpointError
-
-from .checkpoint import LoadReport, load_model, read_checkpoint, save_pretrained
+from .checkpoint import LoadReport, save_pretrained
+from .registry import load_model
 
 
 def convert_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, os.PathLike], ema: bool = False,
@@ -17,7 +16,8 @@ def convert_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, o
                        global_pool: bool = False) -> tuple[nn.Module, LoadReport, Path]:
     """Load `checkpoint` (its EMA weights with `ema`), build it as `kind` ("pretrainer", "classifier", "mae"; default:
     what the checkpoint is) at `img_size`, save it with `save_pretrained` -> (model, load report, output folder).
-    The class names a finetuning checkpoint holds ("label_names") go into config.json and the model card."""
+    The class names a finetuning checkpoint holds ("label_names", when they fit the head) go into config.json and the
+    model card."""
     overrides: dict[str, Any] = {}
     if kind:
         overrides["kind"] = kind
@@ -27,12 +27,5 @@ def convert_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, o
         overrides["img_size"] = img_size
     if global_pool:
         overrides["global_pool"] = True
-    ckpt = read_checkpoint(str(checkpoint))
-    try:
-        model, report = load_model(ckpt, key="model_ema" if ema else "model", **overrides)
-    except CheckpointError as e:  # name the file: load_model only sees the dict
-        raise CheckpointError(str(e).replace("the given dict", str(checkpoint))) from None
-    names = ckpt.get("label_names")
-    if names is not None and getattr(model, "num_classes", None) != len(names):
-        names = None  # another head: the stored names do not describe it
-    return model, report, Path(save_pretrained(model, output, label_names=names))
+    model, report = load_model(str(checkpoint), key="model_ema" if ema else "model", **overrides)
+    return model, report, Path(save_pretrained(model, output))  # label_names: the model's, as load_model kept them

@@ -16,7 +16,6 @@ from ..errors import ConfigError
 from ..nn import DecoderBlock, sincos_2d, xavier_linear_
 from .backbone import MambaBackbone, normalize_patches
 from .config import MAEConfig, TARGETS
-from .registry import register_model_class
 
 
 @dataclass
@@ -129,9 +128,6 @@ class MAEPretrainer(MambaBackbone):
     @classmethod
     def matches_state_dict(cls, sd: Mapping[str, Tensor]) -> bool:
         return "mask_token" in sd
-
-
-register_model_class("mae", MAEPretrainer)
 
 
 def create_mae(size: str = "base", **overrides) -> MAEPretrainer:

@@ -1,8 +1,9 @@
 """Small building blocks: patch embedding, SwiGLU, drop path, and the two residual blocks (ARM's MambaMLP, Vim's)."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
+import torch.fx
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -11,6 +12,32 @@ from ..ops import silu_mul
 
 def to_2tuple(x: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
     return (int(x), int(x)) if isinstance(x, (int, float)) else (int(x[0]), int(x[1]))
+
+
+def image_grid(x: Tensor, patch_size: Tuple[int, int], in_chans: int) -> Tuple[int, int]:
+    """Validate an image batch (B, C, H, W) and return its patch grid (h, w).
+
+    A leaf of torch.fx traces (`torch.fx.wrap` below): the checks read concrete shapes, so a traced graph keeps them
+    as one call that runs on every input instead of failing on symbolic ones."""
+    if x.ndim != 4:
+        raise ConfigError(f"expected images of shape (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+    _, c, h, w = x.shape
+    if c != in_chans:
+        raise ConfigError(f"the model takes {in_chans}-channel images, got {c} channels (shape {tuple(x.shape)})")
+    ph, pw = patch_size
+    if h % ph or w % pw:
+        raise ConfigError(f"image size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
+    return h // ph, w // pw
+
+
+def run_mixer(mixer: nn.Module, x: Tensor, **mixer_kwargs: Any) -> Tensor:
+    """`mixer(x, **mixer_kwargs)`, a leaf of torch.fx traces (`torch.fx.wrap` below): the mixer chooses its scan
+    backend by device and dtype and checks its grid at call time, which a traced graph must not freeze."""
+    return mixer(x, **mixer_kwargs)
+
+
+torch.fx.wrap("image_grid")
+torch.fx.wrap("run_mixer")
 
 
 class PatchEmbed(nn.Module):
@@ -29,15 +56,7 @@ class PatchEmbed(nn.Module):
 
     def grid_for(self, x: Tensor) -> Tuple[int, int]:
         """Validate an image batch and return its patch grid (h, w)."""
-        if x.ndim != 4:
-            raise ConfigError(f"expected images of shape (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        _, c, h, w = x.shape
-        if c != self.in_chans:
-            raise ConfigError(f"the model takes {self.in_chans}-channel images, got {c} channels (shape {tuple(x.shape)})")
-        ph, pw = self.patch_size
-        if h % ph or w % pw:
-            raise ConfigError(f"image size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
-        return h // ph, w // pw
+        return image_grid(x, self.patch_size, self.in_chans)
 
     def forward(self, x: Tensor) -> Tensor:
         self.grid_for(x)
@@ -90,7 +109,7 @@ class MambaMLPBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
-        x = x + self.drop_path(self.mixer(self.norm1(x), **mixer_kwargs))
+        x = x + self.drop_path(run_mixer(self.mixer, self.norm1(x), **mixer_kwargs))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -109,7 +128,7 @@ class VimBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, **mixer_kwargs) -> Tensor:
-        return x + self.drop_path(self.mixer(self.norm(x), **mixer_kwargs))
+        return x + self.drop_path(run_mixer(self.mixer, self.norm(x), **mixer_kwargs))
 
 
 BLOCKS: Dict[str, Type[nn.Module]] = {"mambamlp": MambaMLPBlock, "vim": VimBlock}
