@@ -123,11 +123,11 @@ def test_forward_features_layers():
     (dict(img_size=40, patch_size=8, cluster_size=2), "do not tile"),
     (dict(img_size=36, patch_size=8), "multiple of the patch size"),
     (dict(img_size=16, patch_size=8, cluster_size=2), "at least 2 clusters"),
-    (dict(ordering="spiral"), "unknown ordering"),
-    (dict(target="dvae"), "unknown target"),
+    (dict(ordering="spiral"), "ordering='spiral': choose one of row, column"),
+    (dict(target="dvae"), "target='dvae': choose one of norm_pixel"),
     (dict(feature_layers=[1, 9, 2, 3]), "feature_layers"),
     (dict(decoder_embed_dim=48, decoder_num_heads=5), "not divisible"),
-    (dict(bogus=1), "unknown pretrainer option"),
+    (dict(bogus=1), "unknown key 'bogus'"),
 ])
 def test_bad_configurations(kw, match):
     with pytest.raises(ConfigError, match=match):

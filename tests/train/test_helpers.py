@@ -27,7 +27,7 @@ def test_config_precedence_defaults_yaml_flags(tmp_path):
     y.write_text("embed_dim: 48\ncluster_size: 2\nblr: 1.0e-3\nbetas: [0.8, 0.9]\n")
     cfg = _parse(PretrainConfig, ["--config", str(y), "--cluster-size", "3", "--no-tensorboard"])
     assert cfg.model.embed_dim == 48 and cfg.model.cluster_size == 3 and cfg.blr == 1e-3 and cfg.betas == [0.8, 0.9]
-    assert cfg.tensorboard is False and cfg.model.img_size == 192 and cfg.clip_grad == 3.0  # reference defaults
+    assert cfg.tensorboard is False and cfg.model.img_size == (192, 192) and cfg.clip_grad == 3.0  # reference defaults
     assert _parse(FinetuneConfig, []).layer_decay == 0.65
 
 

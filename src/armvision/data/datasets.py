@@ -27,6 +27,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
+from ..fields import as_hw
 from .images import (DEFAULT_MAX_PIXELS, STRICT_PIXEL_BUDGET, STRICT_THREADS, CountsLoadFailures,  # noqa: F401
                      LoadFailures, UnusableImage, allow_pixels, check_files, image_file_filter, load_rgb, name_skipped,
                      to_rgb)
@@ -148,8 +149,8 @@ class SafeImageFolder(CountsLoadFailures, ImageFolder):
 
 
 @functools.lru_cache(maxsize=4)
-def _digits(img_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rendered digits: (train images (N, S, S) uint8, train labels, val images, val labels)."""
+def _digits(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rendered digits at (height, width): (train images (N, H, W) uint8, train labels, val images, val labels)."""
     # resources/digits.npz: the UCI optical digits as scikit-learn bundles them (images (1797, 8, 8) uint8 in 0..16,
     # target), with the split sklearn's train_test_split(test_size=300, stratify=target, random_state=0) gave
     from importlib import resources
@@ -157,8 +158,8 @@ def _digits(img_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     with resources.files("armvision.data").joinpath("resources/digits.npz").open("rb") as f:
         d = dict(np.load(f))
     imgs = np.round(d["images"] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(im, "L").resize((img_size, img_size), Image.BICUBIC))
-                    for im in imgs])  # (1797, S, S)
+    big = np.stack([np.asarray(Image.fromarray(im, "L").resize((hw[1], hw[0]), Image.BICUBIC))
+                    for im in imgs])  # (1797, H, W)
     target = d["target"].astype(np.int64)
     tr, va = d["train_index"].astype(np.int64), d["val_index"].astype(np.int64)
     assert len(va) == DIGITS_VAL_SIZE
@@ -166,12 +167,14 @@ def _digits(img_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 class EmbeddedDigits(Dataset):
-    """scikit-learn's 1,797 real 8x8 digit images, upsampled (bicubic) to `img_size`, as 3-channel PIL images."""
+    """scikit-learn's 1,797 real 8x8 digit images, upsampled (bicubic) to `img_size` (one number, or height and
+    width), as 3-channel PIL images."""
 
-    def __init__(self, split: str = "train", img_size: int = 32, transform: Optional[Callable] = None):
+    def __init__(self, split: str = "train", img_size: int | tuple[int, int] = 32,
+                 transform: Optional[Callable] = None):
         if split not in ("train", "val"):
             raise DataError(f"split must be 'train' or 'val', got {split!r}")
-        tr_x, tr_y, va_x, va_y = _digits(int(img_size))
+        tr_x, tr_y, va_x, va_y = _digits(as_hw(img_size))
         self.images, labels = (tr_x, tr_y) if split == "train" else (va_x, va_y)
         self.targets = [int(t) for t in labels]
         self.classes = [str(i) for i in range(10)]
@@ -192,7 +195,8 @@ class EmbeddedDigits(Dataset):
         return f"data {self.root}: {len(self)} embedded images, none skipped"
 
 
-def embedded_digits(split: str = "train", img_size: int = 32, transform: Optional[Callable] = None) -> EmbeddedDigits:
+def embedded_digits(split: str = "train", img_size: int | tuple[int, int] = 32,
+                    transform: Optional[Callable] = None) -> EmbeddedDigits:
     """The embedded default dataset (used when no --data folder is given)."""
     return EmbeddedDigits(split, img_size, transform)
 

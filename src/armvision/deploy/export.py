@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..eval.labels import LABEL_NAMES
+from ..fields import as_hw
 from .preprocess import METADATA_KEY, Preprocess, preprocess_of
 
 log = logging.getLogger("armvision.deploy")
@@ -140,10 +141,7 @@ def export(model: nn.Module, path: Union[str, os.PathLike], format: Optional[str
         raise ConfigError(f"the example batch must be >= 2 (a batch of 1 would be traced as a constant), got {batch}")
     model = model.eval().float().cpu()
     module = _Features(model) if features else model
-    if img_size is None:
-        h, w = model.patch_embed.img_size
-    else:
-        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    h, w = model.patch_embed.img_size if img_size is None else as_hw(img_size)
     example = torch.randn(batch, model.patch_embed.in_chans, h, w, generator=torch.Generator().manual_seed(0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

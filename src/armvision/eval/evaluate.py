@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 from ..constants import DEFAULT_CROP_PCT
 from ..errors import CheckpointError, ConfigError, DataError
 from ..fileio import atomic_write
-from ..models.config import img_hw
 from ..progress import track
 from .classes import per_class_rows, write_class_report
 from .features import model_kind
@@ -215,7 +214,7 @@ def evaluate_checkpoint(
     if model_kind(model) != "classifier":
         raise CheckpointError(f"{checkpoint} is a {model_kind(model)} checkpoint, not a classifier: finetune it "
                               f"first (armvision finetune) or measure its features with armvision probe")
-    size = img_hw(model.config.img_size)
+    size = model.config.img_size  # (height, width)
     ds = build_eval_dataset(data, size, crop_pct)
     class_map = _class_map(checkpoint, model, ds, data, dataset, info[LABEL_NAMES])
     names = _eval_names(model, info[LABEL_NAMES], ds, data, dataset, class_map)

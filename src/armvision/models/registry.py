@@ -33,7 +33,7 @@ def register_model_class(kind: str, cls: Any) -> None:
 def build_model(config) -> nn.Module:
     """Model from a config dataclass or its `asdict` form (with "kind")."""
     if isinstance(config, dict):
-        config = config_from_dict(config)
+        config = config_from_dict(BackboneConfig, config, "model config")
     return MODEL_CLASSES[config.kind](config)
 
 
