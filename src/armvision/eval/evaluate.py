@@ -99,6 +99,7 @@ def load_model_for_eval(
     Sizes of reference files are read from the tensor shapes; `model_size` (a registry name) is checked against them.
     """
     from ..models import SIZES, read_checkpoint
+    from ..models.checkpoint import require_finite
 
     overrides: dict[str, Any] = {}
     if img_size is not None:
@@ -109,6 +110,7 @@ def load_model_for_eval(
     if not any(isinstance(v, dict) for v in ckpt.values()) and not all(torch.is_tensor(v) for v in ckpt.values()):
         raise CheckpointError(f"{checkpoint} holds no state dict (keys: {sorted(ckpt)[:8]})")
     model, report = load_model_from(ckpt, checkpoint, key="ema" if ema else "model", **overrides)
+    require_finite(dict(model.named_parameters()), str(checkpoint))  # NaN weights: no accuracy to report
     cfg = model.config
     if model_size is not None:
         if model_size not in SIZES:

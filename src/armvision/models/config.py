@@ -8,12 +8,14 @@ dataclass (and its use in the model). `config_from_dict(BackboneConfig, values)`
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..argcheck import items, number
 from ..errors import ConfigError
-from ..fields import Knobs, Layer, as_hw, config_from_dict, knob, mapping
+from ..fields import Knobs, Layer, as_hw, config_from_dict, knob, load_mapping, mapping
 from ..ops import BACKENDS
 
 SIZES: Dict[str, Tuple[int, int]] = {  # name -> (embed_dim, depth)
@@ -199,3 +201,18 @@ def make_config(kind: str, size: Optional[str] = None, **overrides: Any):
     """A config of family `kind` from a registry size plus overrides (config fields), checked as a file's values are."""
     values = {**({} if size is None else {"size": size}), **overrides, "kind": kind}
     return config_from_dict(BackboneConfig, values, f"{kind} options")
+
+
+def saved_model_config(values: Any, source: str) -> Dict[str, Any]:
+    """A model config saved beside weights (a checkpoint's "model_config", a config.json's), checked as every config
+    is (errors name `source`), as a plain dict."""
+    return dataclasses.asdict(config_from_dict(BackboneConfig, values, source))
+
+
+def read_config_json(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """A save_pretrained folder's config.json, its "model_config" checked (as a plain dict); one line naming the file
+    when it is not text, not JSON, not a mapping, has no "model_config", or a value that its field refuses."""
+    values = load_mapping(path, str(path))
+    if "model_config" not in values:
+        raise ConfigError(f"{path}: no 'model_config' in it; expected a config.json written by save_pretrained")
+    return {**values, "model_config": saved_model_config(values["model_config"], f"{path}: model_config")}
