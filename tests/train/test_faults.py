@@ -19,7 +19,7 @@ from armvision.train.config import PretrainConfig
 from armvision.train.distributed import DistInfo
 from armvision.train.engine import CheckpointSaveError, Trainer, TrainingDiverged
 from armvision.train.optim import param_groups
-from armvision.train.rundir import LOCK, claim_run_dir
+from armvision.train.rundir import LOCK, claim_run_dir, process_identity
 
 from .conftest import QUIET, TINY_PRETRAIN, Toy
 
@@ -88,7 +88,8 @@ def test_a_second_live_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_pat
     # a run holding the lock (here: the lock says our parent process, alive) keeps out a second claim
     held = claim_run_dir(tmp_path / "race", None, False)
     rec = json.loads((tmp_path / "race" / LOCK).read_text())
-    (tmp_path / "race" / LOCK).write_text(json.dumps({**rec, "pid": os.getppid()}))
+    (tmp_path / "race" / LOCK).write_text(json.dumps({**rec, "pid": os.getppid(),
+                                                      "identity": process_identity(os.getppid())}))
     with pytest.raises(ConfigError, match=f"in use by the running process {os.getppid()}"):
         claim_run_dir(tmp_path / "race", "auto", False)
     held.release()
