@@ -21,7 +21,7 @@ from armvision.train.distributed import DistInfo
 from armvision.train.engine import Trainer
 from armvision.train.optim import param_groups
 
-from .conftest import Toy
+from .conftest import Toy, fit
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The classifier parameter counts of the reference (ARM_SPEC.md), at 224 px with 1000 classes.
@@ -202,11 +202,11 @@ def test_a_checkpoint_with_the_flat_config_of_earlier_versions_resumes(tmp_path)
         return Trainer(PretrainConfig(**{**quiet, **kw}), DistInfo(), Toy(), data, lambda m, x, y: m(x).pow(2).mean(),
                        make_groups=lambda m: param_groups(m, 0.0))
 
-    trainer(max_steps=3).fit()
+    fit(trainer(max_steps=3))
     ck = load_file(tmp_path / "checkpoint-last.pth")
     ck["config"] = {**yaml.safe_load(OLD_PRETRAIN), "batch_size": 8, "blr": 0.1, "seed": 0, "accum_iter": 1}
     assert "model" in ck["config"] and isinstance(ck["config"]["model"], str)  # flat: `model: tiny`
     torch.save(ck, tmp_path / "checkpoint-last.pth")
     with pytest.raises(ConfigError, match="blr 0.1 -> 0.2"):
-        trainer(max_steps=6, resume="auto", blr=0.2).fit()
-    assert trainer(max_steps=6, resume="auto").fit()["step"] == 6
+        fit(trainer(max_steps=6, resume="auto", blr=0.2))
+    assert fit(trainer(max_steps=6, resume="auto"))["step"] == 6

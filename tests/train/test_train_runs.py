@@ -18,7 +18,7 @@ from armvision.train.optim import param_groups
 from armvision.train.pretrain import train_pretrain
 
 from ..data.conftest import make_bad_folder
-from .conftest import Toy
+from .conftest import Toy, fit
 
 QUIET = dict(num_workers=0, progress=False, log_every=5)
 
@@ -90,7 +90,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                          output=str(tmp_path), **QUIET)
     trainer = Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.0))
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 6 .*checkpoint-last.pth"):
-        trainer.fit()
+        fit(trainer)
     ck = load_file(tmp_path / "checkpoint-last.pth")
     assert ck["step"] == 4 and torch.isfinite(ck["model"]["lin.weight"]).all()
 
@@ -135,7 +135,7 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path):
         torch.manual_seed(1)
         cfg = PretrainConfig(batch_size=bs, accum_iter=accum, epochs=2, warmup_epochs=0.5, blr=0.5, clip_grad=1.0,
                              tensorboard=False, output=str(tmp_path / f"a{accum}"), **{**QUIET, "log_every": 1})
-        s = Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.05)).fit()
+        s = fit(Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.05)))
         assert s["step"] == 8  # 64 / 16 per step, 2 epochs
         finals.append((load_file(tmp_path / f"a{accum}" / "checkpoint-last.pth")["model"],
                        [r["loss"] for r in _log(tmp_path / f"a{accum}")]))

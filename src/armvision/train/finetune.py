@@ -243,4 +243,4 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
                           evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
                           model_config=model_config_dict(model), kind="finetune", best_key="acc1",
                           label_names=class_names(train_raw, num_classes))
-        return trainer.fit(claim=False)
+        return trainer.fit()
