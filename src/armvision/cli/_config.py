@@ -98,7 +98,7 @@ def resolve_config(cls: type, args: argparse.Namespace) -> Any:
     given, spelling = _given(cls, args)
 
     def flag_where(key: str, value: Any) -> str:
-        shown = " ".join(map(str, value)) if isinstance(value, list) else value
+        shown = " ".join(map(str, value)) if isinstance(value, list) else value if value != "" else "''"
         return f"{spelling.get(key, key)} {shown}"
 
     layers.append(Layer(given, "options", flag_where))

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..constants import DEFAULT_CROP_PCT
 from ..errors import CheckpointError, ConfigError, DataError
+from ..fields import parse_json, read_text
 from ..fileio import atomic_write
 from ..progress import track
 from .classes import per_class_rows, write_class_report
@@ -272,10 +273,7 @@ def append_json(path: str | Path, record: dict[str, Any]) -> None:
     path = Path(path)
     records = []
     if path.exists() and path.stat().st_size > 0:
-        try:
-            records = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--output-json {path} exists but is not JSON ({e}); give another file") from e
+        records = parse_json(read_text(path, f"--output-json {path}"), f"--output-json {path}")
         if not isinstance(records, list):
             raise ConfigError(f"--output-json {path} holds a JSON {type(records).__name__}, not a list of results")
     records.append(record)
