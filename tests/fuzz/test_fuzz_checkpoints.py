@@ -4,15 +4,19 @@ inside containers, an argparse.Namespace or a torch zip). Reading (and building 
 model or one ArmVisionError line; the code never runs. Run longer with HYPOTHESIS_PROFILE=long."""
 import argparse
 import io
+import json
 import os
 import pickle
 
 import pytest
 import torch
 
-from fuzzkit import MemoryBound, hypothesis, one_line_error, st
+import armvision
+from fuzzkit import MemoryBound, hypothesis, one_line_error, st, values
 from armtest import tiny_classifier
+from armvision.fields import knobs_of
 from armvision.models import load_model, read_checkpoint
+from armvision.models.config import CONFIG_CLASSES
 
 given = hypothesis.given
 
@@ -25,6 +29,15 @@ def real_checkpoint():
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "model_config": vars(model.config) | {}, "step": 3}, buf)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def saved_folder(tmp_path_factory):
+    """The model.safetensors bytes of a small saved classifier."""
+    folder = tmp_path_factory.mktemp("real")
+    armvision.save_pretrained(tiny_classifier(embed_dim=16, depth=1, img_size=16, num_classes=3), folder,
+                              model_card=False)
+    return (folder / "model.safetensors").read_bytes()
 
 
 def _read(path):
@@ -56,6 +69,25 @@ def test_a_damaged_checkpoint_is_read_or_refused(tmp_path_factory, real_checkpoi
     path.write_bytes(bytes(content[:cut]))
     with MemoryBound():
         _read(path)
+
+
+MODEL_KEYS = sorted({k for c in CONFIG_CLASSES.values() for k in knobs_of(c)})
+SMALL = st.one_of(values, st.integers(0, 40), st.sampled_from([[16, 16], [16, 24], [8], [], "16"]))
+saved_configs = st.builds(lambda base, changes: {**base, **changes},
+                          st.sampled_from([{"kind": "classifier", "embed_dim": 16, "depth": 1, "img_size": 16,
+                                            "patch_size": 8, "num_classes": 3}, {"kind": "pretrainer"}]),
+                          st.dictionaries(st.sampled_from(MODEL_KEYS), SMALL, max_size=4))
+
+
+@given(saved_configs)
+def test_a_saved_folder_with_any_config_json_loads_or_is_refused(tmp_path_factory, saved_folder, model_config):
+    """What `eval --checkpoint DIR` reads: the weights of a real folder, its config.json fuzzed (issue 25 (2): a
+    negative width used to end in a RuntimeError, text in a TypeError, a huge depth in a hang)."""
+    folder = tmp_path_factory.mktemp("saved")
+    (folder / "model.safetensors").write_bytes(saved_folder)
+    (folder / "config.json").write_text(json.dumps({"model_config": model_config}, default=str))
+    with MemoryBound():
+        _read(folder)
 
 
 class _Call:

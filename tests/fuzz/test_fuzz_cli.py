@@ -29,6 +29,7 @@ FLAGS = {  # flags of each command that the strategies know values for (others g
     "visualize": ["--checkpoint", "--output", "--num-images", "--model", "--images"],
     "plot": ["--out", "--smooth"],
 }
+HOSTILE = ("random.pth", "list.yaml", "bad.yaml", "empty.json", "folder", "saved", "cfg.pth", "missing.pth")
 NUMBERS = ["0", "-1", "1", "3", "16", "1e9", "nan", "inf", "-inf", "0.5", "2", "99999999999999999999", "1e-30"]
 
 
@@ -49,19 +50,25 @@ def files(tmp_path_factory):
 
 
 def values(root):
-    paths = [str(root / n) for n in ("random.pth", "list.yaml", "bad.yaml", "empty.json", "folder", "saved",
-                                      "cfg.pth", "missing.pth")]
+    paths = [str(root / n) for n in HOSTILE]
     return st.one_of(st.sampled_from(NUMBERS), st.sampled_from(TRICKY_TEXT), st.sampled_from(paths),
                      st.text(max_size=8))
+
+
+NEEDS = {  # what each command is always given, so that the random options meet the code that reads files
+    "pretrain": lambda f: ["--config", f], "finetune": lambda f: ["--init", f], "eval": lambda f: ["--checkpoint", f],
+    "probe": lambda f: ["--checkpoint", f], "visualize": lambda f: ["--checkpoint", f], "export": lambda f: [f, "o.pt2"],
+    "convert": lambda f: [f, "converted"], "plot": lambda f: [f],
+}
 
 
 def argvs(root):
     def for_command(cmd):
         flag = st.one_of(st.sampled_from(FLAGS[cmd]), st.sampled_from(["--help", "--bogus", "-q", "-v"]))
         option = st.tuples(flag, st.lists(values(root), max_size=2)).map(lambda fv: [fv[0], *fv[1]])
-        positional = st.lists(values(root), max_size=2)
-        return st.tuples(positional, st.lists(option, max_size=5)).map(
-            lambda po: [cmd, *po[0], *[tok for opt in po[1] for tok in opt]])
+        needed = st.sampled_from(HOSTILE).map(lambda name: NEEDS[cmd](str(root / name)))
+        return st.tuples(needed, st.lists(option, max_size=4)).map(
+            lambda no: [cmd, *no[0], *[tok for opt in no[1] for tok in opt]])
     return st.sampled_from(COMMANDS).flatmap(for_command)
 
 

@@ -71,7 +71,7 @@ def test_any_saved_model_config_is_checked_or_refused(values_):
 yaml_texts = st.one_of(
     st.binary(max_size=400),
     st.text(max_size=300).map(str.encode),
-    mappings(MODEL_KEYS | {"model", "epochs", "batch_size", "lr"}).map(lambda d: yaml.safe_dump(d).encode()),
+    mappings({*MODEL_KEYS, "model", "epochs", "batch_size", "lr"}).map(lambda d: yaml.safe_dump(d).encode()),
     st.sampled_from([b"a: [1, 2\n", b"- 1\n- 2\n", b"&a [*a]", b"!!python/object:os.system {}\n", b"{{{{{{{{",
                      b"x: !!binary AAA=\n", b"[" * 5000, b"epochs: 2001-13-45\n", b"\xef\xbb\xbfepochs: 3\n"]),
 )
