@@ -197,7 +197,7 @@ def load_pretrainer(checkpoint: str, size: Optional[str] = None, key: str = "mod
 
     if size is not None:
         sd = select_state_dict(read_checkpoint(checkpoint), key, checkpoint)
-        model = create_pretrainer(size, img_size=infer_config(sd).get("img_size", 192))
+        model = create_pretrainer(size, **{k: v for k, v in infer_config(sd).items() if k == "img_size"})
         load_checkpoint(model, {key: sd}, key=key)
     else:
         model, _ = load_model(checkpoint, key=key)
