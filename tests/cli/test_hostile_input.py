@@ -65,6 +65,7 @@ def _edit(folder, key=None, value=None, raw=None):
     ("patch_size", True, None, "patch_size=True is not a valid int"),
     ("kind", "vit", None, "kind='vit': choose one of"),
     ("bogus", 1, None, "unknown key 'bogus'"),
+    ("num_classes", None, None, "num_classes is not set"),  # a valid finetuning plan, but weights need a head
     (None, None, b"[1, 2]", "expected a mapping"),
     (None, None, b"\xff\xfe{}", "not a text file"),
     (None, None, b'{"model_config": {', "not valid JSON"),

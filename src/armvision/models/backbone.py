@@ -101,6 +101,9 @@ class MambaBackbone(nn.Module):
     def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
         super().__init__()
         (h, w), kind = cfg.img_size, getattr(cfg, "kind", "backbone")
+        why = cfg.incomplete()
+        if why:
+            raise ConfigError(f"cannot build a {kind}: {why}")
         require_fits(f"a {kind} {cfg.embed_dim} wide, {cfg.depth} deep, at {h}x{w} px", self.bytes_needed(cfg))
         self.config = cfg
         self.directions = self.scan_directions(cfg)

@@ -69,6 +69,11 @@ class BackboneConfig(Knobs):
             return f"image size {h}x{w} is not a multiple of the patch size {p}"
         return None
 
+    def incomplete(self) -> Optional[str]:
+        """What a model still needs that this (valid) config leaves open, or None: a model is built only from a
+        complete config."""
+        return None
+
     @classmethod
     def implied(cls, values: Dict[str, Any]) -> Dict[str, Any]:
         """A registry size sets width and depth (unless the same layer gives them)."""
@@ -139,6 +144,12 @@ class ClassifierConfig(BackboneConfig):
     global_pool: bool = knob(False, "mean-pool the tokens instead of using the cls token")
     head_init_std: float = knob(2e-5, "std of the head's initial weights", check=number(0))
 
+    def incomplete(self) -> Optional[str]:
+        if self.num_classes is None:
+            return ("num_classes is not set (none means 'as many classes as the class folders', which only finetuning "
+                    "decides); give the number of classes")
+        return None
+
 
 @dataclass
 class MAEConfig(BackboneConfig):
@@ -206,7 +217,11 @@ def make_config(kind: str, size: Optional[str] = None, **overrides: Any):
 def saved_model_config(values: Any, source: str) -> Dict[str, Any]:
     """A model config saved beside weights (a checkpoint's "model_config", a config.json's), checked as every config
     is (errors name `source`), as a plain dict."""
-    return dataclasses.asdict(config_from_dict(BackboneConfig, values, source))
+    cfg = config_from_dict(BackboneConfig, values, source)
+    why = cfg.incomplete()
+    if why:
+        raise ConfigError(f"{source}: {why}")
+    return dataclasses.asdict(cfg)
 
 
 def read_config_json(path: Union[str, os.PathLike]) -> Dict[str, Any]:
