@@ -215,3 +215,9 @@ def test_no_tensorboard_is_not_named_in_the_summary(tmp_path, capsys):
 def test_export_refuses_an_opset_it_cannot_write(saved, capsys):
     _fails(capsys, ["export", str(saved), str(saved.parent / "m.onnx"), "--opset", "3"], "--opset", "3", ">= 18")
     assert not (saved.parent / "m.onnx").exists()
+
+
+def test_control_characters_in_values_keep_the_error_on_one_line(tmp_path, capsys):
+    """Found by fuzzing: a value holding a carriage return or a newline split the one error line in two."""
+    _fails(capsys, ["pretrain", *TINY, "--config", "\r", "--output", str(tmp_path / "o")], "--config \\r")
+    _fails(capsys, ["pretrain", *TINY, "--output", str(tmp_path / "o"), "stray\nvalue"], "stray\\nvalue")

@@ -75,7 +75,10 @@ MODEL_KEYS = sorted({k for c in CONFIG_CLASSES.values() for k in knobs_of(c)})
 SMALL = st.one_of(values, st.integers(0, 40), st.sampled_from([[16, 16], [16, 24], [8], [], "16"]))
 saved_configs = st.builds(lambda base, changes: {**base, **changes},
                           st.sampled_from([{"kind": "classifier", "embed_dim": 16, "depth": 1, "img_size": 16,
-                                            "patch_size": 8, "num_classes": 3}, {"kind": "pretrainer"}]),
+                                            "patch_size": 8, "num_classes": 3},
+                                           {"kind": "pretrainer", "embed_dim": 16, "depth": 1, "img_size": 32,
+                                            "patch_size": 8, "cluster_size": 2, "decoder_embed_dim": 16,
+                                            "decoder_depth": 1}]),
                           st.dictionaries(st.sampled_from(MODEL_KEYS), SMALL, max_size=4))
 
 

@@ -128,6 +128,7 @@ def test_forward_features_layers():
     (dict(feature_layers=[1, 9, 2, 3]), "feature_layers"),
     (dict(decoder_embed_dim=48, decoder_num_heads=5), "not divisible"),
     (dict(bogus=1), "unknown key 'bogus'"),
+    (dict(decoder_embed_dim=30, decoder_num_heads=1), "decoder_embed_dim=30: .*multiple of 4"),  # found by fuzzing
 ])
 def test_bad_configurations(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -98,6 +98,14 @@ def _decoder_problem(width: int, heads: Optional[int]) -> Optional[str]:
     return f"decoder width {width} is not divisible by its {n} heads" if width % n else None
 
 
+def _sincos_problem(**widths: int) -> Optional[str]:
+    """Fixed 2D sin-cos position tables need widths divisible by 4 (pretrainers)."""
+    for name, width in widths.items():
+        if width % 4:
+            return f"{name}={width}: a pretrainer's fixed 2D sin-cos position table needs a multiple of 4"
+    return None
+
+
 @dataclass
 class PretrainerConfig(BackboneConfig):
     kind: str = knob("pretrainer", "model family (set by the factory)", choices=("pretrainer",))
@@ -131,7 +139,8 @@ class PretrainerConfig(BackboneConfig):
         if layers is not None and (len(layers) != self.decoder_depth or not all(i <= self.depth for i in layers)):
             return (f"feature_layers {layers} must name {self.decoder_depth} encoder layers (one per decoder block) "
                     f"in 1..{self.depth}")
-        return _decoder_problem(self.decoder_embed_dim, self.decoder_num_heads)
+        return (_sincos_problem(embed_dim=self.embed_dim, decoder_embed_dim=self.decoder_embed_dim)
+                or _decoder_problem(self.decoder_embed_dim, self.decoder_num_heads))
 
 
 @dataclass
@@ -170,7 +179,8 @@ class MAEConfig(BackboneConfig):
         if not 1 <= keep < n:
             return (f"mask_ratio {self.mask_ratio} keeps {keep} of {n} patches; it must keep at least one and mask "
                     "at least one")
-        return _decoder_problem(self.decoder_embed_dim, self.decoder_num_heads)
+        return (_sincos_problem(embed_dim=self.embed_dim, decoder_embed_dim=self.decoder_embed_dim)
+                or _decoder_problem(self.decoder_embed_dim, self.decoder_num_heads))
 
 
 @dataclass
@@ -181,6 +191,9 @@ class ContrastiveConfig(BackboneConfig):
                             check=BLOCKS)
     proj_hidden_dim: Optional[int] = knob(None, "projection head hidden width (default: the encoder width)", check=POS)
     proj_dim: int = knob(128, "projection head output width (the space NT-Xent compares in)", check=POS)
+
+    def inconsistency(self) -> Optional[str]:
+        return super().inconsistency() or _sincos_problem(embed_dim=self.embed_dim)
 
 
 CONFIG_CLASSES = {"pretrainer": PretrainerConfig, "classifier": ClassifierConfig, "mae": MAEConfig,
