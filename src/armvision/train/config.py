@@ -21,8 +21,8 @@ import yaml
 from ..argcheck import device, items, number, text
 from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
-from ..fields import (FieldError, Given, Knobs, Layer, alternatives, build, config_from_dict, knob, knobs_of, load_mapping,
-                      mapping, read_layer, type_hints, unknown_key)
+from ..fields import (FieldError, Given, Knobs, Layer, alternatives, build, config_from_dict, knob, knobs_of,
+                      load_mapping, mapping, read_layer, type_hints, unknown_key)
 from ..fileio import atomic_write
 from ..models.config import ClassifierConfig, ContrastiveConfig, MAEConfig, PretrainerConfig
 
@@ -101,16 +101,14 @@ class TrainConfig(Knobs):
     def __post_init__(self) -> None:
         """The recipe's model for `method` when none is given; then every knob converted and checked (fields.Knobs),
         however the config was made (the model config checked itself when it was built)."""
+        super().__post_init__()  # the knobs, `method` among them
         method = getattr(self, "method", next(iter(self.MODELS)))
-        if method not in self.MODELS:
-            raise FieldError("method", method, f"choose one of {', '.join(self.MODELS)}")
         mcls = self.MODELS[method]
         if self.model is None:
             self.model = mcls.from_layers([Layer(self.MODEL_DEFAULTS, f"{type(self).__name__} defaults")], "model.")
         elif type(self.model) is not mcls:
             raise ConfigError(f"model: a {type(self.model).__name__} does not go with {type(self).__name__}"
                               f"{f' method={method!r}' if method else ''}; it takes a {mcls.__name__}")
-        super().__post_init__()
 
     @classmethod
     def training_fields(cls) -> list[dataclasses.Field]:
@@ -133,9 +131,8 @@ class TrainConfig(Knobs):
                 model_layers.append(layer._replace(values=model))
                 given.update({f"model.{k}": (layer, v) for k, v in model.items()})
         method = train.get("method", next(iter(cls.MODELS)))
-        if method not in cls.MODELS:
-            layer, raw = given["method"]
-            raise ConfigError(f"{layer.name('method', raw)}: choose one of {', '.join(cls.MODELS)}")
+        if method not in cls.MODELS:  # refused by its field, named as its layer names it
+            return build(cls, train, given)
         own = knobs_of(cls.MODELS[method])
         model = cls.MODELS[method].from_layers([m._replace(values={k: v for k, v in m.values.items() if k in own})
                                                 for m in model_layers], "model.")
