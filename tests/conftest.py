@@ -40,3 +40,20 @@ def _refuse_outside(event, args):
 
 
 sys.addaudithook(_refuse_outside)
+
+
+def _hypothesis_profiles():
+    """The fuzz tests (tests/fuzz) run a few seconds per property in CI ("ci", the default) and as long as one wants
+    with HYPOTHESIS_PROFILE=long (README: "When things go wrong")."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the fuzz tests skip themselves
+        return
+    slow = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+    settings.register_profile("ci", max_examples=30, deadline=20_000, suppress_health_check=slow, database=None,
+                              print_blob=True)
+    settings.register_profile("long", max_examples=3_000, deadline=60_000, suppress_health_check=slow)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()

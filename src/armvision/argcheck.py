@@ -50,6 +50,18 @@ def items(n: Optional[int], each: Check) -> Check:
     return check
 
 
+def text(if_omitted: str = "") -> Check:
+    """A non-empty text (a path, a name): an empty one can only be a mistake (an unset shell variable, say);
+    `if_omitted` says what leaving the option out does instead."""
+    def check(v: Any) -> Optional[str]:
+        if not isinstance(v, str) or not v.strip():
+            return "cannot be empty" + (f" (leave it out {if_omitted})" if if_omitted else "")
+        if "\x00" in v:
+            return "cannot hold a NUL character"
+        return None
+    return check
+
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -98,7 +98,7 @@ def test_load_pretrainer_by_size_and_refuses_a_classifier(tmp_path):
     path = tmp_path / "ref.pth"
     torch.save({"model": ref.state_dict(), "epoch": 3}, path)  # reference layout: no model_config
     model = load_pretrainer(str(path))  # architecture read off the weights
-    assert model.config.img_size == 128 and model.num_clusters == 4
+    assert model.config.img_size == (128, 128) and model.num_clusters == 4
     assert torch.equal(model.layers[0].mixer.A_log, ref.layers[0].mixer.A_log)
     with pytest.raises(CheckpointError):  # the registry's tiny has a 512-wide decoder: does not fit
         load_pretrainer(str(path), size="tiny")

@@ -126,7 +126,7 @@ def test_convert_cli(tmp_path, fixtures_dir, capsys):
     assert main(["convert", str(fixtures_dir / "reference_pretrain_checkpoint.pth"), str(tmp_path / "out"),
                  "--kind", "classifier", "--num-classes", "10"]) == 0
     m = armvision.from_pretrained(tmp_path / "out")
-    assert isinstance(m, armvision.ARMClassifier) and m.num_classes == 10 and m.config.img_size == 192
+    assert isinstance(m, armvision.ARMClassifier) and m.num_classes == 10 and m.config.img_size == (192, 192)
     assert main(["convert", str(tmp_path / "nothing.pth"), str(tmp_path / "o2")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

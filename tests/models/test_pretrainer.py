@@ -123,11 +123,12 @@ def test_forward_features_layers():
     (dict(img_size=40, patch_size=8, cluster_size=2), "do not tile"),
     (dict(img_size=36, patch_size=8), "multiple of the patch size"),
     (dict(img_size=16, patch_size=8, cluster_size=2), "at least 2 clusters"),
-    (dict(ordering="spiral"), "unknown ordering"),
-    (dict(target="dvae"), "unknown target"),
+    (dict(ordering="spiral"), "ordering='spiral': choose one of row, column"),
+    (dict(target="dvae"), "target='dvae': choose one of norm_pixel"),
     (dict(feature_layers=[1, 9, 2, 3]), "feature_layers"),
     (dict(decoder_embed_dim=48, decoder_num_heads=5), "not divisible"),
-    (dict(bogus=1), "unknown pretrainer option"),
+    (dict(bogus=1), "unknown key 'bogus'"),
+    (dict(decoder_embed_dim=30, decoder_num_heads=1), "decoder_embed_dim=30: .*multiple of 4"),  # found by fuzzing
 ])
 def test_bad_configurations(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -160,3 +161,19 @@ def test_causal_cluster_mask_and_shift():
     clusters = torch.arange(4 * 3).reshape(1, 4, 3)  # (B, n, k*k)
     inputs, targets = causal_shift(clusters)
     assert inputs.tolist() == [list(range(9))] and targets.tolist() == [list(range(3, 12))]
+
+
+def test_every_cluster_ordering_is_pinned():
+    """Issue 25 (7): each ordering's prediction order on a 2 x 3 cluster grid (raster ids [[0, 1, 2], [3, 4, 5]]),
+    written out: `column_reverse` is the column order backwards, not the column order."""
+    from armvision.models.arm import cluster_order_for
+
+    want = {"row": [0, 1, 2, 3, 4, 5], "column": [0, 3, 1, 4, 2, 5], "row_reverse": [5, 4, 3, 2, 1, 0],
+            "column_reverse": [5, 2, 4, 1, 3, 0]}
+    for ordering, order in want.items():
+        assert cluster_order_for(ordering, (2, 3)).tolist() == order, ordering
+    random = cluster_order_for("random", (2, 3), seed=3)
+    assert sorted(random.tolist()) == list(range(6)) and random.tolist() == cluster_order_for("random", (2, 3), 3).tolist()
+    assert random.tolist() != cluster_order_for("random", (2, 3), seed=4).tolist()
+    m = tiny_pretrainer(ordering="column_reverse")  # the model uses it: its first cluster is the last raster one
+    assert m.cluster_order.tolist() == [3, 1, 2, 0] and m.token_order[:4].tolist() == [10, 11, 14, 15]

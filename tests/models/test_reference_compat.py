@@ -2,6 +2,7 @@
 import torch
 
 import armvision
+from armvision.fields import as_hw
 from armvision.models import infer_config
 
 from armtest import load_fixture
@@ -37,12 +38,12 @@ def test_load_model_infers_the_reference_geometry(fixtures_dir):
     expected = load_fixture("reference_pretrain_expected.pth")
     model, _ = armvision.load_model(fixtures_dir / "reference_pretrain_checkpoint.pth")
     for k, v in expected["config"].items():
-        assert getattr(model.config, k) == v
+        assert getattr(model.config, k) == (as_hw(v) if k == "img_size" else v)  # sizes are held as (h, w)
     assert model.cluster_size == 4 and model.num_clusters == 9
     with torch.no_grad():
         assert abs(model.eval()(expected["input"]).loss.item() - expected["loss"].item()) < 1e-4
     ft, _ = armvision.load_model(fixtures_dir / "reference_finetune_checkpoint.pth")
-    assert (ft.config.kind, ft.config.num_classes, ft.config.depth, ft.config.img_size) == ("classifier", 5, 2, 224)
+    assert (ft.config.kind, ft.config.num_classes, ft.config.depth, ft.config.img_size) == ("classifier", 5, 2, (224, 224))
 
 
 def test_reference_pretraining_checkpoint_into_classifier(fixtures_dir):

@@ -8,7 +8,7 @@ import pytest
 from armvision.cli._config import add_config_arguments, resolve_config
 from armvision.errors import ConfigError
 from armvision.models import build_model
-from armvision.models.config import config_from_dict, make_config
+from armvision.models.config import BackboneConfig, config_from_dict, make_config
 from armvision.nn import MambaMixer
 from armvision.train.config import FinetuneConfig, PretrainConfig
 
@@ -44,4 +44,4 @@ def test_a_bad_value_is_one_clear_error(tmp_path):
 def test_configs_saved_before_the_field_default_to_auto():
     saved = dataclasses.asdict(make_config("classifier", "tiny", embed_dim=16, depth=1, img_size=32, patch_size=8))
     del saved["scan_backend"]
-    assert config_from_dict(saved).scan_backend == "auto"
+    assert config_from_dict(BackboneConfig, saved).scan_backend == "auto"

@@ -286,13 +286,15 @@ def test_vim_depth_matches_the_parameter_count():
     import dataclasses
 
     from armvision.models import build_model
+    from armvision.fields import config_from_dict
     from armvision.train import PretrainConfig
 
     plan = StudyPlan()
 
     def params(block, depth):
-        cfg = PretrainConfig(model="tiny", embed_dim=plan.embed_dim, depth=depth, img_size=plan.img_size,
-                             patch_size=plan.patch_size, decoder_embed_dim=plan.decoder_embed_dim, block=block)
+        cfg = config_from_dict(PretrainConfig, dict(
+            model="tiny", embed_dim=plan.embed_dim, depth=depth, img_size=plan.img_size, patch_size=plan.patch_size,
+            decoder_embed_dim=plan.decoder_embed_dim, block=block))
         return sum(p.numel() for p in build_model(cfg.model).parameters())
 
     d = study_cells.vim_depth(plan)

@@ -117,6 +117,14 @@ def start_and_kill(args, out, rng, mid_save, timeout=120):
     return how, text
 
 
+def fit(trainer):
+    """Run a Trainer as train_pretrain / train_finetune do: inside its claimed output folder (`run_folder`)."""
+    from armvision.train.engine import run_folder
+
+    with run_folder(trainer.cfg, trainer.info):
+        return trainer.fit()
+
+
 class Toy(nn.Module):
     """A one-layer model for engine tests that need no ARM model."""
 

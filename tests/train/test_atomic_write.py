@@ -4,6 +4,7 @@ import errno
 import inspect
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -74,18 +75,93 @@ def test_a_failing_rename_keeps_the_old_file(tmp_path, monkeypatch):
     assert target.read_text() == "[]" and _names(tmp_path) == ["r.json"]
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_folder_names_the_file(tmp_path):
+READ_ONLY_WRITE = """
+import sys
+from armvision.fileio import FileWriteError, atomic_write
+try:
+    atomic_write(sys.argv[1], "new")
+except FileWriteError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+NO_OVERRIDE = 97  # exit code of a child that could not drop root's permission override
+
+
+def _without_permission_override():
+    """In the child, before it runs Python: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the capability
+    bounding set, so that the program it runs is root whom folder permissions stop (prctl PR_CAPBSET_DROP)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            os._exit(NO_OVERRIDE)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_read_only_folder_names_the_file_even_for_root(tmp_path):
+    """The write runs in a child process; as root, the child first gives up root's power to ignore permissions, so
+    that the read-only folder means the same for everyone (issue 25: the test used to be skipped as root)."""
     folder = tmp_path / "ro"
     folder.mkdir()
     (folder / "x.txt").write_text("old")
     folder.chmod(0o555)
     try:
-        with pytest.raises(FileWriteError, match="cannot write .*x.txt"):
-            atomic_write(folder / "x.txt", "new")
+        p = subprocess.run([sys.executable, "-c", READ_ONLY_WRITE, str(folder / "x.txt")], capture_output=True,
+                           text=True, timeout=300,
+                           preexec_fn=_without_permission_override if os.geteuid() == 0 else None)
     finally:
         folder.chmod(0o755)
-    assert (folder / "x.txt").read_text() == "old"
+    if p.returncode == NO_OVERRIDE:
+        pytest.skip("root here cannot give up its permission override (no CAP_SETPCAP)")
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr[-2000:])
+    assert p.stdout.strip() == f"cannot write {folder / 'x.txt'} (Permission denied)"
+    assert (folder / "x.txt").read_text() == "old" and _names(folder) == ["x.txt"]
+
+
+def test_a_folder_that_is_a_file_names_the_file(tmp_path):
+    """A path under a regular file cannot be written by anyone, root included."""
+    (tmp_path / "notes").write_text("a file")
+    with pytest.raises(FileWriteError, match=f"cannot write {tmp_path / 'notes' / 'x.txt'}"):
+        atomic_write(tmp_path / "notes" / "x.txt", "new")
+    assert _names(tmp_path) == ["notes"] and (tmp_path / "notes").read_text() == "a file"
+
+
+def _record_syncs(monkeypatch):
+    """Log each fsync (which file or folder: its inode) and each rename, in order."""
+    log = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        log.append(("fsync", st.st_ino, stat.S_ISDIR(st.st_mode)))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        log.append(("replace", os.stat(src).st_ino, False))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    return log
+
+
+@pytest.mark.parametrize("how", ["content", "via"])
+def test_the_file_is_synced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch, how):
+    """A crash (power loss) right after the rename must find the new content, and the rename itself, on disk."""
+    log = _record_syncs(monkeypatch)
+    target = tmp_path / "checkpoint-last.pth"
+    if how == "content":
+        atomic_write(target, b"weights")
+    else:
+        atomic_write_via(target, lambda p: p.write_bytes(b"weights"))
+    file_ino, dir_ino = target.stat().st_ino, tmp_path.stat().st_ino
+    assert ("fsync", file_ino, False) in log and ("fsync", dir_ino, True) in log, log
+    renamed = log.index(("replace", file_ino, False))
+    assert log.index(("fsync", file_ino, False)) < renamed < log.index(("fsync", dir_ino, True)), log
+    assert target.read_bytes() == b"weights"
 
 
 def test_writers_that_need_a_file_name(tmp_path):

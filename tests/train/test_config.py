@@ -21,7 +21,7 @@ from armvision.train.distributed import DistInfo
 from armvision.train.engine import Trainer
 from armvision.train.optim import param_groups
 
-from .conftest import Toy
+from .conftest import Toy, fit
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The classifier parameter counts of the reference (ARM_SPEC.md), at 224 px with 1000 classes.
@@ -149,7 +149,7 @@ def test_old_flag_spellings_still_work():
                                   "--cluster-size", "2", "--drop-path", "0.1", "--method", "mae",
                                   "--mask-ratio", "0.5"])
     assert isinstance(cfg.model, MAEConfig) and cfg.method == "mae"
-    assert (cfg.model.size, cfg.model.embed_dim, cfg.model.depth, cfg.model.img_size) == ("tiny", 32, 2, 32)
+    assert (cfg.model.size, cfg.model.embed_dim, cfg.model.depth, cfg.model.img_size) == ("tiny", 32, 2, (32, 32))
     assert cfg.model.drop_path_rate == 0.1 and cfg.model.mask_ratio == 0.5
     assert _parse(PretrainConfig, ["--drop-path-rate", "0.2"]).model.drop_path_rate == 0.2
 
@@ -160,9 +160,9 @@ def test_nested_and_flat_old_yaml_give_the_same_config(tmp_path):
     new.write_text(NESTED_PRETRAIN)
     a, b = _parse(PretrainConfig, ["--config", str(old)]), _parse(PretrainConfig, ["--config", str(new)])
     assert a == b and a.model.cluster_size == 2 and a.model.size == "tiny"
-    assert a == PretrainConfig(model="tiny", embed_dim=32, depth=2, img_size=32, patch_size=8, cluster_size=2,
-                               decoder_embed_dim=32, decoder_depth=2,
-                               num_workers=8)  # the flat keywords of earlier versions
+    assert a == PretrainConfig(model=PretrainerConfig(size="tiny", embed_dim=32, depth=2, img_size=32, patch_size=8,
+                                                      cluster_size=2, decoder_embed_dim=32, decoder_depth=2),
+                               num_workers=8)
     save_config(a, tmp_path / "config.yaml")  # what a run writes now reads back the same
     assert _parse(PretrainConfig, ["--config", str(tmp_path / "config.yaml")]) == a
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["kind"] == "pretrainer"
@@ -202,11 +202,11 @@ def test_a_checkpoint_with_the_flat_config_of_earlier_versions_resumes(tmp_path)
         return Trainer(PretrainConfig(**{**quiet, **kw}), DistInfo(), Toy(), data, lambda m, x, y: m(x).pow(2).mean(),
                        make_groups=lambda m: param_groups(m, 0.0))
 
-    trainer(max_steps=3).fit()
+    fit(trainer(max_steps=3))
     ck = load_file(tmp_path / "checkpoint-last.pth")
     ck["config"] = {**yaml.safe_load(OLD_PRETRAIN), "batch_size": 8, "blr": 0.1, "seed": 0, "accum_iter": 1}
     assert "model" in ck["config"] and isinstance(ck["config"]["model"], str)  # flat: `model: tiny`
     torch.save(ck, tmp_path / "checkpoint-last.pth")
     with pytest.raises(ConfigError, match="blr 0.1 -> 0.2"):
-        trainer(max_steps=6, resume="auto", blr=0.2).fit()
-    assert trainer(max_steps=6, resume="auto").fit()["step"] == 6
+        fit(trainer(max_steps=6, resume="auto", blr=0.2))
+    assert fit(trainer(max_steps=6, resume="auto"))["step"] == 6

@@ -42,8 +42,9 @@ def test_cli_pretrain_writes_a_checkpoint_that_finetunes(tmp_path, caplog):
     assert report.source == "contrastive"
     assert "dropped the projection head (projector.*" in str(report) and "into 4 directions" in str(report)
 
-    ft = FinetuneConfig(**SMALL, init=str(out / "checkpoint-last.pth"), batch_size=16, epochs=1, max_steps=2,
-                        mixup=0, cutmix=0, auto_augment=None, reprob=0, output=str(tmp_path / "ft"), **QUIET_KW)
+    ft = config_from_dict(FinetuneConfig, dict(**SMALL, init=str(out / "checkpoint-last.pth"), batch_size=16,
+                                               epochs=1, max_steps=2, mixup=0, cutmix=0, auto_augment=None, reprob=0,
+                                               output=str(tmp_path / "ft"), **QUIET_KW))
     with caplog.at_level(logging.INFO, logger="armvision"):
         s = train_finetune(ft)
     assert s["step"] == 2 and "acc1" in s["metrics"]
@@ -56,7 +57,7 @@ def test_bad_config_is_one_clear_error(tmp_path):
     assert p.returncode != 0 and "--temperature 0: must be > 0" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="temperature=-1"):
-        PretrainConfig(method="contrastive", temperature=-1.0)
+        config_from_dict(PretrainConfig, dict(method="contrastive", temperature=-1.0))
     with pytest.raises(ConfigError, match="temperature=0"):
         config_from_dict(PretrainConfig, {"method": "contrastive", "model": {"temperature": 0}}, "run.yaml")
     with pytest.raises(ConfigError, match="method='simclr'"):
@@ -64,16 +65,18 @@ def test_bad_config_is_one_clear_error(tmp_path):
 
 
 def test_contrastive_method_trains_on_two_views():
-    cfg = PretrainConfig(method="contrastive", **SMALL)
+    cfg = config_from_dict(PretrainConfig, dict(method="contrastive", **SMALL))
     tf = pretrain_data_transform(cfg)
     assert isinstance(tf, TwoViews) and cfg.model.kind == "contrastive"
-    assert not isinstance(pretrain_data_transform(PretrainConfig(method="arm", **SMALL, cluster_size=2)), TwoViews)
+    arm = config_from_dict(PretrainConfig, dict(method="arm", **SMALL, cluster_size=2))
+    assert not isinstance(pretrain_data_transform(arm), TwoViews)
 
 
 @pytest.mark.slow
 def test_contrastive_pretraining_lowers_the_loss(tmp_path):
-    cfg = PretrainConfig(method="contrastive", **SMALL, batch_size=32, epochs=2, max_steps=90, warmup_epochs=0.1,
-                         lr=3e-3, temperature=0.2, min_scale=0.5, output=str(tmp_path / "pt"), **QUIET_KW)
+    cfg = config_from_dict(PretrainConfig, dict(
+        method="contrastive", **SMALL, batch_size=32, epochs=2, max_steps=90, warmup_epochs=0.1, lr=3e-3,
+        temperature=0.2, min_scale=0.5, output=str(tmp_path / "pt"), **QUIET_KW))
     s = train_pretrain(cfg)
     losses = _losses(tmp_path / "pt")
     assert s["step"] == 90

@@ -29,7 +29,7 @@ def test_demo_smoke_writes_checkpoints_logs_and_curves(tmp_path, capsys):
     assert "val top-1" in out and "chance 10%" in out
     # the demo pretrains the cluster setup it announces: 4x4 patches of 8 px in 2x2 clusters
     ck = torch.load(tmp_path / "pretrain" / "checkpoint-last.pth", weights_only=True)
-    assert ck["config"]["model"]["cluster_size"] == 2 and ck["config"]["model"]["img_size"] == 32
+    assert ck["config"]["model"]["cluster_size"] == 2 and ck["config"]["model"]["img_size"] == (32, 32)
 
 
 def test_bench_step_and_data_pieces(tmp_path):

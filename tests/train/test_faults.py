@@ -19,9 +19,9 @@ from armvision.train.config import PretrainConfig
 from armvision.train.distributed import DistInfo
 from armvision.train.engine import CheckpointSaveError, Trainer, TrainingDiverged
 from armvision.train.optim import param_groups
-from armvision.train.rundir import LOCK, claim_run_dir
+from armvision.train.rundir import LOCK, claim_run_dir, process_identity
 
-from .conftest import QUIET, TINY_PRETRAIN, Toy
+from .conftest import QUIET, TINY_PRETRAIN, Toy, fit
 
 TOY = dict(num_workers=0, progress=False, log_every=1, tensorboard=False, epochs=1, warmup_epochs=0, blr=0.1,
            clip_grad=None)
@@ -76,19 +76,20 @@ def test_a_second_live_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_pat
         (out / LOCK).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "start": "earlier"}))
         trainer, _ = _toy_trainer(out, max_steps=2)
         with pytest.raises(ConfigError, match=f"in use by the running process {other.pid}"):
-            trainer.fit()
+            fit(trainer)
         assert not (out / "log.jsonl").exists()  # the second run wrote nothing
     finally:
         other.kill()
         other.wait()
     with caplog.at_level(logging.WARNING, logger="armvision"):
-        _toy_trainer(out, max_steps=2)[0].fit()  # now the lock is stale: taken over, with a notice
+        fit(_toy_trainer(out, max_steps=2)[0])  # now the lock is stale: taken over, with a notice
     assert f"stale lock of process {other.pid}" in caplog.text
     assert not (out / LOCK).exists()  # released at the end
     # a run holding the lock (here: the lock says our parent process, alive) keeps out a second claim
     held = claim_run_dir(tmp_path / "race", None, False)
     rec = json.loads((tmp_path / "race" / LOCK).read_text())
-    (tmp_path / "race" / LOCK).write_text(json.dumps({**rec, "pid": os.getppid()}))
+    (tmp_path / "race" / LOCK).write_text(json.dumps({**rec, "pid": os.getppid(),
+                                                      "identity": process_identity(os.getppid())}))
     with pytest.raises(ConfigError, match=f"in use by the running process {os.getppid()}"):
         claim_run_dir(tmp_path / "race", "auto", False)
     held.release()
@@ -113,7 +114,7 @@ def test_weights_broken_by_an_update_are_never_saved(tmp_path, caplog):
     trainer, model = _toy_trainer(tmp_path, loss_fn, save_every=1)
     _inf_grad_at(model, calls, 6)
     with pytest.raises(TrainingDiverged, match=r"weights are not finite.*step 6 .*holds step 5"):
-        trainer.fit()
+        fit(trainer)
     ckpt = load_file(tmp_path / "checkpoint-last.pth")
     assert ckpt["step"] == 5  # used to be step 6, with NaN weights, and resuming NaNed again
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -130,14 +131,14 @@ def test_max_bad_steps_skips_non_finite_steps_then_stops(tmp_path, caplog):
     trainer, model = _toy_trainer(tmp_path / "a", loss_fn, max_bad_steps=2)
     _inf_grad_at(model, calls, 5)
     with caplog.at_level(logging.WARNING, logger="armvision"):
-        s = trainer.fit()
+        s = fit(trainer)
     assert s["step"] == 6 and "update skipped (2 of at most 2)" in caplog.text  # 8 batches, 2 skipped
     assert all(torch.isfinite(p).all() for p in model.parameters())
     calls["n"] = 0
     trainer, model = _toy_trainer(tmp_path / "b", loss_fn, max_bad_steps=1)
     _inf_grad_at(model, calls, 5)
     with pytest.raises(TrainingDiverged, match="gradients are not finite at step 4"):
-        trainer.fit()
+        fit(trainer)
 
 
 # ---- 3. a failed save keeps the previous checkpoint ------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
     monkeypatch.setattr(ck.torch, "save", full_disk)
     trainer, _ = _toy_trainer(tmp_path / "api", save_every=3)
     with pytest.raises(CheckpointSaveError, match=r"No space left on device.*step 3\) is kept"):
-        trainer.fit()
+        fit(trainer)
     assert load_file(tmp_path / "api" / "checkpoint-last.pth")["step"] == 3
     assert not [p for p in (tmp_path / "api").iterdir() if ".tmp" in p.name]  # no debris
     n["saves"] = 0
@@ -188,16 +189,16 @@ def test_stale_temp_files_of_dead_saves_are_removed_at_start(tmp_path, caplog):
 # ---- 7. a resume with other settings ---------------------------------------------------------------------------
 @pytest.mark.parametrize("change", [{"batch_size": 16}, {"seed": 3}, {"lr": 0.5}, {"blr": 0.2}])
 def test_resume_with_changed_batch_size_seed_or_lr_is_refused_unless_forced(tmp_path, caplog, change):
-    _toy_trainer(tmp_path, max_steps=3, epochs=3)[0].fit()
+    fit(_toy_trainer(tmp_path, max_steps=3, epochs=3)[0])
     key = next(iter(change))
     trainer, _ = _toy_trainer(tmp_path, max_steps=6, epochs=3, resume="auto", **change)  # more steps: allowed
     with pytest.raises(ConfigError, match=f"{key} .* -> {change[key]}.*--force"):
-        trainer.fit()
+        fit(trainer)
     assert load_file(tmp_path / "checkpoint-last.pth")["step"] == 3
     with caplog.at_level(logging.WARNING, logger="armvision"):
-        s = _toy_trainer(tmp_path, max_steps=6, epochs=3, resume="auto", force=True, **change)[0].fit()
+        s = fit(_toy_trainer(tmp_path, max_steps=6, epochs=3, resume="auto", force=True, **change)[0])
     assert s["step"] == 6 and "changed settings" in caplog.text
-    s = _toy_trainer(tmp_path, max_steps=7, epochs=3, resume="auto", **change)[0].fit()  # now the run's own
+    s = fit(_toy_trainer(tmp_path, max_steps=7, epochs=3, resume="auto", **change)[0])  # now the run's own
     assert s["step"] == 7
 
 

@@ -38,13 +38,13 @@ def test_the_checkpoint_decides_the_architecture_and_flags_override_it(pretraine
     with caplog.at_level(logging.INFO, logger="armvision"):
         cfg = _parse(["--init", str(pretrained)])
     m = cfg.model
-    assert (m.size, m.embed_dim, m.depth, m.img_size, m.patch_size) == ("tiny", 24, 3, 16, 8)
+    assert (m.size, m.embed_dim, m.depth, m.img_size, m.patch_size) == ("tiny", 24, 3, (16, 16), 8)
     assert m.num_classes is None and m.drop_path_rate == 0.1  # finetuning's own fields keep their defaults
     assert "the classifier --init" in caplog.text and "embed_dim 24" in caplog.text and "override" not in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="armvision"):
         cfg = _parse(["--init", str(pretrained), "--img-size", "32"])
-    assert cfg.model.img_size == 32 and cfg.model.embed_dim == 24
+    assert cfg.model.img_size == (32, 32) and cfg.model.embed_dim == 24
     assert "given values override it: img_size 32 (checkpoint: 16)" in caplog.text
     # without --init the defaults are the reference recipe's
     assert _parse([]).model.embed_dim == 768

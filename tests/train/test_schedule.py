@@ -16,7 +16,7 @@ from armvision.train.optim import build_optimizer, param_groups
 from armvision.train.recipe import fit_recipe
 from armvision.train.schedule import Warmup, group_lr, lr_at, make_scheduler, plan_warmup
 
-from .conftest import Toy
+from .conftest import Toy, fit
 
 QUIET = dict(num_workers=0, progress=False, tensorboard=False, log_every=1)
 
@@ -81,8 +81,8 @@ def _steps(tmp_path, caplog, **kw):
     cfg = PretrainConfig(**{**dict(batch_size=8, epochs=1600, warmup_epochs=40, blr=0.1, output=str(tmp_path)),
                             **QUIET, **kw})
     with caplog.at_level(logging.INFO, logger="armvision"):
-        Trainer(cfg, DistInfo(), Toy(), data, lambda m, x, y: m(x).pow(2).mean(),
-                make_groups=lambda m: param_groups(m, 0.0)).fit()
+        fit(Trainer(cfg, DistInfo(), Toy(), data, lambda m, x, y: m(x).pow(2).mean(),
+                    make_groups=lambda m: param_groups(m, 0.0)))
     return [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
 
 
@@ -105,7 +105,7 @@ def test_finetune_recipe_line_names_the_ema(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="armvision"):
         t = Trainer(cfg, DistInfo(), Toy(), data, lambda m, x, y: m(x).pow(2).mean(),
                     make_groups=lambda m: param_groups(m, 0.0), ema_decay=cfg.ema_decay)
-        t.fit()
+        fit(t)
     assert t.ema.decay == pytest.approx(1 - 10 / 33)
     line = [r for r in caplog.records if "recipe" in r.getMessage()]
     assert len(line) == 1 and "EMA decay 0.99992 -> 0.697" in line[0].getMessage()

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from armvision.errors import ConfigError, DataError
 from armvision.train.checkpoint import load_file
-from armvision.train.config import FinetuneConfig, PretrainConfig
+from armvision.train.config import FinetuneConfig, PretrainConfig, config_from_dict
 from armvision.train.distributed import DistInfo
 from armvision.train.engine import Trainer, TrainingDiverged, resolve_precision
 from armvision.train.finetune import train_finetune
@@ -18,7 +18,7 @@ from armvision.train.optim import param_groups
 from armvision.train.pretrain import train_pretrain
 
 from ..data.conftest import make_bad_folder
-from .conftest import Toy
+from .conftest import Toy, fit
 
 QUIET = dict(num_workers=0, progress=False, log_every=5)
 
@@ -29,9 +29,10 @@ def _log(out, kind="train"):
 
 @pytest.mark.slow
 def test_tiny_pretrain_lowers_the_loss_then_finetune_beats_chance(tmp_path):
-    pt = PretrainConfig(model="tiny", embed_dim=32, depth=2, decoder_embed_dim=32, decoder_depth=2, img_size=32,
-                        patch_size=8, cluster_size=2, batch_size=32, epochs=1, max_steps=40, warmup_epochs=0.1,
-                        blr=2e-2, output=str(tmp_path / "pt"), **QUIET)
+    pt = config_from_dict(PretrainConfig, dict(
+        model="tiny", embed_dim=32, depth=2, decoder_embed_dim=32, decoder_depth=2, img_size=32, patch_size=8,
+        cluster_size=2, batch_size=32, epochs=1, max_steps=40, warmup_epochs=0.1, blr=2e-2,
+        output=str(tmp_path / "pt"), **QUIET))
     s = train_pretrain(pt)
     log = _log(tmp_path / "pt")
     assert [r["step"] for r in log] == [5, 10, 15, 20, 25, 30, 35, 40]
@@ -42,11 +43,11 @@ def test_tiny_pretrain_lowers_the_loss_then_finetune_beats_chance(tmp_path):
     assert ck["kind"] == "pretrain" and ck["config"]["model"]["cluster_size"] == 2 and ck["model_config"]["kind"] == "pretrainer"
     assert (tmp_path / "pt" / "config.yaml").read_text().count("cluster_size: 2") == 1
 
-    ft = FinetuneConfig(model="tiny", embed_dim=32, depth=2, img_size=32, patch_size=8,
-                        init=pt.output + "/checkpoint-last.pth",
-                        batch_size=32, epochs=2, max_steps=92, warmup_epochs=0.1, blr=4e-2, mixup=0, cutmix=0,
-                        auto_augment=None, reprob=0, min_scale=0.6, hflip=0.0, layer_decay=0.75, ema_decay=0.99,
-                        drop_path=0.0, tensorboard=False, output=str(tmp_path / "ft"), **QUIET)
+    ft = config_from_dict(FinetuneConfig, dict(
+        model="tiny", embed_dim=32, depth=2, img_size=32, patch_size=8, init=pt.output + "/checkpoint-last.pth",
+        batch_size=32, epochs=2, max_steps=92, warmup_epochs=0.1, blr=4e-2, mixup=0, cutmix=0, auto_augment=None,
+        reprob=0, min_scale=0.6, hflip=0.0, layer_decay=0.75, ema_decay=0.99, drop_path=0.0, tensorboard=False,
+        output=str(tmp_path / "ft"), **QUIET))
     s = train_finetune(ft)
     val = _log(tmp_path / "ft", "val")
     assert [r["epoch"] for r in val] == [1, 2]
@@ -60,9 +61,10 @@ def test_tiny_pretrain_lowers_the_loss_then_finetune_beats_chance(tmp_path):
 @pytest.mark.slow
 def test_bad_data_folder_trains_and_reports_skipped_files(tmp_path, caplog):
     data = make_bad_folder(tmp_path / "data")
-    cfg = PretrainConfig(model="tiny", embed_dim=16, depth=2, decoder_embed_dim=16, decoder_depth=2, img_size=16,
-                         patch_size=8, cluster_size=1, batch_size=4, epochs=2, warmup_epochs=0.5, data=str(data),
-                         tensorboard=False, output=str(tmp_path / "out"), **QUIET)
+    cfg = config_from_dict(PretrainConfig, dict(
+        model="tiny", embed_dim=16, depth=2, decoder_embed_dim=16, decoder_depth=2, img_size=16, patch_size=8,
+        cluster_size=1, batch_size=4, epochs=2, warmup_epochs=0.5, data=str(data), tensorboard=False,
+        output=str(tmp_path / "out"), **QUIET))
     with caplog.at_level(logging.INFO, logger="armvision"):
         s = train_pretrain(cfg)
     assert s["step"] == 8  # 16 usable images / batch 4, 2 epochs
@@ -88,7 +90,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                          output=str(tmp_path), **QUIET)
     trainer = Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.0))
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 6 .*checkpoint-last.pth"):
-        trainer.fit()
+        fit(trainer)
     ck = load_file(tmp_path / "checkpoint-last.pth")
     assert ck["step"] == 4 and torch.isfinite(ck["model"]["lin.weight"]).all()
 
@@ -133,7 +135,7 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path):
         torch.manual_seed(1)
         cfg = PretrainConfig(batch_size=bs, accum_iter=accum, epochs=2, warmup_epochs=0.5, blr=0.5, clip_grad=1.0,
                              tensorboard=False, output=str(tmp_path / f"a{accum}"), **{**QUIET, "log_every": 1})
-        s = Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.05)).fit()
+        s = fit(Trainer(cfg, DistInfo(), Toy(), data, loss_fn, make_groups=lambda m: param_groups(m, 0.05)))
         assert s["step"] == 8  # 64 / 16 per step, 2 epochs
         finals.append((load_file(tmp_path / f"a{accum}" / "checkpoint-last.pth")["model"],
                        [r["loss"] for r in _log(tmp_path / f"a{accum}")]))
@@ -148,7 +150,7 @@ def test_init_from_the_reference_pretraining_checkpoint(fixtures_dir, caplog):
 
     from armvision.train.finetune import build_classifier, init_from
 
-    cfg = FinetuneConfig(model="tiny", embed_dim=32, depth=12, img_size=64, patch_size=16)
+    cfg = config_from_dict(FinetuneConfig, dict(model="tiny", embed_dim=32, depth=12, img_size=64, patch_size=16))
     model = build_classifier(cfg, num_classes=5)
     with caplog.at_level(logging.INFO, logger="armvision"):
         init_from(model, str(fixtures_dir / "reference_pretrain_checkpoint.pth"))

@@ -35,11 +35,16 @@ COMMANDS = {
 VERBOSITY = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1}
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline in a value or a file name) written as escapes: an error is one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (`PROG: error: MESSAGE (see PROG --help)`) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -118,11 +123,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(module.run(args) or 0)
     except ArmVisionError as e:  # user mistakes: one clear line, no traceback wall
-        print(f"armvision {name}: error: {e}", file=sys.stderr)
+        print(f"armvision {name}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable output, a full disk, ...: name the file, no traceback
         where = f"{e.filename}: " if e.filename else ""
-        print(f"armvision {name}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"armvision {name}: error: {one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"armvision {name}: interrupted", file=sys.stderr)

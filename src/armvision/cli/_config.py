@@ -12,9 +12,8 @@ import dataclasses
 import typing
 from typing import Any, Callable, Iterator, Optional
 
-from ..fields import alternatives, default_of, is_list
-from ..train.config import (FinetuneConfig, build_config_kwargs, config_from_layers, load_config_file, model_knobs,
-                            preset_names, yaml_where)
+from ..fields import Layer, alternatives, default_of, is_list
+from ..train.config import FinetuneConfig, load_config_file, model_knobs, preset_names
 
 MODEL = "model."  # dest prefix of the nested model's flags
 
@@ -44,7 +43,7 @@ def _only_for(cls: type, name: str) -> str:
 def help_text(text: str, note: str, default: Any) -> str:
     """A flag's help: its text, the methods it applies to, and its default unless the text already says it (or
     there is none to say: "(default: None)" tells nothing)."""
-    shown = " ".join(map(str, default)) if isinstance(default, list) else default
+    shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
     said = "default" in text or default is None
     return f"{text}{note}" + ("" if said else f" (default: {shown})")
 
@@ -53,8 +52,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """`--config` and one flag per field (defaults are applied later, so given flags can override the file)."""
     parser.add_argument("--config", metavar="YAML", help="YAML file, or the name of a shipped preset ("
                         f"{', '.join(preset_names())}); flags given here override it")
-    defaults = build_config_kwargs(cls, [{}])
-    model_defaults = dataclasses.asdict(defaults["model"])
+    defaults = dataclasses.asdict(cls())
+    model_defaults = defaults["model"]
     groups = {False: parser.add_argument_group("training"),
               True: parser.add_argument_group(f"model ({' / '.join(m.__name__ for m in cls.MODELS.values())})")}
     for dest, f, tp, flags in config_flags(cls):
@@ -95,22 +94,19 @@ def _given(cls: type, args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
 
 def resolve_config(cls: type, args: argparse.Namespace) -> Any:
     """defaults <- --config YAML (or preset) <- flags given on the command line."""
-    layers = []
-    if getattr(args, "config", None):
-        values, source = load_config_file(args.config)
-        layers.append((values, source, yaml_where(source)))
+    layers = [load_config_file(args.config)] if getattr(args, "config", None) else []
     given, spelling = _given(cls, args)
 
     def flag_where(key: str, value: Any) -> str:
-        shown = " ".join(map(str, value)) if isinstance(value, list) else value
+        shown = " ".join(map(str, value)) if isinstance(value, list) else value if value != "" else "''"
         return f"{spelling.get(key, key)} {shown}"
 
-    layers.append((given, "options", flag_where))
+    layers.append(Layer(given, "options", flag_where))
     if cls is FinetuneConfig:  # the --init checkpoint's architecture beneath the file and the flags
         from ..train.finetune import finetune_config
 
         return finetune_config(layers)
-    return config_from_layers(cls, layers)
+    return cls.from_layers(layers)
 
 
 def run_training(cls: type, args: argparse.Namespace, train: Callable[[Any], Optional[dict]]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..argcheck import check_output_file
-from .argtypes import POS_FLOAT, POS_INT
+from ..argcheck import check_output_file, number
+from .argtypes import POS_FLOAT, POS_INT, argtype
 from .common import hidden_alias
 
 log = logging.getLogger("armvision.deploy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..deploy.export import FORMATS
+    from ..deploy.export import FORMATS, MIN_OPSET
 
     parser.add_argument("checkpoint", help="classifier checkpoint (any file or folder `armvision.load_model` reads); "
                         "a pretraining checkpoint with --features")
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with eager")
     parser.add_argument("--tolerance", type=POS_FLOAT, default=1e-4,
                         help="largest |exported - eager| accepted by the check (default 1e-4); above it: exit 1")
-    parser.add_argument("--opset", type=POS_INT, default=None, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--opset", type=argtype(int, number(MIN_OPSET)), default=None,
+                        help=f"ONNX opset, >= {MIN_OPSET} (default: the exporter's)")
 
 
 def run(args: argparse.Namespace) -> int:

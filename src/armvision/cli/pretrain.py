@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, summary = run_training(PretrainConfig, args, train_pretrain)
     if summary is not None:
+        tb = f", TensorBoard {cfg.output}/tb" if cfg.tensorboard else ""  # --no-tensorboard: no such folder
         print(f"pretraining done: step {summary['step']}, loss {summary['loss']:.4f}; checkpoint "
-              f"{summary['checkpoint']}, log {cfg.output}/log.jsonl, TensorBoard {cfg.output}/tb", flush=True)
+              f"{summary['checkpoint']}, log {cfg.output}/log.jsonl{tb}", flush=True)
     return 0

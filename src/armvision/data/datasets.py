@@ -1,4 +1,4 @@
-"""Datasets: an ImageFolder that skips bad files, the embedded digits default, and per-sample seeded augmentation.
+"""Datasets: an ImageFolder that skips bad files, and per-sample seeded augmentation (the embedded digits: digits.py).
 
 Bad files (zero bytes, not an image, unreadable header, more pixels than `max_pixels`, a pixel format that cannot
 be shown as RGB) are found when the folder is scanned and skipped with a warning naming each; files that only fail
@@ -12,7 +12,6 @@ to 8 bits (not clipped to white); float images are skipped with a reason.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -27,13 +26,12 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
-from .images import (DEFAULT_MAX_PIXELS, STRICT_PIXEL_BUDGET, STRICT_THREADS, CountsLoadFailures,  # noqa: F401
-                     LoadFailures, UnusableImage, allow_pixels, check_files, image_file_filter, load_rgb, name_skipped,
-                     to_rgb)
+from .digits import EMBEDDED_NAME, embedded_digits  # noqa: F401
+from .images import (DEFAULT_MAX_PIXELS, MAX_NAMED, STRICT_PIXEL_BUDGET, STRICT_THREADS,  # noqa: F401
+                     CountsLoadFailures, LoadFailures, UnusableImage, allow_pixels, check_files, image_file_filter,
+                     load_rgb, name_skipped, shown, to_rgb)
 
 log = logging.getLogger(__name__)
-EMBEDDED_NAME = "embedded:digits"
-DIGITS_VAL_SIZE = 300  # fixed, stratified, seed 0: 1,497 train / 300 val
 
 
 def scan_folder(root: str, class_to_idx: dict[str, int], accept: Callable[[str], bool]
@@ -124,7 +122,18 @@ class SafeImageFolder(CountsLoadFailures, ImageFolder):
         if not self.samples:
             raise DataError(f"data folder {root} contains no readable images "
                             f"(extensions {', '.join(IMG_EXTENSIONS)})")
+        self._refuse_empty_classes(root)
         self.failures = LoadFailures(len(self.samples))  # shared with DataLoader workers (inherited at start)
+
+    def _refuse_empty_classes(self, root: Path) -> None:
+        """A class folder without a usable image would still be an output of the model (never seen in training):
+        refused, named."""
+        used = set(self.targets)
+        empty = [c for c, i in self.class_to_idx.items() if i not in used]
+        if empty:
+            names = ", ".join(shown(c) for c in empty[:MAX_NAMED]) + (" ..." if len(empty) > MAX_NAMED else "")
+            raise DataError(f"data folder {shown(str(root))}: {len(empty)} class folder(s) without a usable image "
+                            f"({names}); add images, or remove the folder(s): each would be a class of the model")
 
     def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
         samples, skipped = scan_folder(directory, class_to_idx, self._accept)
@@ -145,56 +154,6 @@ class SafeImageFolder(CountsLoadFailures, ImageFolder):
         """One line: how many files were skipped at scan time and at load time."""
         return (f"data {self.root}: {len(self.skipped)} file(s) skipped when scanning, "
                 f"{self.load_failures} failed to decode while training")
-
-
-@functools.lru_cache(maxsize=4)
-def _digits(img_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rendered digits: (train images (N, S, S) uint8, train labels, val images, val labels)."""
-    # resources/digits.npz: the UCI optical digits as scikit-learn bundles them (images (1797, 8, 8) uint8 in 0..16,
-    # target), with the split sklearn's train_test_split(test_size=300, stratify=target, random_state=0) gave
-    from importlib import resources
-
-    with resources.files("armvision.data").joinpath("resources/digits.npz").open("rb") as f:
-        d = dict(np.load(f))
-    imgs = np.round(d["images"] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(im, "L").resize((img_size, img_size), Image.BICUBIC))
-                    for im in imgs])  # (1797, S, S)
-    target = d["target"].astype(np.int64)
-    tr, va = d["train_index"].astype(np.int64), d["val_index"].astype(np.int64)
-    assert len(va) == DIGITS_VAL_SIZE
-    return big[tr], target[tr], big[va], target[va]
-
-
-class EmbeddedDigits(Dataset):
-    """scikit-learn's 1,797 real 8x8 digit images, upsampled (bicubic) to `img_size`, as 3-channel PIL images."""
-
-    def __init__(self, split: str = "train", img_size: int = 32, transform: Optional[Callable] = None):
-        if split not in ("train", "val"):
-            raise DataError(f"split must be 'train' or 'val', got {split!r}")
-        tr_x, tr_y, va_x, va_y = _digits(int(img_size))
-        self.images, labels = (tr_x, tr_y) if split == "train" else (va_x, va_y)
-        self.targets = [int(t) for t in labels]
-        self.classes = [str(i) for i in range(10)]
-        self.transform = transform
-        self.root = EMBEDDED_NAME + f"/{split}"
-        self.skipped: list[tuple[str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        img = Image.fromarray(self.images[index], "L").convert("RGB")
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, self.targets[index]
-
-    def report(self) -> str:
-        return f"data {self.root}: {len(self)} embedded images, none skipped"
-
-
-def embedded_digits(split: str = "train", img_size: int = 32, transform: Optional[Callable] = None) -> EmbeddedDigits:
-    """The embedded default dataset (used when no --data folder is given)."""
-    return EmbeddedDigits(split, img_size, transform)
 
 
 class AugmentSeeded(Dataset):

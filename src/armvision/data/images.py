@@ -14,6 +14,7 @@ import io
 import logging
 import multiprocessing as mp
 import os
+import re
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -34,13 +35,28 @@ class UnusableImage(Exception):
     """An image that opens but cannot be used (too many pixels, a pixel format without an RGB meaning)."""
 
 
+def shown(text: str) -> str:
+    """`text` (a file name, a line naming one) on one line: control characters such as a newline in a file name are
+    written as escapes, so that a list of one file per line stays one."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _too_many(pixels: str, max_pixels: Optional[int]) -> str:
+    return f"{pixels} pixels, more than the limit of {max_pixels:,} (raise it with --max-image-pixels)"
+
+
 def _pixel_check(im: Image.Image, max_pixels: Optional[int]) -> None:
     w, h = im.size
     if w < 1 or h < 1:
         raise UnusableImage(f"invalid size {im.size}")
     if max_pixels and w * h > max_pixels:
-        raise UnusableImage(f"{w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,} "
-                            "(raise it with --max-image-pixels)")
+        raise UnusableImage(_too_many(f"{w}x{h} = {w * h:,}", max_pixels))
+
+
+def _bomb(e: Exception, max_pixels: Optional[int]) -> UnusableImage:
+    """Pillow's decompression-bomb refusal (far above our limit), said with our limit and option."""
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    return UnusableImage(_too_many(f"{int(m.group(1)):,}" if m else "more", max_pixels or Image.MAX_IMAGE_PIXELS))
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -75,7 +91,11 @@ def load_rgb(source: ImageSource, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
     decoding), decode, to RGB."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies, named per file
-        with _open(source) as im:
+        try:
+            im = _open(source)
+        except Image.DecompressionBombError as e:
+            raise _bomb(e, max_pixels) from None
+        with im:
             _pixel_check(im, max_pixels)
             im.load()
             return to_rgb(im)
@@ -129,6 +149,8 @@ def check_image(source: ImageSource, full: bool, max_pixels: Optional[int] = DEF
                             budget.release(n)
     except UnusableImage as e:
         return str(e)
+    except Image.DecompressionBombError as e:
+        return str(_bomb(e, max_pixels))
     except Exception as e:  # PIL raises many types for bad files
         return f"{type(e).__name__}: {e}"
     return None
@@ -155,7 +177,7 @@ def name_skipped(skipped: Sequence[tuple[str, str]], where: str, strict: bool) -
 
     if not skipped:
         return
-    lines = [f"  {p}: {r}" for p, r in skipped[:MAX_NAMED]]
+    lines = [shown(f"  {p}: {r}") for p, r in skipped[:MAX_NAMED]]
     if len(skipped) > MAX_NAMED:
         lines.append(f"  ... and {len(skipped) - MAX_NAMED} more")
     if strict:
@@ -216,6 +238,6 @@ class LoadFailures:
                     if first:
                         self.count.value += 1
                 if first:
-                    log.warning("skipping unreadable image %s (%s: %s); using the next image", name(j),
-                                type(e).__name__, e)
+                    log.warning("%s", shown(f"skipping unreadable image {name(j)} ({type(e).__name__}: {e}); "
+                                            "using the next image"))
         raise DataError(f"no image of {where} could be decoded")

@@ -45,7 +45,8 @@ def split_exists(data: Optional[str], split: str) -> bool:
     return split == "train" and (os.path.isdir(data) or is_file_list(data))
 
 
-def build_dataset(data: Optional[str], split: str, transform: Optional[Callable], img_size: int = 32,
+def build_dataset(data: Optional[str], split: str, transform: Optional[Callable],
+                  img_size: int | tuple[int, int] = 32,
                   strict: bool = False, num_threads: int = 16, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
                   labelled: bool = True, train: Optional[bool] = None, seed: int = 0) -> Dataset:
     """Split `split` of `data` (see the module's docstring). `labelled=False` (pretraining) also takes folders

@@ -11,17 +11,20 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
+from ..fields import as_hw
+
+ImgSize = int | Sequence[int]  # one number, or (height, width): fields.as_hw
 
 
 def pretrain_transform(
-    img_size: int,
+    img_size: ImgSize,
     min_scale: float = 0.2,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Callable:
     """RandomResizedCrop(scale min_scale..1, bicubic) + horizontal flip + normalize (reference pretraining)."""
     return T.Compose([
-        T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(as_hw(img_size), scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(mean, std),
@@ -29,7 +32,7 @@ def pretrain_transform(
 
 
 def contrastive_transform(
-    img_size: int,
+    img_size: ImgSize,
     min_scale: float = 0.08,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -37,11 +40,11 @@ def contrastive_transform(
     """One SimCLR view: RandomResizedCrop(scale min_scale..1), flip, colour jitter (0.4, 0.4, 0.4, 0.1; p 0.8),
     grayscale (p 0.2), Gaussian blur (p 0.5), normalize. The blur is scaled to the image as in SimCLR: kernel ~10 %
     of the side (odd, >= 3), sigma in [0.1, 2.0] px at 224 px and proportionally less for smaller images."""
-    size = max(img_size) if isinstance(img_size, (list, tuple)) else img_size
+    size = max(as_hw(img_size))
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
     scale = size / 224.0
     return T.Compose([
-        T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(as_hw(img_size), scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
@@ -66,7 +69,7 @@ class TwoViews:
 
 
 def finetune_transform(
-    img_size: int,
+    img_size: ImgSize,
     auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1",
     reprob: float = 0.25,
     color_jitter: Optional[float] = None,
@@ -80,7 +83,7 @@ def finetune_transform(
     from timm.data import create_transform
 
     tf = create_transform(
-        input_size=img_size,
+        input_size=as_hw(img_size),
         is_training=True,
         scale=(min_scale, 1.0),
         hflip=hflip,
@@ -120,16 +123,18 @@ def _fix_posterize(transform: Callable) -> None:
 
 
 def eval_transform(
-    img_size: int,
+    img_size: ImgSize,
     crop_pct: float = DEFAULT_CROP_PCT,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Callable:
-    """Resize the short side to img_size / crop_pct (bicubic), center-crop img_size, normalize (224 -> 256 -> 224)."""
-    resize = int(math.floor(img_size / crop_pct)) if crop_pct < 1.0 else img_size
+    """Resize to img_size / crop_pct (bicubic; a square size: the short side), center-crop img_size, normalize
+    (224 -> 256 -> 224)."""
+    h, w = as_hw(img_size)
+    scaled = (int(math.floor(h / crop_pct)), int(math.floor(w / crop_pct))) if crop_pct < 1.0 else (h, w)
     return T.Compose([
-        T.Resize(resize, interpolation=InterpolationMode.BICUBIC),
-        T.CenterCrop(img_size),
+        T.Resize(scaled[0] if h == w else scaled, interpolation=InterpolationMode.BICUBIC),
+        T.CenterCrop((h, w)),
         T.ToTensor(),
         T.Normalize(mean, std),
     ])

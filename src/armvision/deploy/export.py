@@ -33,7 +33,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..eval.labels import LABEL_NAMES
+from ..fields import as_hw
 from .preprocess import METADATA_KEY, Preprocess, preprocess_of
+
+MIN_OPSET = 18  # torch.onnx's torch.export-based exporter writes this opset and newer ones
 
 log = logging.getLogger("armvision.deploy")
 FORMATS = ("pt2", "onnx")
@@ -140,10 +143,7 @@ def export(model: nn.Module, path: Union[str, os.PathLike], format: Optional[str
         raise ConfigError(f"the example batch must be >= 2 (a batch of 1 would be traced as a constant), got {batch}")
     model = model.eval().float().cpu()
     module = _Features(model) if features else model
-    if img_size is None:
-        h, w = model.patch_embed.img_size
-    else:
-        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    h, w = model.patch_embed.img_size if img_size is None else as_hw(img_size)
     example = torch.randn(batch, model.patch_embed.in_chans, h, w, generator=torch.Generator().manual_seed(0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,13 +185,28 @@ def _export_onnx(module: nn.Module, example: Tensor, dyn, path: Path, output: st
                           f"pip install 'armvision[export]'") from None
     from ..ops.scan_decomposed import decomposed_scan
 
-    kwargs = {} if opset is None else {"opset_version": opset}
+    kwargs = {} if opset is None else {"opset_version": check_opset(opset)}
     with decomposed_scan():  # torch.export first (its dynamic shapes hold), then the ONNX translation of that
         program = torch.export.export(module, (example,), dynamic_shapes=dyn)
     onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=["images"], output_names=[output],
                                      verbose=False, **kwargs)
     onnx_program.model.metadata_props.update(metadata)
+    written = max(o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise ConfigError(f"--opset {opset}: the exporter could only write opset {written} for this model; choose "
+                          f"{written} or leave --opset out")
     onnx_program.save(str(path))
+
+
+def check_opset(opset: int) -> int:
+    """`opset` if the ONNX exporter can write it (18, where torch.export-based export starts, up to the newest that
+    the installed onnx knows); else ConfigError naming the range."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ConfigError(f"--opset {opset}: the ONNX exporter writes opsets {MIN_OPSET} to {newest}")
+    return opset
 
 
 def _pt2_runner(path: Path):
@@ -229,6 +244,7 @@ def export_checkpoint(checkpoint: Union[str, os.PathLike], path: Union[str, os.P
     transform go into ONNX metadata."""
     from ..eval.evaluate import load_model_from
     from ..models import ARMClassifier, read_checkpoint
+    from ..models.checkpoint import require_finite
 
     fmt = resolve_format(path, format)  # before reading a checkpoint of gigabytes
     batch = kwargs.get("batch", 2)
@@ -236,6 +252,7 @@ def export_checkpoint(checkpoint: Union[str, os.PathLike], path: Union[str, os.P
         raise ConfigError(f"--batch-size {batch}: the traced batch must be >= 2 (1 would be traced as a constant)")
     ckpt = read_checkpoint(checkpoint)
     model, _ = load_model_from(ckpt, checkpoint, key="model_ema" if ema else "model")
+    require_finite(dict(model.named_parameters()), str(checkpoint))  # NaN weights export a model that predicts NaN
     kwargs.setdefault("preprocess", preprocess_of(model, ckpt))
     if not isinstance(model, ARMClassifier) and not features:
         raise ConfigError(f"{checkpoint} holds a pretrainer ({type(model).__name__}), not a classifier: pass "

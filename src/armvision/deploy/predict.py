@@ -89,13 +89,6 @@ class _Images(Dataset):
             return torch.zeros(3, *self.size), i, f"{type(e).__name__}: {e}"
 
 
-def _check_finite(model: torch.nn.Module, source: str) -> None:
-    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}"
-                              f"{', ...' if len(bad) > 3 else ''}): it cannot predict; use an earlier checkpoint")
-
-
 class Predictor:
     """A classifier (PyTorch or onnxruntime) with its class names and its input transform."""
 
@@ -116,6 +109,7 @@ class Predictor:
         from ..eval.features import model_kind
         from ..eval.labels import names_for, read_label_names
         from ..models import from_pretrained, read_checkpoint
+        from ..models.checkpoint import require_finite
         from ..models.hub import HUB_PREFIX
 
         key = "model_ema" if ema else "model"
@@ -127,7 +121,7 @@ class Predictor:
         if model_kind(model) != "classifier":
             raise CheckpointError(f"{source} is a {model_kind(model)} checkpoint, not a classifier: finetune it first "
                                   "(armvision finetune) to predict classes")
-        _check_finite(model, str(source))
+        require_finite(dict(model.named_parameters()), str(source))  # NaN weights predict nothing
         names = names_for(model.num_classes, read_label_names(source, model))
         model = model.eval().to(device)
 

@@ -49,16 +49,11 @@ class Preprocess:
             raise CheckpointError(f"{where}: metadata {METADATA_KEY} is not a valid transform ({e})") from None
 
 
-def image_size_of(model: Any) -> tuple[int, int]:
-    size = model.config.img_size
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 def preprocess_of(model: Any, ckpt: Optional[Mapping[str, Any]] = None) -> Preprocess:
     """The transform of `model`: its image size, and the mean / std / crop_pct of the training config that the
     checkpoint dict `ckpt` holds (ImageNet's and the default crop otherwise)."""
     cfg = ckpt.get("config") if isinstance(ckpt, Mapping) else None
     cfg = cfg if isinstance(cfg, Mapping) else {}
-    return Preprocess(image_size_of(model), float(cfg.get("crop_pct", DEFAULT_CROP_PCT)),
+    return Preprocess(tuple(model.config.img_size), float(cfg.get("crop_pct", DEFAULT_CROP_PCT)),
                       [float(v) for v in cfg.get("mean", IMAGENET_MEAN)],
                       [float(v) for v in cfg.get("std", IMAGENET_STD)])

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from ..constants import DEFAULT_CROP_PCT
 from ..errors import CheckpointError, ConfigError, DataError
+from ..fields import parse_json, read_text
 from ..fileio import atomic_write
-from ..models.config import img_hw
 from ..progress import track
 from .classes import per_class_rows, write_class_report
 from .features import model_kind
@@ -100,6 +100,7 @@ def load_model_for_eval(
     Sizes of reference files are read from the tensor shapes; `model_size` (a registry name) is checked against them.
     """
     from ..models import SIZES, read_checkpoint
+    from ..models.checkpoint import require_finite
 
     overrides: dict[str, Any] = {}
     if img_size is not None:
@@ -110,6 +111,7 @@ def load_model_for_eval(
     if not any(isinstance(v, dict) for v in ckpt.values()) and not all(torch.is_tensor(v) for v in ckpt.values()):
         raise CheckpointError(f"{checkpoint} holds no state dict (keys: {sorted(ckpt)[:8]})")
     model, report = load_model_from(ckpt, checkpoint, key="ema" if ema else "model", **overrides)
+    require_finite(dict(model.named_parameters()), str(checkpoint))  # NaN weights: no accuracy to report
     cfg = model.config
     if model_size is not None:
         if model_size not in SIZES:
@@ -215,7 +217,7 @@ def evaluate_checkpoint(
     if model_kind(model) != "classifier":
         raise CheckpointError(f"{checkpoint} is a {model_kind(model)} checkpoint, not a classifier: finetune it "
                               f"first (armvision finetune) or measure its features with armvision probe")
-    size = img_hw(model.config.img_size)
+    size = model.config.img_size  # (height, width)
     ds = build_eval_dataset(data, size, crop_pct)
     class_map = _class_map(checkpoint, model, ds, data, dataset, info[LABEL_NAMES])
     names = _eval_names(model, info[LABEL_NAMES], ds, data, dataset, class_map)
@@ -271,10 +273,7 @@ def append_json(path: str | Path, record: dict[str, Any]) -> None:
     path = Path(path)
     records = []
     if path.exists() and path.stat().st_size > 0:
-        try:
-            records = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--output-json {path} exists but is not JSON ({e}); give another file") from e
+        records = parse_json(read_text(path, f"--output-json {path}"), f"--output-json {path}")
         if not isinstance(records, list):
             raise ConfigError(f"--output-json {path} holds a JSON {type(records).__name__}, not a list of results")
     records.append(record)

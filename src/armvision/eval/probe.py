@@ -108,8 +108,9 @@ def linear_probe(
             "loss": float(F.cross_entropy(logits, test_labels))}
 
 
-def _features_of_splits(model: nn.Module, data: Optional[str], size: int, layer: Optional[int], batch_size: int,
-                        num_workers: int, dev: torch.device, max_images: Optional[int], progress: bool):
+def _features_of_splits(model: nn.Module, data: Optional[str], size: tuple[int, int], layer: Optional[int],
+                        batch_size: int, num_workers: int, dev: torch.device, max_images: Optional[int],
+                        progress: bool):
     """{"train": (feats, labels), "val": (feats, labels)} with the evaluation transform, and the class count."""
     from torch.utils.data import DataLoader, IterableDataset, Subset
 
@@ -165,8 +166,7 @@ def probe_checkpoint(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     model, info = load_model_for_eval(checkpoint, ema, img_size)
-    size = getattr(model.config, "img_size", 224)
-    size = size if isinstance(size, int) else int(size[0])
+    size = model.config.img_size  # (height, width)
     depth = getattr(model.config, "depth", None)
     if layer is not None and depth is not None and not 1 <= layer <= depth:
         raise ConfigError(f"--layer {layer} is out of range: the encoder has layers 1..{depth}")
@@ -176,7 +176,7 @@ def probe_checkpoint(
     (xtr, ytr), (xva, yva) = feats["train"], feats["val"]
     record: dict[str, Any] = {
         "checkpoint": str(checkpoint), "source": info.get("source"), "data": data or "embedded:digits",
-        "layer": layer if layer is not None else depth, "img_size": size, "feature_dim": xtr.shape[1],
+        "layer": layer if layer is not None else depth, "img_size": size[0] if size[0] == size[1] else list(size), "feature_dim": xtr.shape[1],
         "num_train": xtr.shape[0], "num_val": xva.shape[0],
         "feature": "pooled head feature" if layer is None and model_kind(model) == "classifier"
         else "mean of layer-normed tokens",

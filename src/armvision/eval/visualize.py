@@ -197,7 +197,7 @@ def load_pretrainer(checkpoint: str, size: Optional[str] = None, key: str = "mod
 
     if size is not None:
         sd = select_state_dict(read_checkpoint(checkpoint), key, checkpoint)
-        model = create_pretrainer(size, img_size=infer_config(sd).get("img_size", 192))
+        model = create_pretrainer(size, **{k: v for k, v in infer_config(sd).items() if k == "img_size"})
         load_checkpoint(model, {key: sd}, key=key)
     else:
         model, _ = load_model(checkpoint, key=key)
@@ -212,10 +212,8 @@ def visualize_checkpoint(checkpoint: str, out_dir: str | Path, size: Optional[st
                          images: Optional[Sequence[str]] = None, num_images: int = 4,
                          device: str = "cpu") -> VisualizeResult:
     """Draw `images` (files; default: `num_images` embedded digits) through the pretrainer in `checkpoint`."""
-    from ..models.config import img_hw
-
     model = load_pretrainer(checkpoint, size, key).to(device)
-    h, w = img_hw(model.config.img_size)
+    h, w = model.config.img_size
     if h != w:
         raise DataError(f"visualize supports square models; this one is {h}x{w}")
     imgs, names = load_images(images, h) if images else embedded_images(num_images, h)

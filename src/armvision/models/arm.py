@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..nn import DecoderBlock, sincos_2d, xavier_linear_
 from .backbone import MambaBackbone, normalize_patches
-from .config import ORDERINGS, TARGETS, PretrainerConfig, img_hw
+from .budget import FLOAT, layers_bytes
+from .config import ORDERINGS, PretrainerConfig, decoder_heads
 
 
 @dataclass
@@ -89,7 +90,7 @@ class ARMPretrainer(MambaBackbone):
         self.num_classes = 0
         (h, w), d, dd = self.grid_size, cfg.embed_dim, cfg.decoder_embed_dim
         self.pos_embed = nn.Parameter(sincos_2d(d, (h, w)).unsqueeze(0), requires_grad=False)  # (1, N, D), raster
-        heads = cfg.decoder_num_heads or max(1, dd // 64)
+        heads = decoder_heads(dd, cfg.decoder_num_heads)
         self.ar_token = nn.Parameter(torch.zeros(1, 1, dd))
         self.dec_pos_embed = nn.Parameter(sincos_2d(dd, (h, w)).unsqueeze(0), requires_grad=False)  # (1, N, dd)
         n_feat = len(self.feature_layers)
@@ -103,30 +104,25 @@ class ARMPretrainer(MambaBackbone):
         self.init_weights()
 
     def _set_geometry(self, cfg: PretrainerConfig) -> None:
-        """Check the cluster geometry, the target and the feature layers; build the sequence-order indices."""
-        (h, w), k = self.grid_size, cfg.cluster_size
-        if k < 1 or h % k or w % k:
-            ph, pw = img_hw(cfg.img_size)
-            raise ConfigError(
-                f"image size {ph}x{pw} with patch {cfg.patch_size} gives a {h}x{w} patch grid, which clusters of "
-                f"{k}x{k} patches do not tile; use an image size that is a multiple of {k * cfg.patch_size} px"
-            )
-        self.cluster_size, self.cluster_grid = k, (h // k, w // k)
+        """The cluster geometry and the feature layers of a (checked) config; the sequence-order indices."""
+        k = cfg.cluster_size
+        self.cluster_size, self.cluster_grid = k, cfg.cluster_grid
         self.num_clusters, self.tokens_per_cluster = self.cluster_grid[0] * self.cluster_grid[1], k * k
-        if self.num_clusters < 2:
-            raise ConfigError(f"ARM needs at least 2 clusters; {cfg.img_size} px / patch {cfg.patch_size} / cluster {k} gives 1")
-        if cfg.target not in TARGETS:
-            raise ConfigError(f"unknown target {cfg.target!r}; choose one of {', '.join(TARGETS)}")
         layers = list(cfg.feature_layers) if cfg.feature_layers else default_feature_layers(cfg.depth, cfg.decoder_depth)
-        if len(layers) != cfg.decoder_depth or not all(1 <= i <= cfg.depth for i in layers):
-            raise ConfigError(
-                f"feature_layers {layers} must name {cfg.decoder_depth} encoder layers (one per decoder block) in 1..{cfg.depth}"
-            )
         self.feature_layers = layers
         # Sequence order: clusters in prediction order, patches raster inside each cluster.
         self.register_buffer("cluster_order", cluster_order_for(cfg.ordering, self.cluster_grid, cfg.order_seed), persistent=False)
         self.register_buffer("token_order", self._token_order(), persistent=False)
         self.register_buffer("raster_index", torch.argsort(self.token_order), persistent=False)  # sequence -> raster
+
+    @classmethod
+    def extra_bytes(cls, cfg: PretrainerConfig, n: int) -> int:
+        """The decoder, its position table and input projection, the prediction head, the block-causal mask."""
+        dd, f, pixels = cfg.decoder_embed_dim, cfg.decoder_depth, cfg.patch_size**2 * cfg.in_chans
+        heads = decoder_heads(dd, cfg.decoder_num_heads)
+        decoder = layers_bytes(f, lambda: DecoderBlock(dd, heads, cfg.decoder_mlp_ratio))
+        masked = n - cfg.cluster_size**2  # tokens of the n-1 input clusters
+        return decoder + FLOAT * (n * dd + cfg.embed_dim * f * dd * f + dd * pixels + masked * masked)
 
     def _token_order(self) -> Tensor:
         (h, w), k, (_, cw) = self.grid_size, self.cluster_size, self.cluster_grid

@@ -16,7 +16,8 @@ from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from ..nn import MambaMixer, PatchEmbed, direction_name, make_block
 from ..nn.mamba import DIRECTION_SUFFIXES
 from ..errors import CheckpointError, ConfigError
-from .config import BackboneConfig, img_hw
+from .budget import FLOAT, layers_bytes, require_fits
+from .config import BackboneConfig
 
 
 def lecun_normal_(t: Tensor) -> None:
@@ -92,7 +93,7 @@ def recipe_cfg(cfg: BackboneConfig, fixed_input_size: bool) -> Dict[str, Any]:
     """timm's pretrained_cfg for a model built from `cfg`: the data recipe armvision trains and evaluates it with
     (input size and channels from the config; ImageNet mean/std, bicubic resize, centre crop 0.875, as in
     data/transforms.py), so `timm.data.resolve_data_config(model=m)` gives its transform; the first conv and head."""
-    h, w = img_hw(cfg.img_size)
+    h, w = cfg.img_size  # (height, width): configs hold it so
     num_classes = getattr(cfg, "num_classes", 0) or 0
     return dict(input_size=(cfg.in_chans, h, w), fixed_input_size=fixed_input_size, interpolation="bicubic",
                 crop_pct=DEFAULT_CROP_PCT, crop_mode="center", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -156,10 +157,15 @@ class MambaBackbone(nn.Module):
 
     def __init__(self, cfg: BackboneConfig, drop_path_rates: Optional[Sequence[float]] = None):
         super().__init__()
+        (h, w), kind = cfg.img_size, getattr(cfg, "kind", "backbone")
+        why = cfg.incomplete()
+        if why:
+            raise ConfigError(f"cannot build a {kind}: {why}")
+        require_fits(f"a {kind} {cfg.embed_dim} wide, {cfg.depth} deep, at {h}x{w} px", self.bytes_needed(cfg))
         self.config = cfg
         self.directions = self.scan_directions(cfg)
         self.embed_dim, self.depth = cfg.embed_dim, cfg.depth
-        self.patch_embed = PatchEmbed(img_hw(cfg.img_size), cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
         dpr = list(drop_path_rates) if drop_path_rates is not None else [0.0] * cfg.depth
         self.layers = nn.ModuleList(
             make_block(
@@ -177,6 +183,23 @@ class MambaBackbone(nn.Module):
         reduction = self.patch_embed.patch_size[0]
         self.feature_info = [dict(module=f"layers.{i}", num_chs=cfg.embed_dim, reduction=reduction) for i in range(cfg.depth)]
         self.pretrained_cfg = self.default_cfg = recipe_cfg(cfg, self.fixed_input_size)
+
+    @classmethod
+    def bytes_needed(cls, cfg: BackboneConfig) -> int:
+        """A lower bound of the memory a model of `cfg` takes, counted without building it (see budget.py): the
+        blocks, the patch projection and a position table, one image's scan states through one block, and what the
+        family adds (`extra_bytes`)."""
+        n, d = cfg.grid[0] * cfg.grid[1], cfg.embed_dim
+        directions = cls.scan_directions(cfg)
+        blocks = layers_bytes(cfg.depth, lambda: make_block(
+            cfg.block, d, MambaMixer(d, cfg.d_state, cfg.d_conv, cfg.expand, directions=directions)))
+        values = d * (cfg.in_chans * cfg.patch_size**2 + 1) + n * d + n * d * cfg.expand * cfg.d_state
+        return blocks + FLOAT * values + cls.extra_bytes(cfg, n)
+
+    @classmethod
+    def extra_bytes(cls, cfg: BackboneConfig, n: int) -> int:
+        """Bytes of what the family adds to the backbone of `cfg` (`n` patches): heads, decoders, tables."""
+        return 0
 
     @classmethod
     def scan_directions(cls, cfg: BackboneConfig) -> int:

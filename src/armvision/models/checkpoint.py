@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 from ..fileio import atomic_write, atomic_write_via
 from .backbone import MambaBackbone
-from .config import config_from_dict
+from .config import BackboneConfig, config_from_dict, read_config_json, saved_model_config
 from .hub import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME, hub_download, split_hub_id, upload_folder
 from .hub import model_card as make_model_card
 
@@ -60,25 +60,49 @@ class LoadReport:
 
 
 # ---- reading files ------------------------------------------------------------------------------------------------
-def _torch_load(path: Path) -> Any:
+_TORCH_ADVICE = ("weights_only", "trusted source", "file an issue", "Please", "In PyTorch", "Check the documentation",
+                 "torch.serialization", "safe_globals", "internal miniz error", "high likelihood")
+
+
+def _torch_reason(e: BaseException) -> str:
+    """What is wrong, from an exception of torch.load, without PyTorch's advice (which is to disable safe loading)."""
+    for line in str(e).splitlines():
+        line = line.strip()
+        for sentence in line.split(". "):
+            if sentence and not any(a in sentence for a in _TORCH_ADVICE) and not sentence.startswith("Weights only"):
+                return sentence.strip().rstrip(".")[:160]
+    return type(e).__name__
+
+
+def safe_torch_load(path: Path) -> Any:
+    """torch.load(path) with weights_only=True on the CPU, allowing argparse.Namespace (which reference checkpoints
+    hold) and nothing else: a pickle that asks to import or run anything is refused before it runs. Every failure is
+    one CheckpointError naming the file, in our words (never the advice to load unsafely)."""
+    import warnings
+
+    path = Path(path)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4 ...": nothing a user can act on
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e)
-        m = re.search(r"GLOBAL ([\w.]+)", msg)
-        if m or "Weights only load failed" in msg and "GLOBAL" in msg:
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if m or "GLOBAL" in str(e):
             what = m.group(1) if m else "an unknown global"
             raise CheckpointError(
-                f"refused to load {path}: the file asks to import or run {what}, which a weights file never needs. "
-                "Only plain tensors, containers and argparse.Namespace are allowed; re-save it as a state dict "
-                "or .safetensors if you trust its origin"
+                f"refused to load {path}: the file asks to import or run {what}, which a weights file never needs "
+                "(only tensors, plain containers and argparse.Namespace are loaded); if you made the file, save the "
+                "state dict again, or as .safetensors"
             ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({msg.splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path} is not a checkpoint armvision can read ({_torch_reason(e)})") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: not enough memory to read it") from None
     except Exception as e:  # truncated zip, legacy pickle garbage, text files: the unpickler raises many types
-        size = path.stat().st_size
-        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} ({size} bytes) is truncated or not a checkpoint: {first}") from None
+        size = path.stat().st_size if path.exists() else 0
+        with open(path, "rb") as f:
+            head = f.read(4)
+        why = _torch_reason(e) if head[:2] == b"PK" or head[:1] == b"\x80" else "neither a zip archive nor a pickle"
+        raise CheckpointError(f"{path} ({size} bytes) is truncated or not a checkpoint ({why})") from None
 
 
 def read_checkpoint(source: PathOrDict) -> Dict[str, Any]:
@@ -94,11 +118,8 @@ def read_checkpoint(source: PathOrDict) -> Dict[str, Any]:
             raise CheckpointError(f"{path} is a directory without {WEIGHTS_NAME}; expected one written by armvision.save_pretrained")
         out = {"model": _load_safetensors(weights)}
         if cfg.exists():
-            try:
-                meta = json.loads(cfg.read_text())
-                out["model_config"] = meta["model_config"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{cfg} is not a valid armvision config ({e})") from None
+            meta = read_config_json(cfg)
+            out["model_config"] = meta["model_config"]
             if "label_names" in meta:  # the class names (index = class id), as finetuning stored them
                 out["label_names"] = meta["label_names"]
         return out
@@ -106,10 +127,24 @@ def read_checkpoint(source: PathOrDict) -> Dict[str, Any]:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     if path.suffix == ".safetensors":
         return {"model": _load_safetensors(path)}
-    obj = _torch_load(path)
+    obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict")
+    if obj.get("model_config") is not None:
+        obj = {**obj, "model_config": saved_model_config(obj["model_config"], f"{path}: model_config")}
     return dict(obj)
+
+
+def require_finite(tensors: Mapping[str, Tensor], source: str) -> None:
+    """CheckpointError naming `source` when weights hold NaN or infinite values (a run that diverged, a damaged file):
+    such a model predicts nothing (every output NaN), so evaluating or exporting it would only mislead. `tensors`:
+    a state dict or `dict(model.named_parameters())` (buffers such as ARM's -inf attention mask are not weights)."""
+    bad = [k for k, v in tensors.items() if isinstance(v, Tensor) and (v.is_floating_point() or v.is_complex())
+           and not bool(torch.isfinite(v.detach()).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{source}: {len(bad)} weight tensor(s) hold NaN or infinite values ({shown}); the "
+                              "model cannot predict with them. Was the run diverging? Use an earlier checkpoint")
 
 
 def _load_safetensors(path: Path) -> Dict[str, Tensor]:
@@ -138,6 +173,10 @@ def select_state_dict(ckpt: Mapping[str, Any], key: str = "model", where: str = 
         else:
             keys = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
             raise CheckpointError(f"{where} has no {key!r} weights; it holds {sorted(keys) or sorted(ckpt)[:8]}")
+    odd = [str(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if odd or not sd:
+        raise CheckpointError(f"{where}: its {key!r} entry is not a state dict (" + (
+            f"{len(odd)} entries are not named tensors: {', '.join(odd[:3])[:120]}" if odd else "it is empty") + ")")
     for prefix in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
@@ -159,9 +198,13 @@ def infer_config(sd: Mapping[str, Tensor], families: Families, args: Any = None)
     backbone becomes a pretrainer); `args` (a reference Namespace) fills the rest."""
     kind = state_dict_kind(sd, families)
     cls = families.get(kind, MambaBackbone)
-    cfg = dict(cls.config_from_state_dict(sd, args), kind="pretrainer" if kind == "backbone" else kind)
+    try:
+        cfg = dict(cls.config_from_state_dict(sd, args), kind="pretrainer" if kind == "backbone" else kind)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"cannot read the model's sizes off the {kind} state dict: its tensors do not have the "
+                              f"shapes of one ({type(e).__name__}: {str(e)[:120]})") from None
     if args is not None and getattr(args, "input_size", None):
-        cfg["img_size"] = int(args.input_size)
+        cfg["img_size"] = args.input_size
     return cfg
 
 
@@ -303,7 +346,7 @@ def load_model(source: PathOrDict, families: Families, key: str = "model", stric
     cfg.update(overrides)
     if cfg.get("kind") not in families:
         raise CheckpointError(f"{where}: unknown model kind {cfg.get('kind')!r}; expected one of {sorted(families)}")
-    model = families[cfg["kind"]](config_from_dict(cfg))
+    model = families[cfg["kind"]](config_from_dict(BackboneConfig, cfg, f"{where}: model config"))
     try:
         report = load_checkpoint(model, {key: sd}, families, key=key, strict=strict)
     except CheckpointError as e:  # (it was handed the state dict: name the file)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..nn import MambaMixer, resample_with_middle_token
 from ..nn.pos_embed import same_grid
 from ..errors import CheckpointError, ConfigError
+from .budget import FLOAT
 from .backbone import (MambaBackbone, adapt_input_channels, check_block, is_multi_direction, take_indices,
                        tokens_to_format)
 from .config import BackboneConfig, ClassifierConfig
@@ -46,6 +47,11 @@ class ARMClassifier(MambaBackbone):
         self.norm_f = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
+
+    @classmethod
+    def extra_bytes(cls, cfg: ClassifierConfig, n: int) -> int:
+        """The head."""
+        return FLOAT * cfg.embed_dim * (cfg.num_classes or 0)
 
     @classmethod
     def scan_directions(cls, cfg: BackboneConfig) -> int:

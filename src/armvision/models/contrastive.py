@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..fields import validate
 from ..nn import sincos_2d
 from .backbone import MambaBackbone
+from .budget import layers_bytes
 from .config import ContrastiveConfig
 
 Views = Union[Tensor, Sequence[Tensor]]
@@ -77,7 +77,6 @@ class ContrastivePretrainer(MambaBackbone):
     pretraining_heads = {"projector": "projection head"}  # dropped when finetuning (named in the load report)
 
     def __init__(self, cfg: ContrastiveConfig):
-        validate(cfg)  # a temperature <= 0 (or any bad knob) is one ConfigError, from Python as from the CLI
         super().__init__(cfg, [cfg.drop_path_rate] * cfg.depth if cfg.drop_path_rate else None)
         h, w = self.grid_size
         self.num_classes = 0
@@ -86,6 +85,12 @@ class ContrastivePretrainer(MambaBackbone):
         hidden = cfg.proj_hidden_dim or cfg.embed_dim
         self.projector = projection_head(cfg.embed_dim, hidden, cfg.proj_dim, cfg.proj_layers)
         self.init_weights()
+
+    @classmethod
+    def extra_bytes(cls, cfg: ContrastiveConfig, n: int) -> int:
+        """The projection head."""
+        hidden = cfg.proj_hidden_dim or cfg.embed_dim
+        return layers_bytes(1, lambda: projection_head(cfg.embed_dim, hidden, cfg.proj_dim, cfg.proj_layers))
 
     @torch.no_grad()
     def init_weights(self) -> None:

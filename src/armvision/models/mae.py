@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..nn import DecoderBlock, sincos_2d, xavier_linear_
 from .backbone import MambaBackbone, normalize_patches
-from .config import MAEConfig, TARGETS
+from .budget import FLOAT, layers_bytes
+from .config import MAEConfig, decoder_heads
 
 
 @dataclass
@@ -48,8 +49,6 @@ class MAEPretrainer(MambaBackbone):
 
     def __init__(self, cfg: MAEConfig):
         super().__init__(cfg, [cfg.drop_path_rate] * cfg.depth if cfg.drop_path_rate else None)
-        if cfg.target not in TARGETS:
-            raise ConfigError(f"unknown target {cfg.target!r}; choose one of {', '.join(TARGETS)}")
         h, w = self.grid_size
         d, dd = cfg.embed_dim, cfg.decoder_embed_dim
         self.mask_ratio = cfg.mask_ratio
@@ -59,11 +58,19 @@ class MAEPretrainer(MambaBackbone):
         self.decoder_embed = nn.Linear(d, dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
         self.decoder_pos_embed = nn.Parameter(sincos_2d(dd, (h, w)).unsqueeze(0), requires_grad=False)
-        heads = cfg.decoder_num_heads or max(1, dd // 64)
+        heads = decoder_heads(dd, cfg.decoder_num_heads)
         self.decoder_blocks = nn.ModuleList(DecoderBlock(dd, heads, cfg.decoder_mlp_ratio) for _ in range(cfg.decoder_depth))
         self.decoder_norm = nn.LayerNorm(dd)
         self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * cfg.in_chans)
         self.init_weights()
+
+    @classmethod
+    def extra_bytes(cls, cfg: MAEConfig, n: int) -> int:
+        """The decoder, its position table and projections, one image's decoder attention scores."""
+        dd, pixels = cfg.decoder_embed_dim, cfg.patch_size**2 * cfg.in_chans
+        heads = decoder_heads(dd, cfg.decoder_num_heads)
+        decoder = layers_bytes(cfg.decoder_depth, lambda: DecoderBlock(dd, heads, cfg.decoder_mlp_ratio))
+        return decoder + FLOAT * (n * dd + cfg.embed_dim * dd + dd * pixels + heads * n * n)
 
     @torch.no_grad()
     def init_weights(self) -> None:

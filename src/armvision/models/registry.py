@@ -31,7 +31,7 @@ from . import checkpoint
 from .arm import ARMPretrainer
 from .checkpoint import LoadReport, PathOrDict, read_checkpoint, select_state_dict
 from .classifier import ARMClassifier, pos_embed_for_grid
-from .config import config_from_dict, make_config
+from .config import BackboneConfig, config_from_dict, make_config
 from .contrastive import ContrastivePretrainer
 from .hub import hub_download, pretrained_source
 from .mae import MAEPretrainer
@@ -81,7 +81,7 @@ def create_classifier(size: str = "base", **overrides: Any) -> ARMClassifier:
 def build_model(config) -> nn.Module:
     """Model from a config dataclass or its `asdict` form (with "kind")."""
     if isinstance(config, dict):
-        config = config_from_dict(config)
+        config = config_from_dict(BackboneConfig, config, "model config")
     return FAMILIES[config.kind](config)
 
 

@@ -1,17 +1,14 @@
 """Small building blocks: patch embedding, SwiGLU, drop path, and the two residual blocks (ARM's MambaMLP, Vim's)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type
 
 import torch.fx
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..fields import as_hw
 from ..ops import silu_mul
-
-
-def to_2tuple(x: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
-    return (int(x), int(x)) if isinstance(x, (int, float)) else (int(x[0]), int(x[1]))
 
 
 def image_grid(x: Tensor, patch_size: Tuple[int, int], in_chans: int) -> Tuple[int, int]:
@@ -45,7 +42,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 768):
         super().__init__()
-        self.img_size, self.patch_size = to_2tuple(img_size), to_2tuple(patch_size)
+        self.img_size, self.patch_size = as_hw(img_size), as_hw(patch_size)
         for s, p in zip(self.img_size, self.patch_size):
             if p <= 0 or s % p:
                 raise ConfigError(f"image size {self.img_size} is not a multiple of the patch size {self.patch_size}")

@@ -148,7 +148,7 @@ def load():
                 except Exception as e:  # compiler error, unwritable cache, unloadable library
                     lib, why = None, f"build failed: {e}"
         if lib is None:
-            log.warning("armvision: fused CPU scan kernel unavailable (%s); using the PyTorch scan", why)
+            log.warning("armvision: fused CPU scan kernel unavailable (%s); using the PyTorch scan", why if len(why) <= 120 else f"{why[:14]}...{why[-90:]}")
         _state["lib"], _state["why"] = lib, why
         return lib
 

@@ -36,16 +36,14 @@ def full_state_dicts(model: torch.nn.Module, wrapped: torch.nn.Module, optimizer
 
 def load_file(path: str | Path) -> dict:
     """Load one of our checkpoints with weights_only=True on the CPU."""
+    from ..models.checkpoint import safe_torch_load
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
-                              "it may be truncated or not a torch checkpoint") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no 'model' entry; is it an armvision training checkpoint?")
+    ckpt = safe_torch_load(path)  # one line naming the file, in our words, when it cannot be read safely
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"checkpoint {path} has no 'model' state dict; is it an armvision training checkpoint?")
     return ckpt
 
 

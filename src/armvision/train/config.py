@@ -1,27 +1,33 @@
 """Run configuration: dataclasses that nest the model's config, filled from defaults <- preset / YAML <- flags.
 
 `PretrainConfig` and `FinetuneConfig` hold the training knobs and, under `model`, the model's own dataclass
-(`PretrainerConfig`, `MAEConfig` or `ContrastiveConfig` by `method`; `ClassifierConfig`), so a model knob has one name and one default.
-The resolved config is written as nested `config.yaml` next to the checkpoints and stored (as a dict) in them.
-The flat form of earlier versions (`model: base`, `embed_dim: null`, `drop_path: 0.1`, `cluster_size: 4` at the top)
-is still read, from YAML, old checkpoints and keyword arguments: `PretrainConfig(model="tiny", embed_dim=32)`.
+(`PretrainerConfig`, `MAEConfig` or `ContrastiveConfig` by `method`; `ClassifierConfig`), so a model knob has one
+name, one default and one check. In Python a config is built nested: `PretrainConfig(epochs=1, model=...)` (no
+`model`: the recipe's default model for `method`). From mappings (YAML files, checkpoints, the flags given) it is built
+by `config_from_dict` / `TrainConfig.from_layers`, which also read the flat form that earlier versions wrote in their
+files and checkpoints (`model: base`, `embed_dim: null`, `drop_path: 0.1`, `cluster_size: 4` at the top level): that
+translation (`split_layer`) is the only place that form is known. The resolved config is written as nested
+`config.yaml` next to the checkpoints and stored (as a dict) in them.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Optional, Union
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from ..argcheck import device, items, number
+from ..argcheck import device, items, number, text
 from ..constants import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
+from ..fields import (FieldError, Given, Knobs, Layer, alternatives, build, config_from_dict, knob, knobs_of,
+                      load_mapping, mapping, read_layer, type_hints, unknown_key)
 from ..fileio import atomic_write
-from ..fields import alternatives, coerce, knob, load_yaml, type_hints, unknown_key, validate, why_invalid
-from ..models.config import ClassifierConfig, ContrastiveConfig, MAEConfig, PretrainerConfig, size_values
+from ..models.config import ClassifierConfig, ContrastiveConfig, MAEConfig, PretrainerConfig
+
+__all__ = ["TrainConfig", "PretrainConfig", "FinetuneConfig", "config_from_dict", "split_layer", "model_knobs",
+           "preset_names", "preset_path", "load_config_file", "save_config", "PRESETS"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
@@ -29,11 +35,10 @@ LEGACY_KEYS = {"drop_path": "drop_path_rate"}  # flat key of earlier versions ->
 POS, NONNEG = number(1), number(0)  # integers >= 1, >= 0
 POS_F, NONNEG_F, PROB = number(0, lo_open=True), number(0), number(0, 1)
 BETAS = items(2, number(0, 1, hi_open=True))
-Where = Callable[[str, Any], str]  # (dotted key, value) -> how an error names it
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Knobs):
     """Knobs shared by pretraining and finetuning; `model` is the nested model config (see the subclasses)."""
 
     MODELS: ClassVar[dict[str, type]] = {}  # `method` ("" when there is one kind) -> model config; first: default
@@ -42,14 +47,14 @@ class TrainConfig:
     # data
     data: Optional[str] = knob(None, "DIR with train/ and val/ ImageFolders, webdataset shards (DIR/train/*.tar or "
                                "DIR/train-*.tar) or a Hugging Face dataset saved on disk (default: the embedded "
-                               "digits)")
+                               "digits)", check=text("for the embedded digits"))
     strict_data: bool = knob(False, "fail before training if any image in --data cannot be decoded")
     max_image_pixels: int = knob(DEFAULT_MAX_PIXELS, "skip (and name) images with more pixels than this", check=POS)
     num_workers: Optional[int] = knob(None, "data-loading worker processes per training process (default: the CPUs "
                                             "this process may use, minus one, at most 8)", check=NONNEG)
     mean: list[float] = knob(list(IMAGENET_MEAN), "normalisation mean, 3 values (ImageNet)", check=items(3, number()))
     std: list[float] = knob(list(IMAGENET_STD), "normalisation std, 3 values > 0 (ImageNet)", check=items(3, POS_F))
-    model: Any = None  # the model config (a dataclass of models.config); each subclass gives its default
+    model: Any = None  # the model config (a dataclass of models.config); None: the recipe's, for `method`
     # optimisation
     epochs: int = knob(100, "training epochs", check=POS)
     warmup_epochs: float = knob(5.0, "linear warmup epochs (per-iteration schedule)", check=NONNEG_F)
@@ -72,8 +77,10 @@ class TrainConfig:
     device: str = knob("auto", "auto, cpu, cuda or cuda:N", check=device)
     seed: int = knob(0, "random seed", check=number(0, 2**63 - 1))
     fsdp: bool = knob(False, "shard parameters with FSDP (for the large and huge models, under torchrun)")
-    output: str = knob("runs/train", "output folder: config, log.jsonl, TensorBoard events, checkpoints")
-    resume: Optional[str] = knob(None, "checkpoint to continue from, or 'auto' for OUTPUT/checkpoint-last.pth if any")
+    output: str = knob("runs/train", "output folder: config, log.jsonl, TensorBoard events, checkpoints",
+                       check=text())
+    resume: Optional[str] = knob(None, "checkpoint to continue from, or 'auto' for OUTPUT/checkpoint-last.pth if any",
+                                 check=text("to start afresh"))
     overwrite: bool = knob(False, "start afresh in an OUTPUT that holds a run: the old run is moved aside to "
                                   "OUTPUT.old-DATE-TIME (never deleted)")
     force: bool = knob(False, "resume even if batch size, seed or learning rate differ from the checkpoint's run")
@@ -92,40 +99,53 @@ class TrainConfig:
     stall_warning: float = knob(300.0, "torchrun: warn when no step has finished for this many seconds", check=POS_F)
 
     def __post_init__(self) -> None:
-        """Configs built in Python are held to the same ranges as the command line's."""
-        validate(self)
+        """The recipe's model for `method` when none is given; then every knob converted and checked (fields.Knobs),
+        however the config was made (the model config checked itself when it was built)."""
+        super().__post_init__()  # the knobs, `method` among them
+        method = getattr(self, "method", next(iter(self.MODELS)))
+        mcls = self.MODELS[method]
+        if self.model is None:
+            self.model = mcls.from_layers([Layer(self.MODEL_DEFAULTS, f"{type(self).__name__} defaults")], "model.")
+        elif type(self.model) is not mcls:
+            raise ConfigError(f"model: a {type(self.model).__name__} does not go with {type(self).__name__}"
+                              f"{f' method={method!r}' if method else ''}; it takes a {mcls.__name__}")
 
     @classmethod
     def training_fields(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if f.name != "model"]
+        return list(knobs_of(cls).values())
+
+    @classmethod
+    def from_layers(cls, layers: Iterable[Layer], prefix: str = "") -> Any:
+        """The config of layers over the defaults, later layers winning (a layer naming a model size resets width
+        and depth to that size's unless it gives them); each value converted and checked once, by its field, and
+        named as its layer names it. Model knobs of another `method` than the chosen one are left out."""
+        train: dict[str, Any] = {}
+        given: Given = {}
+        model_layers = [Layer(cls.MODEL_DEFAULTS, f"{cls.__name__} defaults")]
+        for layer in layers:
+            split = split_layer(cls, mapping(layer.values, layer.source), layer.source)
+            model = split.pop("model", None)
+            for k, v in read_layer(cls, layer._replace(values=split)).items():
+                train[k], given[k] = v, (layer, split[k])
+            if model:
+                model_layers.append(layer._replace(values=model))
+                given.update({f"model.{k}": (layer, v) for k, v in model.items()})
+        method = train.get("method", next(iter(cls.MODELS)))
+        if method not in cls.MODELS:  # refused by its field, named as its layer names it
+            return build(cls, train, given)
+        own = knobs_of(cls.MODELS[method])
+        model = cls.MODELS[method].from_layers([m._replace(values={k: v for k, v in m.values.items() if k in own})
+                                                for m in model_layers], "model.")
+        return build(cls, {**train, "model": model}, given)
 
 
-def _default_model(cls: type, method: str = "") -> Any:
-    return build_config_kwargs(cls, [{"method": method}] if method else [{}])["model"]
-
-
-def _nested_init(cls: type) -> type:
-    """Let `cls(...)` take the flat keywords of earlier versions (`model="tiny", embed_dim=32, drop_path=0.1`)
-    besides `model=<model config>`; both end as one nested model config."""
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def __init__(self, **values: Any) -> None:
-        init(self, **build_config_kwargs(type(self), [split_layer(type(self), values)]))
-
-    cls.__init__ = __init__
-    return cls
-
-
-@_nested_init
 @dataclass
 class PretrainConfig(TrainConfig):
     """ARM pretraining (or the MAE / contrastive baseline); the defaults are the reference recipe (ARM_SPEC.md)."""
 
     MODELS: ClassVar[dict[str, type]] = {"arm": PretrainerConfig, "mae": MAEConfig, "contrastive": ContrastiveConfig}
 
-    model: Union[PretrainerConfig, MAEConfig, ContrastiveConfig] = field(
-        default_factory=lambda: _default_model(PretrainConfig, "arm"))
+    model: Optional[Union[PretrainerConfig, MAEConfig, ContrastiveConfig]] = None
     method: str = knob("arm", "pretraining method: ARM, or the MAE or contrastive (SimCLR) baseline (decides the "
                               "model config; contrastive also trains on two augmented views per image)",
                        tuple(MODELS))
@@ -134,17 +154,17 @@ class PretrainConfig(TrainConfig):
     blr: float = knob(1.5e-4, "base learning rate: lr = blr * effective batch / 256", check=POS_F)
     betas: list[float] = knob([0.9, 0.95], "AdamW betas, 2 values in [0, 1)", check=BETAS)
     clip_grad: Optional[float] = knob(3.0, "clip the gradient norm to this value", check=POS_F)
-    output: str = knob("runs/pretrain", "output folder")
+    output: str = knob("runs/pretrain", "output folder", check=text())
     min_scale: float = knob(0.2, "RandomResizedCrop minimum scale, in (0, 1]", check=number(0, 1, lo_open=True))
     data: Optional[str] = knob(None, "training images: DIR with train/ (and val/), a folder of images (no class "
                                      "folders needed), a text file listing images, webdataset shards (DIR/train/*.tar "
                                      "or a pattern such as 'shards/train-{000..099}.tar') or a Hugging Face dataset "
-                                     "saved on disk (default: the embedded digits)")
+                                     "saved on disk (default: the embedded digits)", check=text("for the embedded digits"))
     val_data: Optional[str] = knob(None, "validation images, for a validation loss every --eval-every epochs (any "
-                                         "form --data takes; default: the val split of --data when it has one)")
+                                         "form --data takes; default: the val split of --data when it has one)",
+                                   check=text("for the val split of --data"))
 
 
-@_nested_init
 @dataclass
 class FinetuneConfig(TrainConfig):
     """Classification finetuning; the defaults are the reference recipe for the base model."""
@@ -152,9 +172,10 @@ class FinetuneConfig(TrainConfig):
     MODELS: ClassVar[dict[str, type]] = {"": ClassifierConfig}
     MODEL_DEFAULTS: ClassVar[dict[str, Any]] = {"size": "base", "num_classes": None, "drop_path_rate": 0.1}
 
-    model: ClassifierConfig = field(default_factory=lambda: _default_model(FinetuneConfig))
+    model: Optional[ClassifierConfig] = None
     init: Optional[str] = knob(None, "pretraining checkpoint to start from (ours or the reference's); the classifier "
-                                     "is the architecture it describes, model flags given override it")
+                                     "is the architecture it describes, model flags given override it",
+                               check=text("to train from scratch"))
     strict: bool = knob(True, "--init must fit the classifier exactly (--no-strict loads the tensors that fit and "
                               "lists the others)")
     label_fraction: float = knob(1.0, "train on this fraction of the labelled images (stratified, fixed subset)",
@@ -172,40 +193,45 @@ class FinetuneConfig(TrainConfig):
     hflip: float = knob(0.5, "horizontal flip probability", check=PROB)
     crop_pct: float = knob(DEFAULT_CROP_PCT, "eval: resize to img_size / crop_pct then center-crop",
                            check=number(0, 1, lo_open=True))
-    output: str = knob("runs/finetune", "output folder")
+    output: str = knob("runs/finetune", "output folder", check=text())
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model.num_classes == 0:
+            raise FieldError("model.num_classes", 0, "a finetuned classifier needs at least one class (leave it out: "
+                             "as many as the class folders)")
 
 
-# ---- from dicts (YAML, flags, old checkpoints) to configs ------------------------------------------------------------
+# ---- the flat form of earlier versions, and model knobs by name ------------------------------------------------
 def model_knobs(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
-    """name -> (field, type) of every model knob `cls` can nest."""
+    """name -> (field, type) of every model knob `cls` can nest (the family's `kind` excluded)."""
     out: dict[str, tuple[dataclasses.Field, Any]] = {}
     for mcls in cls.MODELS.values():
         hints = type_hints(mcls)
-        for f in dataclasses.fields(mcls):
-            out.setdefault(f.name, (f, hints[f.name]))
+        for name, f in knobs_of(mcls).items():
+            if name != "kind":
+                out.setdefault(name, (f, hints[name]))
     return out
 
 
-def split_layer(cls: type, values: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """One layer of values (nested, or the flat form of earlier versions; '-' or '_' in keys) as
-    {training key: value, ..., "model": {model key: value}}. Unknown keys raise ConfigError ("did you mean")."""
-    train = {f.name for f in cls.training_fields()}
+def split_layer(cls: type, values: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """One layer of values, nested or in the flat form of earlier versions' files ('-' or '_' in keys), as
+    {training key: value, ..., "model": {model key: value}}. Unknown keys raise ConfigError ("did you mean"); the
+    model's `kind` is dropped (the family follows from the config class and `method`)."""
+    train = set(knobs_of(cls))
     models = model_knobs(cls)
     out: dict[str, Any] = {}
     model: dict[str, Any] = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name == "model":
-            if dataclasses.is_dataclass(value):
-                model.update(dataclasses.asdict(value))
-            elif isinstance(value, dict):
-                for k, v in value.items():
-                    k = str(k).replace("-", "_")
-                    if k not in models:
-                        raise unknown_key(source, f"model.{k}", [f"model.{m}" for m in models])
-                    model[k] = v
-            else:
-                model["size"] = value  # `model: base` of the flat form
+        if name == "model" and isinstance(value, Mapping):
+            for k, v in value.items():
+                k = str(k).replace("-", "_")
+                if k != "kind" and k not in models:
+                    raise unknown_key(source, f"model.{k}", [f"model.{m}" for m in models])
+                model[k] = v
+        elif name == "model":
+            model["size"] = value  # `model: base` of the flat form
         elif name in train:
             out[name] = value
         else:
@@ -214,67 +240,10 @@ def split_layer(cls: type, values: dict[str, Any], source: str = "config") -> di
                 raise unknown_key(source, str(key), [*train, *models, *LEGACY_KEYS])
             if value is not None or alternatives(models[name][1])[1]:  # flat form: null = the size's value
                 model[name] = value
-    model.pop("kind", None)  # the family follows from the config class (and `method`)
+    model.pop("kind", None)
     if model:
         out["model"] = model
     return out
-
-
-def _checked(f: dataclasses.Field, tp: Any, value: Any, where: str) -> Any:
-    value = coerce(value, tp, where)
-    why = why_invalid(f, value)
-    if why:
-        raise ConfigError(f"{where}: {why}")
-    return value
-
-
-def coerce_layer(cls: type, layer: dict[str, Any], where: Where) -> dict[str, Any]:
-    """A split layer with each value converted to its field's type and checked (choices, range); errors name the
-    value as `where(dotted key, value)` does (a flag, or `file: key=value`)."""
-    hints = type_hints(cls)
-    fields = {f.name: f for f in cls.training_fields()}
-    out = {k: _checked(fields[k], hints[k], v, where(k, v)) for k, v in layer.items() if k != "model"}
-    if "model" in layer:
-        models = model_knobs(cls)
-        out["model"] = {k: _checked(*models[k], v, where(f"model.{k}", v)) for k, v in layer["model"].items()}
-    return out
-
-
-def build_config_kwargs(cls: type, layers: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Split layers merged in order (later wins) over the defaults, as keyword arguments of `cls`'s dataclass
-    __init__: the training values and `model`, one model config. A layer that names a size resets width and depth
-    to that size's unless the same layer gives them."""
-    layers = list(layers)
-    train: dict[str, Any] = {}
-    for layer in layers:
-        train.update({k: v for k, v in layer.items() if k != "model"})
-    key = train.get("method", next(iter(cls.MODELS)))  # the first model class is the default
-    if key not in cls.MODELS:
-        raise ConfigError(f"method={key!r}: choose one of {', '.join(cls.MODELS)}")
-    mcls = cls.MODELS[key]
-    names = {f.name for f in dataclasses.fields(mcls)} - {"kind"}
-    model: dict[str, Any] = {}
-    for values in (dataclasses.asdict(mcls()), cls.MODEL_DEFAULTS, *(layer.get("model", {}) for layer in layers)):
-        values = {k: v for k, v in values.items() if k in names}  # the other method's knobs do not apply
-        model.update(size_values(values["size"]) if values.get("size") else {})
-        model.update(values)
-    return {**train, "model": mcls(**model)}
-
-
-def yaml_where(source: str) -> Where:
-    return lambda key, value: f"{source}: {key}={value!r}"
-
-
-def config_from_layers(cls: type, layers: Iterable[tuple[dict[str, Any], str, Where]]) -> Any:
-    """`cls` from (values, source, where) layers over the defaults, e.g. [(preset, ...), (flags given, ...)]."""
-    parsed = [coerce_layer(cls, split_layer(cls, values, source), where) for values, source, where in layers]
-    return cls(**build_config_kwargs(cls, parsed))
-
-
-def config_from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Build `cls` from defaults updated by `values` (nested, or flat as older runs wrote them); unknown keys and bad
-    values raise ConfigError naming `source: key=value`."""
-    return config_from_layers(cls, [(values, source, yaml_where(source))])
 
 
 # ---- presets and files -----------------------------------------------------------------------------------------
@@ -296,11 +265,20 @@ def preset_path(name: str | Path) -> Path:
                       f"{', '.join(preset_names())})")
 
 
-def load_config_file(name: str | Path) -> tuple[dict[str, Any], str]:
-    """(values, source) of a YAML file or preset name, for `config_from_layers`."""
+def load_config_file(name: str | Path) -> Layer:
+    """The layer of values of a YAML file or preset name (one line, exit 2, when it is not text, not YAML or not a
+    mapping)."""
     path = preset_path(name)
-    return load_yaml(path), f"--config {path}"
+    source = f"--config {path}"
+    return Layer(load_mapping(path, source), source)
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML of plain values, tuples (an image size) written as lists."""
+
+
+_Dumper.add_representer(tuple, yaml.SafeDumper.represent_list)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    atomic_write(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    atomic_write(path, yaml.dump(dataclasses.asdict(cfg), Dumper=_Dumper, sort_keys=False))

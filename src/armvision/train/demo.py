@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .config import FinetuneConfig, PretrainConfig, config_from_layers, load_config_file, yaml_where
+from ..fields import Layer
+from .config import FinetuneConfig, PretrainConfig, load_config_file
 
 PRESETS = {"pretrain": "demo_pretrain", "finetune": "demo_finetune"}
 
@@ -21,13 +22,11 @@ def demo_configs(output: Path, overrides: Optional[dict[str, dict[str, Any]]] = 
     overrides = overrides or {}
     cfgs = []
     for step, cls in (("pretrain", PretrainConfig), ("finetune", FinetuneConfig)):
-        values, source = load_config_file(PRESETS[step])
         paths = {"output": str(output / step)}
         if step == "finetune":
             paths["init"] = str(output / "pretrain" / "checkpoint-last.pth")
         extra = {**paths, **overrides.get(step, {})}
-        cfgs.append(config_from_layers(cls, [(values, source, yaml_where(source)),
-                                             (extra, "demo", yaml_where("demo"))]))
+        cfgs.append(cls.from_layers([load_config_file(PRESETS[step]), Layer(extra, "demo")]))
     return cfgs[0], cfgs[1]
 
 

@@ -131,15 +131,9 @@ class Trainer:
             raise ConfigError("--ema is not supported together with --fsdp; add --no-ema")
 
     # ---------------------------------------------------------------- training
-    def fit(self, claim: bool = True) -> dict:
-        """Train. claim: take cfg.output first (`run_folder`); False when the caller already holds it (the
-        pretrain / finetune entry points claim it before building the data, so that a bad folder fails first)."""
-        if claim:
-            with run_folder(self.cfg, self.info):
-                return self._fit()
-        return self._fit()
-
-    def _fit(self) -> dict:
+    def fit(self) -> dict:
+        """Train, in cfg.output, which the caller holds (`run_folder`: the pretrain / finetune entry points claim it
+        before they build the data, so that a bad folder fails first)."""
         cfg, info = self.cfg, self.info
         seed_everything(cfg.seed + info.rank)
         sampler, loader, sched = self._setup_data()

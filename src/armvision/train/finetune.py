@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from ..data.loading import resolve_num_workers
 from ..errors import CheckpointError, ConfigError
 from ..eval.metrics import PAD, ClassificationMeter
+from ..fields import Layer, mapping
 from .config import FinetuneConfig
 from .distributed import DistInfo, ShardSampler, init_distributed
 from .engine import Trainer, resolve_precision, run_folder
@@ -70,28 +71,37 @@ def init_architecture(path: str) -> dict[str, Any]:
     return {k: cfg[k] for k in ARCH_KEYS if cfg.get(k) is not None}
 
 
-def finetune_config(layers: list[tuple[dict, str, Any]]) -> FinetuneConfig:
-    """FinetuneConfig from (values, source, where) layers (preset / YAML, flags) over the defaults, with the
-    architecture of the --init checkpoint (if any) beneath them: the classifier is the model the checkpoint
-    describes, and values given for its fields override it (one line says which)."""
-    from .config import config_from_layers, split_layer, yaml_where
+def finetune_config(layers: list[Layer]) -> FinetuneConfig:
+    """FinetuneConfig from layers (preset / YAML, flags) over the defaults, with the architecture of the --init
+    checkpoint (if any) beneath them as a layer of its own, checked by the same fields as the others: the classifier
+    is the model the checkpoint describes, and values given for its fields override it (one line says which)."""
+    from .config import split_layer
 
     init = None
-    for values, source, _ in layers:
-        init = split_layer(FinetuneConfig, values, source).get("init", init)
-    arch = init_architecture(init) if init else {}
+    for layer in layers:
+        init = split_layer(FinetuneConfig, mapping(layer.values, layer.source), layer.source).get("init", init)
+    arch = init_architecture(init) if isinstance(init, str) and init.strip() else {}
     if not arch:
-        return config_from_layers(FinetuneConfig, layers)
-    cfg = config_from_layers(FinetuneConfig, [({"model": arch}, f"--init {init}", yaml_where(f"--init {init}")),
-                                              *layers])
-    usual = dataclasses.asdict(FinetuneConfig().model)  # fields at their usual value are not worth a word
-    shown = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ARCH_KEYS[1:5] or (k != "size" and v != usual[k]))
-    changed = [f"{k} {getattr(cfg.model, k)} (checkpoint: {v})" for k, v in arch.items()
-               if k != "size" and getattr(cfg.model, k) != v]
+        return FinetuneConfig.from_layers(layers)
+    described = Layer({"model": arch}, f"--init {init}")
+    ckpt = FinetuneConfig.from_layers([described]).model  # the checkpoint's values, settled as the config holds them
+    cfg = FinetuneConfig.from_layers([described, *layers])
+    usual = FinetuneConfig().model  # fields at their usual value are not worth a word
+    shown = ", ".join(f"{k} {_shown(getattr(ckpt, k))}" for k in arch
+                      if k in ARCH_KEYS[1:5] or (k != "size" and getattr(ckpt, k) != getattr(usual, k)))
+    changed = [f"{k} {_shown(getattr(cfg.model, k))} (checkpoint: {_shown(getattr(ckpt, k))})" for k in arch
+               if k != "size" and getattr(cfg.model, k) != getattr(ckpt, k)]
     if int(os.environ.get("RANK", "0")) == 0:
         log.info("finetune: the classifier --init %s describes (%s)%s", init, shown,
                  f"; given values override it: {', '.join(changed)}" if changed else "")
     return cfg
+
+
+def _shown(value: Any) -> str:
+    """A config value as the log line says it: an image size (h, w) as one number when square, else HxW."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+    return str(value)
 
 
 def make_loss(cfg: FinetuneConfig, num_classes: int):
@@ -233,4 +243,4 @@ def train_finetune(cfg: FinetuneConfig, info: DistInfo | None = None) -> dict:
                           evaluate=make_evaluate(cfg, val_set, info), ema_decay=cfg.ema_decay if cfg.ema else None,
                           model_config=model_config_dict(model), kind="finetune", best_key="acc1",
                           label_names=class_names(train_raw, num_classes))
-        return trainer.fit(claim=False)
+        return trainer.fit()

@@ -29,7 +29,8 @@ class RunLogger:
         out.mkdir(parents=True, exist_ok=True)
         path = out / "log.jsonl"
         if resume_step is not None and path.is_file():
-            keep = [line for line in path.read_text().splitlines(keepends=True)
+            text = path.read_bytes().decode("utf-8", errors="replace")  # damaged bytes: lines that are dropped
+            keep = [line for line in text.splitlines(keepends=True)
                     if line.strip() and _step_of(line) <= resume_step]
             atomic_write(path, "".join(keep))  # a kill here keeps the old log, never half of it
         self._file = open(path, "a", buffering=1)

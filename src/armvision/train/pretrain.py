@@ -118,4 +118,4 @@ def train_pretrain(cfg: PretrainConfig, info: DistInfo | None = None) -> dict:
                           make_groups=lambda m: param_groups(m, cfg.weight_decay),
                           evaluate=make_val_loss(cfg, val_set, info) if val_set is not None else None,
                           model_config=model_config_dict(model), kind="pretrain")
-        return trainer.fit(claim=False)
+        return trainer.fit()

@@ -18,6 +18,7 @@ from .distributed import DistInfo
 
 log = logging.getLogger("armvision.train")
 
+TRAINING_KEYS = ("model", "optimizer", "epoch", "batch_in_epoch", "step", "rng")  # what a resume restores
 # Settings a resumed run must share with the checkpoint's run (else refused unless --force).
 RESUME_MUST_MATCH = ("batch_size", "accum_iter", "seed", "blr", "lr")
 
@@ -47,13 +48,29 @@ def load_resume(cfg: Any, output: Path, model: nn.Module, world_size: int) -> tu
     if resume is None:
         return None, None
     ckpt = ckpt_io.load_file(resume)
+    lacking = [k for k in TRAINING_KEYS if k not in ckpt]
+    if lacking:
+        raise CheckpointError(f"--resume {resume} is not a training checkpoint (it has no {', '.join(lacking)}); "
+                              "--resume continues a run's checkpoint-last.pth (start from weights with --init)")
     check_resume_config(ckpt.get("config") or {}, cfg, resume, world_size, ckpt.get("world_size", 0))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"--resume {resume} does not fit this model ({str(e).splitlines()[0]}); "
-                              "resume with the options of the original run") from None
+    why = misfit(ckpt["model"], model.state_dict())
+    if why:
+        raise CheckpointError(f"--resume {resume} does not fit this model: {why}; resume with the model options of "
+                              "the original run (its config.yaml)")
+    model.load_state_dict(ckpt["model"])
     return resume, ckpt
+
+
+def misfit(saved: dict, own: dict) -> Optional[str]:
+    """How a saved state dict does not fit a model's (tensors of other shapes, missing or extra ones), or None."""
+    shapes = [f"{k} {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
+              for k, v in saved.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    parts = [f"{len(shapes)} tensor(s) differ in shape ({'; '.join(shapes[:2])}{'; ...' if len(shapes) > 2 else ''})"
+             if shapes else "",
+             f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})" if missing else "",
+             f"{len(extra)} unexpected ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" if extra else ""]
+    return ", ".join(p for p in parts if p) or None
 
 
 def restore_optimizer(ckpt: dict, optimizer: torch.optim.Optimizer, wrapped: nn.Module, fsdp: bool) -> None:
@@ -63,7 +80,10 @@ def restore_optimizer(ckpt: dict, optimizer: torch.optim.Optimizer, wrapped: nn.
 
         set_optimizer_state_dict(wrapped, optimizer, ckpt["optimizer"], options=StateDictOptions(full_state_dict=True))
     else:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"the optimizer state of the checkpoint does not fit this run's ({e})") from None
 
 
 def restore_rng(rngs: list, info: DistInfo, path: Path) -> None:

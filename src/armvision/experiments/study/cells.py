@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from armvision.errors import ArmVisionError
+from armvision.fields import config_from_dict
 from armvision.eval import probe_checkpoint, read_log
 from armvision.models import build_model
 from armvision.train import FinetuneConfig, PretrainConfig, train_finetune, train_pretrain
@@ -22,7 +23,7 @@ from .plan import Cell, StudyPlan, Variant, finetune_steps_of, pretrain_steps_of
 def option_missing(method: str = "arm", block: Optional[str] = None) -> Optional[str]:
     """None if this library has `PretrainConfig(method=..., block=...)`, else why not (one line)."""
     try:
-        PretrainConfig(model="tiny", method=method, **({"block": block} if block else {}))
+        config_from_dict(PretrainConfig, {"model": "tiny", "method": method, **({"block": block} if block else {})})
     except (ArmVisionError, TypeError, ValueError) as e:
         what = f'block="{block}"' if block else f'method="{method}"'
         return f"{what} is not available in this version of armvision ({str(e).splitlines()[0][:120]})"
@@ -66,7 +67,7 @@ def pretrain_config(plan: StudyPlan, cell: Cell, out: Path, v: Optional[Variant]
     if method == "contrastive":
         kw.pop("decoder_embed_dim")
     kw.update(_block_keys(plan, v.get("block")))
-    return PretrainConfig(**kw)
+    return config_from_dict(PretrainConfig, kw, "study")
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,7 +75,7 @@ def _param_count(plan_key: str, block: Optional[str], depth: int) -> int:
     plan = StudyPlan(**json.loads(plan_key))
     kw = dict(model="tiny", embed_dim=plan.embed_dim, depth=depth, img_size=plan.img_size, patch_size=plan.patch_size,
               decoder_embed_dim=plan.decoder_embed_dim, **({"block": block} if block else {}))
-    return sum(p.numel() for p in build_model(PretrainConfig(**kw).model).parameters())
+    return sum(p.numel() for p in build_model(config_from_dict(PretrainConfig, kw, "study").model).parameters())
 
 
 def vim_depth(plan: StudyPlan) -> int:
@@ -113,12 +114,12 @@ def _pretrain(plan: StudyPlan, cell: Cell, out: Path) -> Dict[str, Any]:
 def _finetune(plan: StudyPlan, cell: Cell, out: Path, root: Path) -> Dict[str, Any]:
     init = str(root / "cells" / cell.init_name / "checkpoint-last.pth") if cell.init_name else None
     block = cell.variant.get("block") if cell.variant else cell.scratch_block
-    cfg = FinetuneConfig(**{**_common(plan, cell, out), **_block_keys(plan, block)},
-                         max_steps=finetune_steps_of(plan, cell.fraction), warmup_epochs=1.0, blr=plan.finetune_blr,
-                         init=init, label_fraction=cell.fraction,
-                         layer_decay=0.75, drop_path=0.1, ema=False, mixup=0.0, cutmix=0.0, smoothing=0.1,
-                         auto_augment=None, reprob=0.0, min_scale=0.6, hflip=0.0,
-                         eval_every=10**6)  # one evaluation, at the end
+    cfg = config_from_dict(FinetuneConfig, dict(
+        **{**_common(plan, cell, out), **_block_keys(plan, block)},
+        max_steps=finetune_steps_of(plan, cell.fraction), warmup_epochs=1.0, blr=plan.finetune_blr, init=init,
+        label_fraction=cell.fraction, layer_decay=0.75, drop_path=0.1, ema=False, mixup=0.0, cutmix=0.0,
+        smoothing=0.1, auto_augment=None, reprob=0.0, min_scale=0.6, hflip=0.0,
+        eval_every=10**6), "study")  # one evaluation, at the end
     start = time.perf_counter()
     summary = train_finetune(cfg)
     m = summary["metrics"]
