@@ -61,7 +61,7 @@ def _ft(v: Dict[str, Any], frac: float) -> Sel:
 
 def _comparisons(plan: StudyPlan, cells: Dict[str, Any]) -> List[Tuple[str, str, Sel, Sel]]:
     """(claim key, row label, A, B) for every comparison the plan holds."""
-    d, f = arm_variant(plan), plan.ablation_fraction
+    d, f = arm_variant(plan), plan.primary_fraction
     out: List[Tuple[str, str, Sel, Sel]] = []
     for frac in plan.label_fractions:
         pct = f"{frac:.0%} labels"
@@ -136,7 +136,7 @@ def efficiency_pair(plan: StudyPlan, cells: Dict[str, Any]) -> Optional[Tuple[st
         return None
     x, s = next(((x, s) for x, s in maes if s >= arm), maes[-1])
     label = f"ARM ({arm:.0f} s pretraining) vs MAE x{x:g} steps ({s:.0f} s)"
-    return label, _ft(method_variant("mae", x), plan.ablation_fraction)
+    return label, _ft(method_variant("mae", x), plan.primary_fraction)
 
 
 def derive(doc: Dict[str, Any]) -> List[Dict[str, Any]]:

