@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from .cells import cell_missing, run_cell
+from .claims import compute_seconds
 from .plan import Cell, StudyPlan, arm_variant, finetune_steps_of, method_variant, plan_cells, pretrain_steps_of
 
 StepTimes = Dict[str, float]  # kind -> s / step ("arm", "mae", "contrastive", "vim", "finetune"); "probe": s / run
@@ -57,11 +58,6 @@ def measure_step_times(plan: StudyPlan, steps: int = 12, log: Callable[[str], No
     finally:
         torch.set_num_threads(threads)
     return out
-
-
-def compute_seconds(plan: StudyPlan, result: Dict[str, float]) -> float:
-    """A finished cell's compute: its process CPU time on a CPU, its wall-clock on a GPU."""
-    return result["seconds"] if plan.device == "cuda" else result["cpu_seconds"]
 
 
 def estimate(plan: StudyPlan, times: StepTimes, jobs: int = 1) -> Dict[str, float]:

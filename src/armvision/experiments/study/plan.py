@@ -23,8 +23,8 @@ Variant = Dict[str, Any]
 
 
 def preset_settings(name: str = PRESET) -> Dict[str, Any]:
-    """StudyPlan fields from a shipped preset configs/NAME.yaml (the model's settings, batch, pretraining rate, data)
-    and from PRESET_PLANS (budgets, device, workers)."""
+    """StudyPlan fields from a shipped preset configs/NAME.yaml (the model's settings, batch, pretraining rate, data);
+    study_gpu adds the GPU, loader processes, its finetuning rate and scaled_budgets."""
     path = resources.files("armvision").joinpath("configs", f"{name}.yaml")
     if not path.is_file():
         raise ConfigError(f"--preset {name}: no such shipped preset (try {PRESET} or study_gpu)")
@@ -35,17 +35,25 @@ def preset_settings(name: str = PRESET) -> Dict[str, Any]:
                batch_size=cfg["batch_size"], pretrain_blr=cfg["blr"])
     if cfg.get("data"):
         out["data"] = cfg["data"]
-    return {**out, **PRESET_PLANS.get(name, {})}
+    if name == "study_gpu":
+        out.update(device="cuda", num_workers=8, finetune_blr=5e-4, **scaled_budgets(StudyPlan()))
+    return out
 
 
-# The GPU study keeps the CPU study's budgets in epochs (the CPU study fits 3,600 images at batch 64: 800 / 400 / 400
-# steps are 14 epochs of pretraining, 7 of finetuning with all labels, 71 with 10 %), at ImageNet-100's size: 126,689
-# train images less the 10 % selection split = 114,020 fit images, 445 steps of 256 an epoch. For other data, scale
-# them the same way (steps = epochs x fit images / batch) with --pretrain-steps / --finetune-steps /
-# --low-label-finetune-steps, or measure with --curves.
-GPU_BUDGETS = dict(pretrain_steps=6230, finetune_steps=3115, low_label_finetune_steps=3160)
-PRESET_PLANS: Dict[str, Dict[str, Any]] = {
-    "study_gpu": dict(device="cuda", num_workers=8, finetune_blr=5e-4, **GPU_BUDGETS)}
+# The GPU study keeps the CPU study's budgets in epochs of the fit split, at ImageNet-100's size (126,689 train
+# images less the 10 % selection split: 114,020 fit images) and the GPU preset's batch. For other data scale them the
+# same way (steps = epochs x fit images / batch) with --pretrain-steps / --finetune-steps /
+# --low-label-finetune-steps, or measure them with --curves.
+CPU_FIT, GPU_FIT, GPU_BATCH = 3600, 114_020, 256  # embedded:mnist5k's fit split; ImageNet-100's
+
+
+def scaled_budgets(plan: "StudyPlan") -> Dict[str, int]:
+    """The plan's step budgets at the GPU preset's data size and batch, the same number of epochs."""
+    per_step = (GPU_FIT / GPU_BATCH) / (CPU_FIT / plan.batch_size)
+    return {k: round(getattr(plan, k) * per_step) for k in ("pretrain_steps", "finetune_steps",
+                                                            "low_label_finetune_steps")}
+
+
 _TINY = preset_settings()
 
 

@@ -212,7 +212,7 @@ def load_results(root: Path) -> Optional[Dict[str, Any]]:
     if not path.exists():
         return None
     doc = json.loads(path.read_text())
-    if not {"plan", "cells"} <= set(doc):
-        raise ConfigError(f"{path} was written by an earlier version of the study (no plan and cells in it); rerun "
-                          "`armvision study` into a new --output")
+    if not {"plan", "cells"} <= set(doc) or "selection_fraction" not in doc["plan"]:
+        raise ConfigError(f"{path} was written by an earlier version of the study (no plan and cells in it, or no "
+                          "held-out test split); rerun `armvision study` into a new --output")
     return doc
