@@ -38,8 +38,8 @@ class CurvePlan:
     """Lengths (optimizer steps) to measure, and the plateau tolerances."""
 
     finetune_lengths: List[int] = field(default_factory=lambda: [100, 200, 400, 800])
-    pretrain_lengths: List[int] = field(default_factory=lambda: [200, 400, 800, 1600])
-    fractions: List[float] = field(default_factory=lambda: [1.0, 0.1])
+    pretrain_lengths: List[int] = field(default_factory=lambda: [200, 400, 800])
+    fractions: Optional[List[float]] = None  # None: the study plan's label fractions
     methods: List[str] = field(default_factory=lambda: ["arm", "mae"])
     seeds: List[int] = field(default_factory=lambda: [0])
     acc_tol: float = 1.0  # top-1 points
@@ -59,7 +59,7 @@ def curve_tasks(plan: StudyPlan, curves: CurvePlan) -> List[Task]:
             for n in curves.pretrain_lengths:
                 tasks.append((dataclasses.replace(plan, pretrain_steps=n),
                               Cell("pretrain", f"curve-pretrain-{m}-n{n}-s{seed}", seed, v, group=f"curve:{m}:{n}")))
-        for f in curves.fractions:
+        for f in curves.fractions or plan.label_fractions:
             for n in curves.finetune_lengths:
                 tasks.append((dataclasses.replace(plan, finetune_steps=n, low_label_finetune_steps=n),
                               Cell("finetune", f"curve-finetune-f{f:g}-n{n}-s{seed}", seed, {}, f,
