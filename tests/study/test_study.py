@@ -293,3 +293,22 @@ def test_progress_lines_count_cells_and_give_an_eta(tmp_path, fake_runs):
     lines.clear()
     run_study(plan, tmp_path, log=lines.append)  # nothing left: no progress lines
     assert lines[0].startswith(f"{n} cells done earlier, 0 to run") and not [ln for ln in lines if ln.startswith("[")]
+
+
+def test_clock_counts_process_cpu_time_not_waiting(tmp_path):
+    """A cell's compute is process CPU time: waiting (a loaded machine, a SIGSTOP from a benchmark) adds none."""
+    import time
+
+    clock = study_cells.Clock()
+    time.sleep(0.3)
+    sum(i * i for i in range(200_000))
+    res = clock.result()
+    assert res["seconds"] >= 0.3 and 0 < res["cpu_seconds"] < 0.2 and "resumed" not in res
+    log = tmp_path / "log.jsonl"  # a cell interrupted after 30 of its 120 steps: this process ran 90 of them
+    log.write_text("".join(json.dumps({"kind": "train", "step": s, "time": s, "loss": 1.0}) + "\n"
+                           for s in (10, 20, 30)))
+    clock = study_cells.Clock(log, steps=120)
+    sum(i * i for i in range(200_000))
+    res = clock.result()
+    assert res["resumed"] and res["cpu_seconds"] == pytest.approx((time.process_time() - clock.cpu) * 120 / 90,
+                                                                   rel=0.2)
