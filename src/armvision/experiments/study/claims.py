@@ -95,8 +95,8 @@ def _ablation_rows(plan: StudyPlan, cells: Dict[str, Any]) -> List[Comparison]:
     d, f = arm_variant(plan), plan.primary_fraction
     k0 = plan.default_cluster
     others = [k for k in plan.cluster_sizes if k != k0]
-    out: List[Comparison] = [("cluster", f"cluster {k0}x{k0} vs {k}x{k}", _ft(d, f), _ft(arm_variant(plan, cluster=k), f),
-                              k == min(others)) for k in others]
+    out: List[Comparison] = [("cluster", f"cluster {k0}x{k0} vs {k}x{k}", _ft(d, f),
+                              _ft(arm_variant(plan, cluster=k), f), k == min(others)) for k in others]
     out += [(f"order_{o}", f"order {plan.default_ordering} vs {o}", _ft(d, f), _ft(arm_variant(plan, ordering=o), f),
              True) for o in plan.orderings if o != plan.default_ordering]
     last, top = plan.depth, plan.default_decoder_depth

@@ -28,8 +28,8 @@ from .report import curve_rows
 from .runner import Log, Task, _claim, execute, prepare_data
 
 
-MODEL_KEYS = ("data", "selection_fraction", "device", "img_size", "patch_size", "embed_dim", "depth", "decoder_embed_dim",
-              "batch_size", "pretrain_blr", "finetune_blr", "default_cluster", "default_ordering",
+MODEL_KEYS = ("data", "selection_fraction", "device", "img_size", "patch_size", "embed_dim", "depth",
+              "decoder_embed_dim", "batch_size", "pretrain_blr", "finetune_blr", "default_cluster", "default_ordering",
               "default_decoder_depth")
 
 

@@ -1,6 +1,7 @@
 """`armvision study --estimate`: the plan's compute (CPU hours, or GPU hours with --device cuda) from measured step
-times (a few steps of each kind of cell, timed here), printed as a table. Cost of a cell = its steps x the step time of its kind (+ one evaluation
-for a finetuning); probes cost one measured probe each; the wall-clock divides the total by the worker processes."""
+times (a few steps of each kind of cell, timed here), printed as a table. Cost of a cell = its steps x the step
+time of its kind (+ one evaluation for a finetuning); probes cost one measured probe each; the wall-clock divides
+the total by the worker processes."""
 from __future__ import annotations
 
 import dataclasses
