@@ -38,12 +38,12 @@ def cell_missing(cell: Cell) -> Optional[str]:
 
 
 def _common(plan: StudyPlan, cell: Cell, out: Path, root: Path) -> Dict[str, Any]:
-    """Settings shared by every training cell: the plan's tiny backbone and device, fp32, resumable, quiet, reading
+    """Settings shared by every training cell: the plan's backbone, device and precision, resumable, quiet, reading
     the cell's data view (splits.py)."""
     return dict(data=str(view_path(root, cell)), model="tiny", embed_dim=plan.embed_dim, depth=plan.depth,
                 img_size=plan.img_size, patch_size=plan.patch_size, batch_size=plan.batch_size, epochs=100000,
                 seed=cell.seed, num_workers=plan.num_workers, device=plan.device, output=str(out), resume="auto",
-                save_every=50, log_every=5, progress=False, tensorboard=False, precision="fp32")
+                save_every=50, log_every=5, progress=False, tensorboard=False, precision=plan.precision)
 
 
 def view_path(root: Path, cell: Cell) -> Path:

@@ -36,7 +36,7 @@ def preset_settings(name: str = PRESET) -> Dict[str, Any]:
     if cfg.get("data"):
         out["data"] = cfg["data"]
     if name == "study_gpu":
-        out.update(device="cuda", num_workers=8, finetune_blr=5e-4, **scaled_budgets(StudyPlan()))
+        out.update(device="cuda", num_workers=8, precision="auto", finetune_blr=5e-4, **scaled_budgets(StudyPlan()))
     return out
 
 
@@ -70,6 +70,7 @@ class StudyPlan:
     selection_fraction: float = 0.1  # of train/, held out (stratified, seed 0) to choose the budgets (--curves)
     device: str = "cpu"  # "cuda" runs every cell on the GPU (the study's compute is then GPU wall-clock)
     num_workers: int = 0  # data-loading processes per cell
+    precision: str = "fp32"  # of every cell ("auto" on a GPU: bf16 where it has it)
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # every comparison: >= 5 seeds
     label_fractions: List[float] = field(default_factory=lambda: [1.0, 0.1])
     primary_fraction: float = 0.1  # the baselines', ablations' and efficiency cells' label fraction
