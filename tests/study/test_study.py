@@ -312,3 +312,39 @@ def test_clock_counts_process_cpu_time_not_waiting(tmp_path):
     res = clock.result()
     assert res["resumed"] and res["cpu_seconds"] == pytest.approx((time.process_time() - clock.cpu) * 120 / 90,
                                                                    rel=0.2)
+
+
+def test_parallel_cells_start_after_their_pretraining_and_seeds_finish_in_turn(tmp_path, fake_runs, monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Pool(ThreadPoolExecutor):  # threads stand in for the worker processes, so the fake cells can be watched
+        def __init__(self, jobs, mp_context=None, initializer=None):
+            super().__init__(jobs)
+
+    events, lock, busy = [], threading.Lock(), [0, 0]
+
+    def job(plan, cell, root):
+        with lock:
+            events.append(("start", cell.name))
+            busy[0] += 1
+            busy[1] = max(busy[1], busy[0])
+        time.sleep(0.02 if cell.kind == "pretrain" else 0.005)
+        with lock:
+            events.append(("end", cell.name))
+            busy[0] -= 1
+        return study_runner._finish(cell, fake_result(cell), root)
+
+    monkeypatch.setattr(study_runner, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(study_runner, "_run_and_finish", job)
+    plan = StudyPlan.quick(seeds=[0, 1])
+    run_study(plan, tmp_path, jobs=2)
+    cells = plan_cells(plan)
+    assert busy[1] == 2 and len(events) == 2 * len(cells)
+    for c in cells:
+        if c.init_name:
+            assert events.index(("end", c.init_name)) < events.index(("start", c.name)), c.name
+    first_ft = min(events.index(("start", c.name)) for c in cells if c.seed == 0 and c.kind == "finetune")
+    last_pre = max(events.index(("start", c.name)) for c in cells if c.seed == 1 and c.kind == "pretrain")
+    assert first_ft < last_pre  # seed 0 is finetuned while seed 1 still pretrains: an interrupted run keeps whole seeds

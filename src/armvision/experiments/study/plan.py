@@ -227,7 +227,9 @@ class Cell:
 
     @property
     def init_name(self) -> Optional[str]:
-        return f"pretrain-{variant_name(self.variant)}-s{self.seed}" if self.variant else None
+        """The pretraining cell this finetuning or probe starts from (None: from scratch, or a pretraining)."""
+        return f"pretrain-{variant_name(self.variant)}-s{self.seed}" if self.variant and self.kind != "pretrain" \
+            else None
 
     @property
     def label(self) -> str:

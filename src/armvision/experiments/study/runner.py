@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -91,7 +91,8 @@ class CellProgress:
 
 
 def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """Run the unfinished tasks (pretrainings first, then the rest) -> (results by cell name, skipped: name -> why)."""
+    """Run the unfinished tasks in order, each after the pretraining it starts from -> (results by cell name,
+    skipped: name -> why)."""
     results: Dict[str, Any] = {}
     skipped: Dict[str, str] = {}
     todo: List[Task] = []
@@ -105,18 +106,34 @@ def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> T
             todo.append((plan, cell))
     log(f"{len(results)} cells done earlier, {len(todo)} to run, {len(skipped)} skipped")
     progress = CellProgress(len(todo), log)
-    waves = [[t for t in todo if t[1].kind == "pretrain"], [t for t in todo if t[1].kind != "pretrain"]]
-    for wave in waves:
-        if jobs <= 1 or len(wave) <= 1:
-            for plan, cell in wave:
-                log(f"{cell.name} ... (elapsed {format_duration(progress.elapsed())})")
-                results[cell.name] = _finish(cell, run_cell(plan, cell, root), root)
-                progress.finished(cell.name, _short(results[cell.name]))
-            continue
-        failed: List[BaseException] = []
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-            futures = [(cell, pool.submit(_run_and_finish, plan, cell, root)) for plan, cell in wave]
-            for cell, fut in futures:  # a failed cell does not stop the others; the first failure is raised at the end
+    if jobs <= 1:  # the tasks' order already puts each pretraining before the cells that start from it
+        for plan, cell in todo:
+            log(f"{cell.name} ... (elapsed {format_duration(progress.elapsed())})")
+            results[cell.name] = _finish(cell, run_cell(plan, cell, root), root)
+            progress.finished(cell.name, _short(results[cell.name]))
+        return results, skipped
+    failed = _parallel(todo, root, jobs, results, progress, log)
+    if failed:
+        raise failed[0]
+    return results, skipped
+
+
+def _parallel(todo: List[Task], root: Path, jobs: int, results: Dict[str, Any], progress: CellProgress,
+              log: Log) -> List[BaseException]:
+    """Run the tasks in `jobs` worker processes, in order, each as soon as the pretraining it starts from is done
+    (so the seeds finish one after another, and an interrupted run leaves whole seeds). A failed cell does not stop
+    the others; returns the failures."""
+    pending, running, failed = list(todo), {}, []
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        while pending or running:
+            waiting = {c.name for _, c in pending} | {c.name for c in running.values()}
+            ready = [t for t in pending if t[1].init_name not in waiting]
+            for task in ready[:jobs - len(running)]:
+                pending.remove(task)
+                running[pool.submit(_run_and_finish, *task, root)] = task[1]
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                cell = running.pop(fut)
                 try:
                     results[cell.name] = fut.result()
                 except Exception as e:  # noqa: BLE001
@@ -124,9 +141,7 @@ def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> T
                     log(f"{cell.name} FAILED: {e}")
                     continue
                 progress.finished(cell.name, _short(results[cell.name]))
-        if failed:
-            raise failed[0]
-    return results, skipped
+    return failed
 
 
 def _run_and_finish(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
