@@ -1,10 +1,11 @@
+import dataclasses
 import json
 
 import pytest
 
 from armvision.errors import ConfigError
 from armvision.experiments import study
-from armvision.experiments.study import StudyPlan, plan_cells, run_study
+from armvision.experiments.study import StudyPlan, make_plan, plan_cells, run_study
 from armvision.experiments.study import cells as study_cells
 from armvision.experiments.study import runner as study_runner
 from studykit import NO_OPTION, fake_result, number_tokens, study_doc, traceable
@@ -144,10 +145,19 @@ def test_cells_resume_after_interruption(tmp_path, fake_runs, monkeypatch):
     assert len(calls) == n
 
 
-def test_changed_plan_is_refused(tmp_path, fake_runs):
-    run_study(StudyPlan.quick(), tmp_path)
-    with pytest.raises(ConfigError, match="another plan"):
-        run_study(StudyPlan.quick(pretrain_steps=99), tmp_path)
+def test_changed_plan_is_refused_and_a_growing_one_keeps_its_cells(tmp_path, fake_runs, monkeypatch):
+    small = make_plan(main_only=True, methods=["arm", "mae"], label_fractions=[0.1])
+    run_study(small, tmp_path)
+    with pytest.raises(ConfigError, match="another plan .*pretrain_steps differ"):
+        run_study(dataclasses.replace(small, pretrain_steps=99), tmp_path)
+    calls = []
+    monkeypatch.setattr(study_runner, "run_cell", lambda p, c, r: calls.append(c.name) or fake_result(c))
+    grown = make_plan(methods=["arm", "mae", "contrastive"], label_fractions=[0.1], ablations=["none"],
+                      mae_lengths=[1.0, 1.7])  # contrastive and the efficiency cells added, nothing else changed
+    doc = run_study(grown, tmp_path)
+    assert calls and all("contrastive" in n or "mae-p1.7" in n for n in calls)  # only the new cells ran
+    assert len(doc["cells"]) == len(plan_cells(grown)) and json.loads((tmp_path / "plan.json").read_text()) == \
+        dataclasses.asdict(grown)
 
 
 def test_estimate_adds_up_measured_step_times():

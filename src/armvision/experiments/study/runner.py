@@ -38,16 +38,24 @@ def run_cell(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
     return cell_runs.run_cell(plan, cell, root)
 
 
-def _claim(plan: Any, root: Path, name: str = "plan.json") -> None:
-    """Write root/plan.json (a plan dataclass or dict), refusing a folder that holds a study with another plan."""
+# Plan fields that only add or drop cells: a study folder may grow (or shrink) along them, keeping its finished cells;
+# every other field changes what a cell computes, and may not change in a folder.
+GROWABLE = ("seeds", "methods", "label_fractions", "cluster_sizes", "orderings", "decoder_depths", "feature_layer_sets",
+            "blocks", "arm_lengths", "mae_lengths", "probe")
+
+
+def _claim(plan: Any, root: Path, name: str = "plan.json", growable: Tuple[str, ...] = ()) -> None:
+    """Write root/plan.json (a plan dataclass or dict), refusing a folder that holds a study whose plan differs in
+    anything but the `growable` fields (named in the message)."""
     root.mkdir(parents=True, exist_ok=True)
     plan_path = root / name
     plan_dict = dataclasses.asdict(plan) if dataclasses.is_dataclass(plan) else plan
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
-        if old != plan_dict:
-            raise ConfigError(f"{root} holds a study with another plan ({plan_path}); use another --output or "
-                              "delete it")
+        changed = sorted(k for k in set(old) | set(plan_dict) if k not in growable and old.get(k) != plan_dict.get(k))
+        if changed:
+            raise ConfigError(f"{root} holds a study with another plan ({plan_path}: {', '.join(changed)} differ); use "
+                              "another --output or delete it")
     atomic_write(plan_path, json.dumps(plan_dict, indent=2) + "\n")
 
 
@@ -202,7 +210,7 @@ def results_document(plan: StudyPlan, cells: Dict[str, Any], skipped: Dict[str, 
 def run_study(plan: StudyPlan, root: Path, command: str = "", log: Log = print, jobs: int = 1) -> Dict[str, Any]:
     """Run every unfinished cell, then write results.json, the plots and REPORT.md. Returns the results document."""
     root = Path(root)
-    _claim(plan, root)
+    _claim(plan, root, growable=GROWABLE)
     start, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
     tasks = [(plan, c) for c in plan_cells(plan)]
     sizes = prepare_data(tasks, root)
