@@ -25,9 +25,9 @@ def _kind(cell: Cell) -> str:
 
 
 def measure_step_times(plan: StudyPlan, steps: int = 12, log: Callable[[str], None] = print) -> StepTimes:
-    """Compute seconds per optimizer step of each pretraining kind and of finetuning, and per probe, measured by
-    short runs of real cells on one thread (process CPU time on a CPU, wall-clock on a GPU; the first steps, which
-    include start-up, are counted: a slight overestimate)."""
+    """Compute seconds per optimizer step of each pretraining kind the plan has and of finetuning, and per probe,
+    measured by short runs of real cells on one thread (process CPU time on a CPU, wall-clock on a GPU; the first
+    steps, which include start-up, are counted: a slight overestimate)."""
     import torch
 
     from .runner import prepare_data
@@ -43,7 +43,8 @@ def measure_step_times(plan: StudyPlan, steps: int = 12, log: Callable[[str], No
             cells = [(k, Cell("pretrain", f"pretrain-{k}", 0, v)) for k, v in (
                 ("arm", arm_variant(short)), ("mae", method_variant("mae")),
                 ("contrastive", method_variant("contrastive")), ("vim", arm_variant(short, block="vim")))]
-            cells = [(k, c) for k, c in cells if not cell_missing(c)]
+            needed = {_kind(c) for c in plan_cells(plan)} | {"arm"}  # the probe starts from ARM's checkpoint
+            cells = [(k, c) for k, c in cells if k in needed and not cell_missing(c)]
             cells.append(("finetune", Cell("finetune", "finetune", 0, {}, short.primary_fraction)))
             prepare_data([(short, c) for _, c in cells] + [(short, Cell("probe", "probe", 0, {}))], root)
             for kind, cell in cells:
