@@ -79,7 +79,9 @@ def test_every_number_in_the_report_comes_from_results_json(tmp_path, fake_runs)
                      "pretrain_steps": 800, "finetune_steps": 100, "pretrain_converged": False,
                      "finetune_converged": True}
     report = study.render(doc)
-    assert "61.25" in report and "rule chose 800 and 100" in report and "not converged" not in report
+    assert "61.25" in report and "pretraining: 800 steps, the rule chose 800 (not converged" in report
+    assert "finetuning with all labels: 400 steps, the rule chose 100 (converged)" in report
+    assert "a fraction of the labels" not in report.split("## Budgets")[1].split("![curves]")[0]  # not measured
     forms = traceable(doc)
     stray = [t for t in number_tokens(report) if t.lstrip("+-") not in forms]
     assert not stray, f"numbers in REPORT.md that do not come from results.json: {stray}"

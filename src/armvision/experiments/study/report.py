@@ -209,12 +209,14 @@ def _budget(doc: Doc) -> List[str]:
     lines = ["## Budgets (from `armvision study --curves`)", "", "| curve | steps: metric | chosen | converged |",
              "|---|---|---|---|"] + curve_rows(ch)
     plan = doc["plan"]
-    yes = lambda k: "yes" if ch.get(k) else "no"  # noqa: E731
-    lines += ["", f"This run used {plan['pretrain_steps']} pretraining and {plan['finetune_steps']} / "
-              f"{plan.get('low_label_finetune_steps') or plan['finetune_steps']} finetuning steps (all labels / a "
-              f"fraction); the rule chose {ch.get('pretrain_steps')} and {ch.get('finetune_steps')} / "
-              f"{ch.get('low_label_finetune_steps')} (converged: {yes('pretrain_converged')}, "
-              f"{yes('finetune_converged')} / {yes('low_label_finetune_converged')})."]
+    low = plan.get("low_label_finetune_steps") or plan["finetune_steps"]
+    used = [("pretraining", plan["pretrain_steps"], "pretrain"), ("finetuning with all labels", plan["finetune_steps"],
+                                                                  "finetune"),
+            ("finetuning with a fraction of the labels", low, "low_label_finetune")]
+    said = [f"{what}: {n} steps, the rule chose {ch[key + '_steps']} "
+            f"({'converged' if ch.get(key + '_converged') else 'not converged: the longest measured'})"
+            for what, n, key in used if ch.get(key + "_steps") is not None]
+    lines += ["", f"This run, against the curves (measured on the selection split): {'; '.join(said)}."]
     return lines + ["", "![curves](curves/curves.png)", ""]
 
 
