@@ -62,7 +62,7 @@ def test_every_comparison_has_five_seeds_a_side(tmp_path, fake_runs):
 def test_efficiency_rule_gives_mae_at_least_arms_cpu_time(tmp_path, fake_runs):
     row = next(r for r in study.derive(study_doc(tmp_path)) if r["key"] == "efficiency")
     assert "mae x1.7" in row["label"].lower()  # MAE x1 (2 CPU s) < ARM (3 CPU s) <= MAE x1.7 (3.4 CPU s)
-    assert "(3 s pretraining)" in row["label"]  # CPU seconds, not the (ten times longer) wall-clock
+    assert "(3 CPU s pretraining)" in row["label"]  # CPU seconds, not the (ten times longer) wall-clock
     plan = StudyPlan(mae_lengths=[1.0, 1.2])  # no MAE length reaches ARM's compute: the label says so
     row = next(r for r in study.derive(study_doc(tmp_path / "short", plan)) if r["key"] == "efficiency")
     assert "mae x1.2" in row["label"].lower() and "less than ARM's" in row["label"]

@@ -168,7 +168,8 @@ def efficiency_pair(plan: StudyPlan, cells: Dict[str, Any]) -> Optional[Tuple[st
         return None
     x, s = next(((x, s) for x, s in maes if s >= arm), maes[-1])
     less = "" if s >= arm else ", less than ARM's"
-    label = f"ARM ({arm:.0f} s pretraining) vs MAE x{x:g} steps ({s:.0f} s{less})"
+    unit = "GPU s" if plan.device == "cuda" else "CPU s"
+    label = f"ARM ({arm:.0f} {unit} pretraining) vs MAE x{x:g} steps ({s:.0f} {unit}{less})"
     return label, _ft(method_variant("mae", x), plan.primary_fraction)
 
 
