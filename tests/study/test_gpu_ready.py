@@ -45,6 +45,17 @@ def test_gpu_preset_is_the_papers_geometry_with_budgets_in_the_cpu_studys_epochs
         make_plan(preset="nope")
 
 
+def test_num_workers_is_the_common_spelling_and_workers_still_works():
+    from armvision.cli import Parser
+    from armvision.cli.study import add_arguments, plan_of
+
+    parser = Parser(prog="armvision study")
+    add_arguments(parser)
+    assert plan_of(parser.parse_args(["--num-workers", "3"])).num_workers == 3
+    assert plan_of(parser.parse_args(["--workers", "2"])).num_workers == 2  # the spelling before issue 23
+    assert "--workers" not in parser.format_help()
+
+
 def test_estimate_speaks_gpu_hours_for_a_gpu_plan():
     plan = make_plan(preset="study_gpu", data="/x", main_only=True)
     times = {"arm": 0.2, "mae": 0.1, "contrastive": 0.3, "finetune": 0.15, "probe": 60.0}

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common import hidden_alias
+
 if TYPE_CHECKING:
     from ..experiments.study import StudyPlan
 
@@ -19,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "study_gpu (ImageNet-100-sized data, 192 px, on a GPU)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="where every cell runs (default: the "
                         "preset's); on cuda the compute measured is GPU wall-clock")
-    parser.add_argument("--workers", type=int, default=None, help="data-loading processes per cell (default: the "
+    parser.add_argument("--num-workers", type=int, default=None, help="data-loading processes per cell (default: the "
                         "preset's: 0 on a CPU)")
+    hidden_alias(parser, "--workers", "num_workers", type=int)
     parser.add_argument("--quick", action="store_true", help="a smoke test of every kind of cell (a few minutes); "
                         "one seed, so no verdicts")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of every comparison (default: the "
@@ -65,7 +68,7 @@ def plan_of(args: argparse.Namespace) -> StudyPlan:
     from ..experiments import study
 
     return study.make_plan(args.quick, args.main_only, args.preset, args.ablations, data=args.data,
-                           device=args.device, num_workers=args.workers, seeds=args.seeds,
+                           device=args.device, num_workers=args.num_workers, seeds=args.seeds,
                            pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
                            low_label_finetune_steps=args.low_label_finetune_steps, methods=args.methods,
                            label_fractions=args.label_fractions, arm_lengths=args.arm_lengths,
@@ -88,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: give at least 1 worker process")
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"--workers {args.workers}: give 0 or more")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ConfigError(f"--num-workers {args.num_workers}: give 0 or more")
     plan = plan_of(args)
     root = Path(args.output)
     if not args.report_only:
