@@ -82,3 +82,6 @@ def test_the_study_runs_on_any_imagefolder(tmp_path, capsys):
     ft = [r for r in doc["cells"].values() if r["kind"] == "finetune"]
     assert ft and all(r["evaluated"] == 8 and r["labelled"] == 36 and r["cpu_seconds"] > 0 for r in ft)
     assert "8 held-out test images" in (out / "REPORT.md").read_text()
+    for log in (out / "cells").glob("pretrain-*/log.jsonl"):  # no validation pass every epoch in the measured time
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        assert sum(r.get("kind") == "val" for r in rows) <= 1, log

@@ -84,7 +84,8 @@ def pretrain_config(plan: StudyPlan, cell: Cell, out: Path, root: Path, v: Optio
     method = v.get("method", "arm")
     kw: Dict[str, Any] = {**_common(plan, cell, out, root), "max_steps": pretrain_steps_of(plan, v),
                           "warmup_epochs": 1.0, "blr": plan.pretrain_blr, "decoder_embed_dim": plan.decoder_embed_dim,
-                          "method": method}
+                          "method": method,
+                          "eval_every": 10**6}  # one validation loss, at the end: not one per epoch in the measured time
     if method == "arm":
         kw.update(cluster_size=v["cluster_size"], ordering=v["ordering"], order_seed=cell.seed,
                   decoder_depth=v["decoder_depth"], feature_layers=v.get("feature_layers"))
