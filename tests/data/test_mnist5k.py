@@ -6,7 +6,7 @@ from importlib.resources import files
 import numpy as np
 import pytest
 
-from armvision.data import EMBEDDED_MNIST, build_dataset, mnist5k_arrays, mnist5k_split
+from armvision.data import EMBEDDED_MNIST, build_dataset, mnist5k_arrays, mnist5k_split, split_exists
 from armvision.data import mnist5k as mnist_module
 from armvision.errors import DataError
 
@@ -34,6 +34,8 @@ def test_split_is_fixed_stratified_and_disjoint():
     assert np.array_equal(np.asarray(va[0][0].convert("L")), mnist5k_arrays()[0][val[0]])  # 28 px: unchanged
     with pytest.raises(DataError, match="split must be"):
         build_dataset(EMBEDDED_MNIST, "test", None)
+    assert split_exists(EMBEDDED_MNIST, "val")  # pretraining on it reports a validation loss
+    assert len(build_dataset(EMBEDDED_MNIST, "train", None, 27, labelled=False)) == 4000
 
 
 def test_a_damaged_file_is_named(monkeypatch):
