@@ -1,6 +1,6 @@
-"""The studies committed under study/ (the full plan, and study/long: the headline claims at the budgets the curves
-chose) are what the code renders from their results.json, every number traces there, and the command each report
-records rebuilds the plan it ran."""
+"""The study committed under study/ (the rerun on the shipped MNIST digits) is what the code renders from its
+results.json, every number traces there, the command its report records rebuilds the plan it ran, and it ran the
+design the report claims: budgets from its curves, >= 5 seeds, a held-out test split, Holm-adjusted verdicts."""
 import argparse
 import shlex
 from pathlib import Path
@@ -14,7 +14,7 @@ from armvision.experiments.study import runner as study_runner
 from studykit import number_tokens, traceable
 
 STUDY = Path(__file__).resolve().parents[2] / "study"
-COMMITTED = [STUDY, STUDY / "long"]
+COMMITTED = [STUDY]
 
 
 def _load(root):
@@ -47,13 +47,19 @@ def test_recorded_command_rebuilds_the_plan(root):
     assert study_cli.plan_of(parser.parse_args(words[2:])) == StudyPlan(**doc["plan"])
 
 
-def test_long_study_is_the_main_comparison_at_the_chosen_budgets():
-    """study/long ran the budgets the curves chose: the longest pretraining measured, and 10 %-label finetuning at
-    the length the curves chose for it; 5 seeds a side, so it draws verdicts."""
-    doc = _load(STUDY / "long")
-    plan, chosen = doc["plan"], doc["curves"]
-    assert plan["pretrain_steps"] == chosen["pretrain_steps"] > _load(STUDY)["plan"]["pretrain_steps"]
+def test_committed_study_is_the_design_the_report_describes():
+    """Budgets from its own curves (measured on the selection split), 5 seeds, every test cell evaluated on the
+    held-out split, the shipped digits; every primary row decidable, raw and adjusted p side by side."""
+    doc = _load(STUDY)
+    plan, chosen, data = doc["plan"], doc["curves"], doc["meta"]["data"]
+    assert plan["data"] == "embedded:mnist5k" and len(plan["seeds"]) >= 5
+    assert plan["pretrain_steps"] == chosen["pretrain_steps"]
     assert plan["low_label_finetune_steps"] == chosen["low_label_finetune_steps"]
-    assert {r["group"] for r in doc["cells"].values()} == {"main", "probe"}
-    rows = study.derive(doc)
-    assert rows and all(len(r["a"]) >= 5 and len(r["b"]) >= 5 for r in rows)
+    assert (data["fit"], data["selection"], data["test"]) == (3600, 400, 1000)
+    ft = [r for r in doc["cells"].values() if r["kind"] == "finetune"]
+    assert ft and all(r["evaluated"] == data["test"] for r in ft)
+    assert all("cpu_seconds" in r for r in doc["cells"].values())  # every cell timed, contrastive too
+    rows = [r for r in study.derive(doc) if r["primary"]]
+    assert rows and all(r["n"] >= 5 and r["p_adj"] is not None for r in rows)
+    report = (STUDY / "REPORT.md").read_text()
+    assert "| p | p (Holm) | detectable | verdict |" in report and "Holm's step-down correction" in report

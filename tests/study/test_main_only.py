@@ -19,8 +19,8 @@ def test_main_only_plan_holds_the_main_comparison_and_probes():
     cells = plan_cells(plan)
     assert {c.group for c in cells} == {"main", "probe"}
     per_seed = sorted(c.name.rsplit("-s", 1)[0] for c in cells if c.seed == 0)
-    assert per_seed == ["finetune-arm-c4-row-d4-f0.1", "finetune-mae-f0.1", "finetune-scratch-f0.1",
-                        "pretrain-arm-c4-row-d4", "pretrain-mae", "probe-arm-c4-row-d4", "probe-mae"]
+    assert per_seed == ["finetune-arm-c3-row-d4-f0.1", "finetune-mae-f0.1", "finetune-scratch-f0.1",
+                        "pretrain-arm-c3-row-d4", "pretrain-mae", "probe-arm-c3-row-d4", "probe-mae"]
     assert len(cells) == 7 * len(plan.seeds) and len(plan.seeds) >= 5
     assert plan.pretrain_steps == 1600 and study.plan.finetune_steps_of(plan, 0.1) == 800
     assert study.plan.finetune_steps_of(plan, 1.0) == make_plan().finetune_steps  # all labels: unchanged

@@ -29,7 +29,7 @@ COMMANDS = {
     "bench": ("armvision.cli.bench", "benchmarks: scan, block, model, train-step, export, scan-check"),
     "convert": ("armvision.cli.convert", "convert a reference .pth checkpoint to armvision's safetensors format"),
     "export": ("armvision.cli.export", "export a classifier or encoder to torch.export (.pt2) or ONNX, checked vs eager"),
-    "study": ("armvision.cli.study", "the study of ARM's claims: one row per claim, 5 seeds, Welch t-test verdicts (--quick, --estimate, --curves)"),
+    "study": ("armvision.cli.study", "the study of ARM's claims: 5 seeds, paired tests, Holm-corrected verdicts (--quick, --estimate, --curves)"),
     "demo": ("armvision.cli.demo", "pretrain then finetune a tiny model on the embedded data (make run)"),
 }
 VERBOSITY = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1}

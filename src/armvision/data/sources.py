@@ -1,6 +1,7 @@
 """What `--data` can be, and the dataset of one split of it:
 
 - nothing (or "embedded:digits"): the embedded digits;
+- "embedded:mnist5k": 5,000 MNIST digits shipped with the package (mnist5k.py);
 - DIR with train/ and val/ ImageFolders (one sub-folder per class);
 - webdataset tar shards: DIR/train/*.tar (or DIR/train-*.tar) and the same for val, or a shard pattern
   ("shards/train-{000..099}.tar", "shards/*.tar") for the training images alone (streams.py);
@@ -20,6 +21,7 @@ from ..errors import DataError
 from .datasets import EMBEDDED_NAME, SafeImageFolder, embedded_digits
 from .hf import HFImages, has_split, is_hf_dataset
 from .images import DEFAULT_MAX_PIXELS
+from .mnist5k import EMBEDDED_MNIST, EmbeddedMNIST
 from .streams import TarShards, find_shards
 from .unlabelled import ImageFiles, is_file_list
 
@@ -33,7 +35,7 @@ def _has_class_folders(folder: Path) -> bool:
 
 def split_exists(data: Optional[str], split: str) -> bool:
     """Whether `data` has the split (the embedded digits have both; a flat folder or file list only train)."""
-    if data is None or data == EMBEDDED_NAME:
+    if data is None or data in (EMBEDDED_NAME, EMBEDDED_MNIST):
         return True
     shards = find_shards(data, split)
     if shards is not None:
@@ -53,6 +55,8 @@ def build_dataset(data: Optional[str], split: str, transform: Optional[Callable]
     without class folders and file lists; `train` (default: split == "train") makes a stream shuffle and repeat."""
     if data is None or data == EMBEDDED_NAME:
         return embedded_digits(split, img_size, transform)
+    if data == EMBEDDED_MNIST:
+        return EmbeddedMNIST(split, img_size, transform)
     shards = find_shards(data, split)
     if shards is not None:
         if not shards:

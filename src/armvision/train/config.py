@@ -46,8 +46,9 @@ class TrainConfig(Knobs):
 
     # data
     data: Optional[str] = knob(None, "DIR with train/ and val/ ImageFolders, webdataset shards (DIR/train/*.tar or "
-                               "DIR/train-*.tar) or a Hugging Face dataset saved on disk (default: the embedded "
-                               "digits)", check=text("for the embedded digits"))
+                               "DIR/train-*.tar), a Hugging Face dataset saved on disk, or embedded:mnist5k (5,000 "
+                               "shipped MNIST digits) (default: the embedded 8x8 digits)",
+                      check=text("for the embedded digits"))
     strict_data: bool = knob(False, "fail before training if any image in --data cannot be decoded")
     max_image_pixels: int = knob(DEFAULT_MAX_PIXELS, "skip (and name) images with more pixels than this", check=POS)
     num_workers: Optional[int] = knob(None, "data-loading worker processes per training process (default: the CPUs "

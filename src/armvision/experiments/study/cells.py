@@ -1,5 +1,6 @@
 """Running one cell of the study through armvision's public entry points (train_pretrain, train_finetune,
-probe_checkpoint), and whether the options a cell needs exist in this version of the library."""
+probe_checkpoint) on its data view, timing its compute (process CPU time), and whether the options a cell needs
+exist in this version of the library."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ from armvision.models import build_model
 from armvision.train import FinetuneConfig, PretrainConfig, train_finetune, train_pretrain
 
 from .plan import Cell, StudyPlan, Variant, finetune_steps_of, pretrain_steps_of
+from .splits import data_root, view_name
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,12 +38,36 @@ def cell_missing(cell: Cell) -> Optional[str]:
     return option_missing(v.get("method", "arm") if v else "arm", v.get("block") or cell.scratch_block or None)
 
 
-def _common(plan: StudyPlan, cell: Cell, out: Path) -> Dict[str, Any]:
-    """Settings shared by every training cell: the plan's tiny backbone, CPU, fp32, resumable, quiet."""
-    return dict(data=plan.data, model="tiny", embed_dim=plan.embed_dim, depth=plan.depth, img_size=plan.img_size,
-                patch_size=plan.patch_size, batch_size=plan.batch_size, epochs=100000, seed=cell.seed,
-                num_workers=0, device="cpu", output=str(out), resume="auto", save_every=50, log_every=5,
-                progress=False, tensorboard=False, precision="fp32")
+def _common(plan: StudyPlan, cell: Cell, out: Path, root: Path) -> Dict[str, Any]:
+    """Settings shared by every training cell: the plan's backbone, device and precision, resumable, quiet, reading
+    the cell's data view (splits.py)."""
+    return dict(data=str(view_path(root, cell)), model="tiny", embed_dim=plan.embed_dim, depth=plan.depth,
+                img_size=plan.img_size, patch_size=plan.patch_size, batch_size=plan.batch_size, epochs=100000,
+                seed=cell.seed, num_workers=plan.num_workers, device=plan.device, output=str(out), resume="auto",
+                save_every=50, log_every=5, progress=False, tensorboard=False, precision=plan.precision)
+
+
+def view_path(root: Path, cell: Cell) -> Path:
+    """The folder of the cell's data view (written by splits.prepare_views before the cells run)."""
+    return data_root(root) / "views" / view_name(*cell.view)
+
+
+class Clock:
+    """Compute of one cell: process CPU time (all threads; a stopped process accrues none) and wall-clock. A cell
+    resumed from a checkpoint counts its CPU time x total steps / steps run in this process (flagged "resumed")."""
+
+    def __init__(self, log_path: Optional[Path] = None, steps: int = 0) -> None:
+        rows = train_rows(log_path) if log_path is not None and log_path.exists() else []
+        self.before = rows[-1]["step"] if rows else 0  # steps done by an earlier, interrupted process
+        self.steps = steps
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+
+    def result(self) -> Dict[str, Any]:
+        cpu, wall = time.process_time() - self.cpu, time.perf_counter() - self.wall
+        out: Dict[str, Any] = {"seconds": wall, "cpu_seconds": cpu}
+        if 0 < self.before < self.steps:
+            out.update(cpu_seconds=cpu * self.steps / (self.steps - self.before), resumed=True)
+        return out
 
 
 def _block_keys(plan: StudyPlan, block: Optional[str]) -> Dict[str, Any]:
@@ -52,13 +78,15 @@ def _block_keys(plan: StudyPlan, block: Optional[str]) -> Dict[str, Any]:
     return {"block": block, "depth": depth}
 
 
-def pretrain_config(plan: StudyPlan, cell: Cell, out: Path, v: Optional[Variant] = None) -> PretrainConfig:
+def pretrain_config(plan: StudyPlan, cell: Cell, out: Path, root: Path, v: Optional[Variant] = None
+                    ) -> PretrainConfig:
     """The PretrainConfig of a pretraining cell (or of variant `v` with the cell's seed)."""
     v = cell.variant if v is None else v
     method = v.get("method", "arm")
-    kw: Dict[str, Any] = {**_common(plan, cell, out), "max_steps": pretrain_steps_of(plan, v),
+    kw: Dict[str, Any] = {**_common(plan, cell, out, root), "max_steps": pretrain_steps_of(plan, v),
                           "warmup_epochs": 1.0, "blr": plan.pretrain_blr, "decoder_embed_dim": plan.decoder_embed_dim,
-                          "method": method}
+                          "method": method,
+                          "eval_every": 10**6}  # one validation loss, at the end: not one per epoch in the measured time
     if method == "arm":
         kw.update(cluster_size=v["cluster_size"], ordering=v["ordering"], order_seed=cell.seed,
                   decoder_depth=v["decoder_depth"], feature_layers=v.get("feature_layers"))
@@ -74,7 +102,8 @@ def pretrain_config(plan: StudyPlan, cell: Cell, out: Path, v: Optional[Variant]
 def _param_count(plan_key: str, block: Optional[str], depth: int) -> int:
     plan = StudyPlan(**json.loads(plan_key))
     kw = dict(model="tiny", embed_dim=plan.embed_dim, depth=depth, img_size=plan.img_size, patch_size=plan.patch_size,
-              decoder_embed_dim=plan.decoder_embed_dim, **({"block": block} if block else {}))
+              cluster_size=plan.default_cluster, decoder_embed_dim=plan.decoder_embed_dim,
+              **({"block": block} if block else {}))
     return sum(p.numel() for p in build_model(config_from_dict(PretrainConfig, kw, "study").model).parameters())
 
 
@@ -98,13 +127,12 @@ def step_seconds(log_path: Path) -> Optional[float]:
     return statistics.median(rates) if rates else None
 
 
-def _pretrain(plan: StudyPlan, cell: Cell, out: Path) -> Dict[str, Any]:
-    cfg = pretrain_config(plan, cell, out)
-    start = time.perf_counter()
-    summary = train_pretrain(cfg)
-    seconds = time.perf_counter() - start
+def _pretrain(plan: StudyPlan, cell: Cell, out: Path, root: Path) -> Dict[str, Any]:
+    cfg = pretrain_config(plan, cell, out, root)
     steps = pretrain_steps_of(plan, cell.variant)
-    res = {"loss": summary["loss"], "seconds": seconds, "images": steps * plan.batch_size, "steps": summary["step"],
+    clock = Clock(out / "log.jsonl", steps)
+    summary = train_pretrain(cfg)
+    res = {"loss": summary["loss"], **clock.result(), "images": steps * plan.batch_size, "steps": summary["step"],
            "step_seconds": step_seconds(out / "log.jsonl")}
     res["params"] = sum(p.numel() for p in build_model(cfg.model).parameters())
     res["depth"] = cfg.model.depth
@@ -114,32 +142,42 @@ def _pretrain(plan: StudyPlan, cell: Cell, out: Path) -> Dict[str, Any]:
 def _finetune(plan: StudyPlan, cell: Cell, out: Path, root: Path) -> Dict[str, Any]:
     init = str(root / "cells" / cell.init_name / "checkpoint-last.pth") if cell.init_name else None
     block = cell.variant.get("block") if cell.variant else cell.scratch_block
+    steps = finetune_steps_of(plan, cell.fraction)
     cfg = config_from_dict(FinetuneConfig, dict(
-        **{**_common(plan, cell, out), **_block_keys(plan, block)},
-        max_steps=finetune_steps_of(plan, cell.fraction), warmup_epochs=1.0, blr=plan.finetune_blr, init=init,
-        label_fraction=cell.fraction, layer_decay=0.75, drop_path=0.1, ema=False, mixup=0.0, cutmix=0.0,
-        smoothing=0.1, auto_augment=None, reprob=0.0, min_scale=0.6, hflip=0.0,
+        **{**_common(plan, cell, out, root), **_block_keys(plan, block)},
+        max_steps=steps, warmup_epochs=1.0, blr=plan.finetune_blr, init=init,
+        label_fraction=1.0,  # the view's train/ is already this seed's labelled subset
+        layer_decay=0.75, drop_path=0.1, ema=False, mixup=0.0, cutmix=0.0, smoothing=0.1,
+        auto_augment=None, reprob=0.0, min_scale=0.6, hflip=0.0,
         eval_every=10**6), "study")  # one evaluation, at the end
-    start = time.perf_counter()
+    clock = Clock(out / "log.jsonl", steps)
     summary = train_finetune(cfg)
     m = summary["metrics"]
-    return {"top1": m["acc1"], "top5": m.get("acc5"), "seconds": time.perf_counter() - start}
+    return {"top1": m["acc1"], "top5": m.get("acc5"), **clock.result(), "steps": steps,
+            "labelled": _count(view_path(root, cell) / "train"), "evaluated": _count(view_path(root, cell) / "val")}
+
+
+def _count(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if not p.is_dir())
 
 
 def _probe(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
     ckpt = root / "cells" / str(cell.init_name) / "checkpoint-last.pth"
-    start = time.perf_counter()
-    rec = probe_checkpoint(str(ckpt), data=plan.data, epochs=plan.probe_epochs, batch_size=plan.batch_size,
-                           device="cpu", progress=False)
-    return {"knn": rec["knn"]["top1"], "linear": rec["linear"]["top1"], "seconds": time.perf_counter() - start}
+    clock = Clock()
+    rec = probe_checkpoint(str(ckpt), data=str(view_path(root, cell)), epochs=plan.probe_epochs,
+                           batch_size=plan.batch_size, device=plan.device, num_workers=plan.num_workers,
+                           progress=False)
+    return {"knn": rec["knn"]["top1"], "linear": rec["linear"]["top1"], **clock.result()}
 
 
 def run_cell(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
-    """Run one cell in root/cells/NAME -> its result (pretrain: loss, seconds, images, steps, params; finetune:
-    top1, top5, seconds; probe: knn, linear, seconds)."""
-    out = Path(root) / "cells" / cell.name
+    """Run one cell in root/cells/NAME -> its result (pretrain: loss, seconds, cpu_seconds, images, steps, params;
+    finetune: top1, top5, seconds, cpu_seconds, labelled and evaluated images; probe: knn, linear, seconds,
+    cpu_seconds). The cell's data view must exist (splits.prepare_views)."""
+    root = Path(root)
+    out = root / "cells" / cell.name
     if cell.kind == "pretrain":
-        return _pretrain(plan, cell, out)
+        return _pretrain(plan, cell, out, root)
     if cell.kind == "probe":
-        return _probe(plan, cell, Path(root))
-    return _finetune(plan, cell, out, Path(root))
+        return _probe(plan, cell, root)
+    return _finetune(plan, cell, out, root)

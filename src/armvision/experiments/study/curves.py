@@ -2,7 +2,8 @@
 
 Two curves, each a series of separate runs whose lengths double (every run has its own full warmup + cosine
 schedule, so each point is what a study cell of that length would reach):
-- finetuning from scratch (the supervised baseline), final val top-1 per label fraction;
+- finetuning from scratch (the supervised baseline), final top-1 on the selection split (never on the held-out test
+  split that judges the claims; splits.py) per label fraction;
 - pretraining (ARM and MAE), final training loss (mean of the logged losses of the last 10 % of the steps).
 
 Plateau rule, fixed before looking: a length L is enough when doubling it changes the metric by less than the
@@ -24,20 +25,21 @@ from armvision.fileio import atomic_write
 from .cells import train_rows
 from .plan import Cell, StudyPlan, arm_variant, method_variant
 from .report import curve_rows
-from .runner import Log, Task, _claim, execute
+from .runner import Log, Task, _claim, execute, prepare_data
 
 
-MODEL_KEYS = ("data", "img_size", "patch_size", "embed_dim", "depth", "decoder_embed_dim", "batch_size", "pretrain_blr",
-              "finetune_blr", "default_cluster", "default_ordering", "default_decoder_depth")
+MODEL_KEYS = ("data", "selection_fraction", "device", "img_size", "patch_size", "embed_dim", "depth",
+              "decoder_embed_dim", "batch_size", "pretrain_blr", "finetune_blr", "default_cluster", "default_ordering",
+              "default_decoder_depth")
 
 
 @dataclass
 class CurvePlan:
     """Lengths (optimizer steps) to measure, and the plateau tolerances."""
 
-    finetune_lengths: List[int] = field(default_factory=lambda: [50, 100, 200, 400, 800])
-    pretrain_lengths: List[int] = field(default_factory=lambda: [100, 200, 400, 800, 1600])
-    fractions: List[float] = field(default_factory=lambda: [1.0, 0.1])
+    finetune_lengths: List[int] = field(default_factory=lambda: [100, 200, 400, 800])
+    pretrain_lengths: List[int] = field(default_factory=lambda: [200, 400, 800])
+    fractions: Optional[List[float]] = None  # None: the study plan's label fractions
     methods: List[str] = field(default_factory=lambda: ["arm", "mae"])
     seeds: List[int] = field(default_factory=lambda: [0])
     acc_tol: float = 1.0  # top-1 points
@@ -57,11 +59,11 @@ def curve_tasks(plan: StudyPlan, curves: CurvePlan) -> List[Task]:
             for n in curves.pretrain_lengths:
                 tasks.append((dataclasses.replace(plan, pretrain_steps=n),
                               Cell("pretrain", f"curve-pretrain-{m}-n{n}-s{seed}", seed, v, group=f"curve:{m}:{n}")))
-        for f in curves.fractions:
+        for f in curves.fractions or plan.label_fractions:
             for n in curves.finetune_lengths:
                 tasks.append((dataclasses.replace(plan, finetune_steps=n, low_label_finetune_steps=n),
                               Cell("finetune", f"curve-finetune-f{f:g}-n{n}-s{seed}", seed, {}, f,
-                                   group=f"curve:f{f:g}:{n}")))
+                                   group=f"curve:f{f:g}:{n}", split="selection")))
     return tasks
 
 
@@ -117,7 +119,9 @@ def run_curves(plan: StudyPlan, curves: CurvePlan, root: Path, jobs: int = 1, lo
     """Run the curve cells under root/curves (resumable), write curves.json, CURVES.md and curves.png there."""
     root = Path(root) / "curves"
     _claim({k: getattr(plan, k) for k in MODEL_KEYS}, root, "model.json")  # lengths may grow; the model may not change
-    cells, skipped = execute(curve_tasks(plan, curves), root, jobs, log)
+    tasks = curve_tasks(plan, curves)
+    prepare_data(tasks, root)
+    cells, skipped = execute(tasks, root, jobs, log)
     for name, r in cells.items():
         if r["kind"] == "pretrain" and "final_loss" not in r:
             rows = train_rows(root / "cells" / name / "log.jsonl")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -18,20 +18,43 @@ from armvision.errors import ConfigError
 from armvision.models import default_feature_layers
 from armvision.train import PretrainConfig
 
-PRESET = "study_tiny.yaml"
+PRESET = "study_tiny"  # the CPU study's model; `--preset study_gpu` is the same study at ImageNet-100 scale
 Variant = Dict[str, Any]
 
 
-def tiny_settings() -> Dict[str, Any]:
-    """The tiny model's settings from the shipped preset study_tiny.yaml (the single source of them)."""
-    text = resources.files("armvision").joinpath("configs", PRESET).read_text()
-    cfg = yaml.safe_load(text)
+def preset_settings(name: str = PRESET) -> Dict[str, Any]:
+    """StudyPlan fields from a shipped preset configs/NAME.yaml (the model's settings, batch, pretraining rate, data);
+    study_gpu adds the GPU, loader processes, its finetuning rate and scaled_budgets."""
+    path = resources.files("armvision").joinpath("configs", f"{name}.yaml")
+    if not path.is_file():
+        raise ConfigError(f"--preset {name}: no such shipped preset (try {PRESET} or study_gpu)")
+    cfg = yaml.safe_load(path.read_text())
     m = cfg["model"]
-    return dict(img_size=m["img_size"], patch_size=m["patch_size"], embed_dim=m["embed_dim"], depth=m["depth"],
-                decoder_embed_dim=m["decoder_embed_dim"], batch_size=cfg["batch_size"], pretrain_blr=cfg["blr"])
+    out = dict(img_size=m["img_size"], patch_size=m["patch_size"], embed_dim=m["embed_dim"], depth=m["depth"],
+               decoder_embed_dim=m["decoder_embed_dim"], default_cluster=m["cluster_size"],
+               batch_size=cfg["batch_size"], pretrain_blr=cfg["blr"])
+    if cfg.get("data"):
+        out["data"] = cfg["data"]
+    if name == "study_gpu":
+        out.update(device="cuda", num_workers=8, precision="auto", finetune_blr=5e-4, **scaled_budgets(StudyPlan()))
+    return out
 
 
-_TINY = tiny_settings()
+# The GPU study keeps the CPU study's budgets in epochs of the fit split, at ImageNet-100's size (126,689 train
+# images less the 10 % selection split: 114,020 fit images) and the GPU preset's batch. For other data scale them the
+# same way (steps = epochs x fit images / batch) with --pretrain-steps / --finetune-steps /
+# --low-label-finetune-steps, or measure them with --curves.
+CPU_FIT, GPU_FIT, GPU_BATCH = 3600, 114_020, 256  # embedded:mnist5k's fit split; ImageNet-100's
+
+
+def scaled_budgets(plan: "StudyPlan") -> Dict[str, int]:
+    """The plan's step budgets at the GPU preset's data size and batch, the same number of epochs."""
+    per_step = (GPU_FIT / GPU_BATCH) / (CPU_FIT / plan.batch_size)
+    return {k: round(getattr(plan, k) * per_step) for k in ("pretrain_steps", "finetune_steps",
+                                                            "low_label_finetune_steps")}
+
+
+_TINY = preset_settings()
 
 
 def _tiny(key: str) -> Any:
@@ -40,13 +63,17 @@ def _tiny(key: str) -> Any:
 
 @dataclass
 class StudyPlan:
-    """The fixed budget of the study (about 3.5 hours on 2 idle CPU cores with --jobs 2; `armvision study --estimate`
-    measures it); `quick()` for a smoke test."""
+    """The fixed budget of the study (`armvision study --estimate` measures its CPU time); `quick()` for a smoke
+    test. Splits: splits.py (fit / selection / held-out test, a labelled subset per seed)."""
 
-    data: Optional[str] = None  # ImageFolder root; None = the embedded digits
+    data: str = _tiny("data")  # an ImageFolder root with train/ and val/, or embedded:mnist5k (shipped MNIST)
+    selection_fraction: float = 0.1  # of train/, held out (stratified, seed 0) to choose the budgets (--curves)
+    device: str = "cpu"  # "cuda" runs every cell on the GPU (the study's compute is then GPU wall-clock)
+    num_workers: int = 0  # data-loading processes per cell
+    precision: str = "fp32"  # of every cell ("auto" on a GPU: bf16 where it has it)
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # every comparison: >= 5 seeds
     label_fractions: List[float] = field(default_factory=lambda: [1.0, 0.1])
-    ablation_fraction: float = 1.0  # ablations, block and efficiency cells are finetuned with this label fraction
+    primary_fraction: float = 0.1  # the baselines', ablations' and efficiency cells' label fraction
     img_size: int = _tiny("img_size")
     patch_size: int = _tiny("patch_size")
     embed_dim: int = _tiny("embed_dim")
@@ -55,45 +82,38 @@ class StudyPlan:
     batch_size: int = _tiny("batch_size")
     pretrain_blr: float = _tiny("pretrain_blr")
     finetune_blr: float = 2e-2  # the demo's tuned finetuning rate for this tiny model
-    # Budgets from `armvision study --curves` (2026-11-29, one seed; CURVES.md): finetuning from scratch reached
-    # 69.0 / 87.0 / 93.7 / 98.0 % top-1 at 50 / 100 / 200 / 400 steps with all labels (65.0 / 86.0 / 91.7 / 93.3 %
-    # with 10 %): 400 steps is near the ceiling but, by the 1-point rule, not proven flat. The ARM pretraining loss
-    # was 0.637 / 0.588 / 0.409 / 0.307 at 100 / 200 / 400 / 800 steps: still falling. 800 steps would add about
-    # 1.8 CPU hours (4.3 h wall with --jobs 2); 400 keeps the plan near 3.5 h, and the efficiency cells (ARM at 100 /
-    # 200 / 400 steps) show whether finetuned top-1 still rises with pretraining length. REPORT.md says which.
-    pretrain_steps: int = 400
+    # Budgets: `armvision study --curves` measures them on the selection split (CURVES.md beside the run). On the
+    # shipped MNIST digits (study/curves/CURVES.md, one seed) the pretraining loss fell 0.383 -> 0.315 (ARM) from 400
+    # to 800 steps and 10 %-label finetuning from scratch rose 92.25 -> 94.25 %: neither flat by the rule, so the
+    # longest measured, 800 and 800, are the defaults. All-label finetuning was not measured there (the old digits'
+    # curve chose 400).
+    pretrain_steps: int = 800
     finetune_steps: int = 400  # finetuning with all labels
-    low_label_finetune_steps: Optional[int] = 400  # finetuning with a fraction < 1 of the labels (None: as above)
+    low_label_finetune_steps: Optional[int] = 800  # finetuning with a fraction < 1 of the labels (None: as above)
     methods: List[str] = field(default_factory=lambda: ["arm", "mae", "contrastive"])
-    cluster_sizes: List[int] = field(default_factory=lambda: [1, 2, 4])
+    cluster_sizes: List[int] = field(default_factory=lambda: [1, 3])  # 9x9 patches: 3x3 clusters -> 9 clusters
     orderings: List[str] = field(default_factory=lambda: ["row", "column", "random"])
     decoder_depths: List[int] = field(default_factory=lambda: [1, 2, 4])  # feature layers held fixed: the last one
     feature_layer_sets: List[List[int]] = field(default_factory=lambda: [[1, 2, 3, 4], [4, 4, 4, 4]])  # at depth 4
     blocks: List[str] = field(default_factory=lambda: ["mambamlp", "vim"])
     vim_depth: Optional[int] = None  # None: the depth whose parameter count is closest to the MambaMLP encoder's
-    arm_lengths: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # x pretrain_steps (efficiency)
-    mae_lengths: List[float] = field(default_factory=lambda: [1.0, 2.0])
+    arm_lengths: List[float] = field(default_factory=lambda: [1.0])  # x pretrain_steps (efficiency)
+    mae_lengths: List[float] = field(default_factory=lambda: [1.0, 1.7])  # 1.7: MAE's steps for ARM's CPU time
     probe: bool = True  # linear probe and k-NN of every pretrained encoder of the main comparison
     probe_epochs: int = 100
-    default_cluster: int = 4  # the reference defaults: 4x4-patch clusters, row order, 4 decoder blocks
-    default_ordering: str = "row"
+    default_cluster: int = _tiny("default_cluster")  # 3x3 of 9x9 patches: 9 clusters, as the paper's 4x4 of 12x12
+    default_ordering: str = "row"  # the reference defaults: row order, 4 decoder blocks
     default_decoder_depth: int = 4
 
     @classmethod
     def quick(cls, **kw: Any) -> "StudyPlan":
         """A smoke test of every kind of cell in a few minutes: one seed, a narrow model, a few steps, no verdicts."""
         small = dict(seeds=[0], embed_dim=32, depth=2, decoder_embed_dim=32, batch_size=32, pretrain_steps=8,
-                     finetune_steps=6, low_label_finetune_steps=4, cluster_sizes=[1, 4], orderings=["row", "random"],
-                     decoder_depths=[1, 2],
-                     feature_layer_sets=[[1, 2], [2, 2]], default_decoder_depth=2, arm_lengths=[0.5, 1.0],
-                     mae_lengths=[1.0], vim_depth=2, probe_epochs=5)
+                     finetune_steps=6, low_label_finetune_steps=4, cluster_sizes=[1, 3], orderings=["row", "random"],
+                     decoder_depths=[1, 2], feature_layer_sets=[[1, 2], [2, 2]], default_decoder_depth=2,
+                     arm_lengths=[0.5, 1.0], mae_lengths=[1.0], vim_depth=2, probe_epochs=5)
         small.update(kw)
         return cls(**small)
-
-    @property
-    def quick_like(self) -> bool:
-        """Fewer than 5 seeds: the report shows the numbers but draws no verdicts."""
-        return len(self.seeds) < 5
 
 
 def arm_variant(plan: StudyPlan, cluster: Optional[int] = None, ordering: Optional[str] = None,
@@ -200,10 +220,19 @@ class Cell:
     fraction: float = 1.0
     group: str = "main"  # "main", "ablation", "efficiency" or "probe"
     scratch_block: Optional[str] = None  # finetune from scratch with this block
+    split: str = "test"  # what a finetuning cell is evaluated on: the held-out "test", or "selection" (--curves)
+
+    @property
+    def view(self) -> Tuple[str, float, int, str]:
+        """The data view it reads (splits.view_name's arguments): a pretraining reads fit, a probe fit and test, a
+        finetuning the labelled subset of its seed and fraction, and `split`."""
+        return (self.kind, self.fraction, self.seed, self.split)
 
     @property
     def init_name(self) -> Optional[str]:
-        return f"pretrain-{variant_name(self.variant)}-s{self.seed}" if self.variant else None
+        """The pretraining cell this finetuning or probe starts from (None: from scratch, or a pretraining)."""
+        return f"pretrain-{variant_name(self.variant)}-s{self.seed}" if self.variant and self.kind != "pretrain" \
+            else None
 
     @property
     def label(self) -> str:
@@ -232,11 +261,11 @@ def plan_cells(plan: StudyPlan) -> List[Cell]:
                 ft.setdefault(c.name, c)
         for v, group in [(v, "ablation") for v in ablation_variants(plan)] + \
                         [(v, "efficiency") for v in efficiency_variants(plan)]:
-            c = _finetune(v, seed, plan.ablation_fraction, group)
+            c = _finetune(v, seed, plan.primary_fraction, group)
             ft.setdefault(c.name, c)
         for b in plan.blocks:
             if b != "mambamlp":
-                c = _finetune({}, seed, plan.ablation_fraction, "ablation", b)
+                c = _finetune({}, seed, plan.primary_fraction, "ablation", b)
                 ft.setdefault(c.name, c)
         cells += list(ft.values())
         if plan.probe:
@@ -244,31 +273,44 @@ def plan_cells(plan: StudyPlan) -> List[Cell]:
     return cells
 
 
+AXES = {"cluster": "cluster_sizes", "order": "orderings", "decoder": "decoder_depths",
+        "features": "feature_layer_sets", "block": "blocks"}  # --ablations NAME -> the plan field it keeps
 MAIN_ONLY: Dict[str, Any] = dict(cluster_sizes=[], orderings=[], decoder_depths=[], feature_layer_sets=[], blocks=[],
                                  arm_lengths=[], mae_lengths=[])  # --main-only: no ablation or efficiency cells
 
 
-def make_plan(quick: bool = False, data: Optional[str] = None, seeds: Optional[List[int]] = None,
-              pretrain_steps: Optional[int] = None, finetune_steps: Optional[int] = None,
-              low_label_finetune_steps: Optional[int] = None, methods: Optional[List[str]] = None,
-              label_fractions: Optional[List[float]] = None, main_only: bool = False) -> StudyPlan:
-    """The default plan (or the quick one) with the given changes. main_only keeps the main comparison (from scratch
-    vs ARM vs the baselines, and the probes) and drops the ablations and efficiency lengths: a check of the headline
-    claims at longer budgets than the full plan affords."""
-    overrides: Dict[str, Any] = {"data": data, **(MAIN_ONLY if main_only else {})}
-    if seeds:
-        overrides["seeds"] = list(seeds)
-    if pretrain_steps:
-        overrides["pretrain_steps"] = pretrain_steps
-    if finetune_steps:
-        overrides.update(finetune_steps=finetune_steps, low_label_finetune_steps=None)
-    if low_label_finetune_steps:
-        overrides["low_label_finetune_steps"] = low_label_finetune_steps
-    if methods:
-        overrides["methods"] = _checked_methods(methods)
-    if label_fractions:
-        overrides["label_fractions"] = _checked_fractions(label_fractions)
-    return StudyPlan.quick(**overrides) if quick else StudyPlan(**overrides)
+def make_plan(quick: bool = False, main_only: bool = False, preset: Optional[str] = None,
+              ablations: Optional[List[str]] = None, **fields: Any) -> StudyPlan:
+    """The default plan (or the quick one, or a shipped preset's) with the given plan fields changed (None: keep).
+    main_only keeps the main comparison (from scratch vs ARM vs the baselines, and the probes); `ablations` keeps
+    only the named ablation axes (AXES). A new finetune_steps also applies to low-label finetuning unless
+    low_label_finetune_steps is given; new label_fractions make the smallest one the primary fraction."""
+    over: Dict[str, Any] = {**(preset_settings(preset) if preset else {}), **(MAIN_ONLY if main_only else {})}
+    if ablations is not None:
+        over.update(_checked_axes(ablations))
+    given = {k: v for k, v in fields.items() if v is not None and v != []}
+    if "methods" in given:
+        given["methods"] = _checked_methods(given["methods"])
+    if "label_fractions" in given:
+        given["label_fractions"] = _checked_fractions(given["label_fractions"])
+        given.setdefault("primary_fraction", min(given["label_fractions"]))
+    if "finetune_steps" in given:
+        given.setdefault("low_label_finetune_steps", None)
+    if given.get("device", "cpu") not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {given['device']}: give cpu or cuda")
+    plan = (StudyPlan.quick if quick else StudyPlan)(**{**over, **given})
+    if plan.primary_fraction not in plan.label_fractions:
+        raise ConfigError(f"the primary label fraction {plan.primary_fraction:g} is not one of --label-fractions "
+                          f"{' '.join(f'{f:g}' for f in plan.label_fractions)}")
+    return plan
+
+
+def _checked_axes(axes: List[str]) -> Dict[str, Any]:
+    """The plan fields that drop every ablation axis not named."""
+    unknown = [a for a in axes if a not in AXES and a != "none"]
+    if unknown:
+        raise ConfigError(f"--ablations {' '.join(axes)}: {unknown[0]} is not one of {', '.join(AXES)} (or none)")
+    return {f: [] for a, f in AXES.items() if a not in axes}
 
 
 def _checked_methods(methods: List[str]) -> List[str]:

@@ -40,7 +40,7 @@ def main_plot(doc: Doc, path: Path) -> Path:
             ax.errorbar([x], [m], yerr=[s], fmt="o", capsize=4, color=f"C{j}", label=name if i == 0 else None)
             ax.plot([x + 0.25 * width] * len(xs), xs, ".", color=f"C{j}", alpha=0.5, markersize=4)
     ax.set_xticks(range(len(plan.label_fractions)), [f"{f:.0%} labels" for f in plan.label_fractions])
-    ax.set_ylabel("val top-1 (%)")
+    ax.set_ylabel("test top-1 (%)")
     ax.set_title("Finetuned accuracy: mean ± std (large), each seed (small)")
     ax.legend(loc="best", fontsize=8)  # the seeds' dots must not hide behind it
     fig.tight_layout()
@@ -49,7 +49,7 @@ def main_plot(doc: Doc, path: Path) -> Path:
 
 
 def efficiency_plot(doc: Doc, path: Path) -> Path:
-    """Finetuned top-1 against median pretraining wall-clock, one line per method (ARM, MAE)."""
+    """Finetuned top-1 against median measured pretraining compute, one line per method (ARM, MAE)."""
     from .report import efficiency_rows
 
     measured = [r for r in efficiency_rows(doc) if r["seconds"] is not None and r["top1"]]
@@ -60,9 +60,10 @@ def efficiency_plot(doc: Doc, path: Path) -> Path:
             ms = [_ms(r["top1"]) for r in rows]
             ax.errorbar([r["seconds"] for r in rows], [m for m, _ in ms], yerr=[s for _, s in ms], marker="o",
                         capsize=3, label=method)
-    ax.set_xlabel("pretraining wall-clock (s, median over seeds)")
-    ax.set_ylabel("val top-1 after finetuning (%)")
-    ax.set_title("Accuracy per unit of pretraining time")
+    ax.set_xlabel(f"pretraining compute ({'GPU' if doc['plan'].get('device') == 'cuda' else 'CPU'} s, median over "
+                  "seeds)")
+    ax.set_ylabel("test top-1 after finetuning (%)")
+    ax.set_title("Accuracy per unit of pretraining compute")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

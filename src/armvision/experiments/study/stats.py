@@ -1,5 +1,8 @@
-"""Statistics of the study: mean, std, Welch's t-test (Welch–Satterthwaite degrees of freedom, two-sided p-value),
-the 95 % confidence interval of a difference of means, and the verdict rule fixed before the run.
+"""Statistics of the study: mean, std, the paired t-test (cells that share a seed share the labelled subset, the
+initialisation seed and the data order) and Welch's t-test (Welch–Satterthwaite degrees of freedom) for unmatched
+seeds, each with a two-sided p-value and the 95 % confidence interval of the difference; two one-sided tests (TOST)
+for "about equal" claims; Holm's step-down correction across the claims; the smallest effect a test could detect;
+and the verdict rule fixed before the run.
 
 The Student t distribution is computed here from the regularised incomplete beta function (a continued fraction,
 Numerical Recipes' `betacf` / Lentz), so the study needs no scipy; tests/study checks it against scipy when present.
@@ -9,10 +12,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-ALPHA = 0.05
+ALPHA = 0.05  # family-wise error rate over the primary comparisons (Holm)
 MIN_SEEDS = 5  # a verdict is drawn only from comparisons with at least this many seeds on each side
+MARGIN = 1.0  # top-1 points: an "about equal" claim is supported when A - B is shown to lie within +- MARGIN
+POWER = 0.8  # the power of the "detectable" column
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive at this scale"
 
 
@@ -68,44 +73,109 @@ def t_ppf(q: float, df: float) -> float:
 
 
 @dataclass
-class Welch:
-    """Welch's test of mean(a) - mean(b)."""
+class TTest:
+    """A t-test of mean(a) - mean(b): `kind` "paired" (n pairs, df n - 1) or "welch"."""
 
     diff: float
     t: float
     df: float
-    p: float
+    p: float  # two-sided
     ci_low: float
     ci_high: float
+    se: float = math.nan
+    kind: str = "welch"
 
 
-def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Welch:
+Welch = TTest  # the name the study used before paired tests
+
+
+def _test(diff: float, se: float, df: float, level: float, kind: str) -> TTest:
+    if se == 0.0:  # constant differences: no spread to test against
+        p = 1.0 if diff == 0 else 0.0
+        return TTest(diff, math.copysign(math.inf, diff) if diff else 0.0, df, p, diff, diff, 0.0, kind)
+    t = diff / se
+    half = t_ppf(0.5 + level / 2, df) * se
+    return TTest(diff, t, df, t_sf2(t, df), diff - half, diff + half, se, kind)
+
+
+def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> TTest:
     """Welch's unequal-variance t-test of mean(a) - mean(b), with the `level` confidence interval of the difference.
     Needs two values on each side; equal constant samples give p = 1 (or 0 if their means differ)."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"Welch's test needs at least 2 values per side, got {len(a)} and {len(b)}")
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     diff, se2 = statistics.mean(a) - statistics.mean(b), va + vb
-    if se2 == 0.0:
-        p = 1.0 if diff == 0 else 0.0
-        return Welch(diff, math.copysign(math.inf, diff) if diff else 0.0, math.nan, p, diff, diff)
-    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    t = diff / math.sqrt(se2)
-    half = t_ppf(0.5 + level / 2, df) * math.sqrt(se2)
-    return Welch(diff, t, df, t_sf2(t, df), diff - half, diff + half)
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se2 else math.nan
+    return _test(diff, math.sqrt(se2), df, level, "welch")
 
 
-def verdict(w: Optional[Welch], direction: int, n_a: int, n_b: int) -> str:
-    """The rule fixed before the run. direction +1: the paper says A > B; -1: A < B; 0: about equal.
-    p < 0.05 in the paper's direction: supported; p < 0.05 against it (or, for "about equal", either way):
-    contradicted; otherwise inconclusive at this scale. Fewer than MIN_SEEDS seeds a side: no verdict."""
-    if w is None or min(n_a, n_b) < MIN_SEEDS:
+def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> TTest:
+    """The paired t-test of mean(a - b) (a[i] and b[i] from the same seed), df = n - 1, with the `level`
+    confidence interval of the mean difference."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired test needs two equally long samples of at least 2, got {len(a)} and {len(b)}")
+    d = [x - y for x, y in zip(a, b)]
+    return _test(statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d)), len(d) - 1.0, level, "paired")
+
+
+def t_sf(t: float, df: float) -> float:
+    """One-sided upper tail P(T >= t) of Student's t."""
+    half = t_sf2(t, df) / 2
+    return half if t >= 0 else 1.0 - half
+
+
+def tost(test: TTest, margin: float) -> Tuple[float, float]:
+    """(p of equivalence, p of non-equivalence) of a difference within +- margin. Equivalence: two one-sided tests,
+    H0 diff <= -margin and H0 diff >= +margin, p the larger of the two; non-equivalence: the one-sided test that the
+    difference lies beyond the margin on the side of its estimate."""
+    if test.se == 0.0:
+        inside = abs(test.diff) < margin
+        return (0.0, 1.0) if inside else (1.0, 0.0 if abs(test.diff) > margin else 1.0)
+    lower, upper = t_sf((test.diff + margin) / test.se, test.df), t_sf((margin - test.diff) / test.se, test.df)
+    beyond = t_sf((abs(test.diff) - margin) / test.se, test.df)
+    return max(lower, upper), beyond
+
+
+def equivalence_p(test: TTest, margin: float) -> Tuple[float, bool]:
+    """The p-value an "about equal" row brings to the family, and whether it points to equivalence: twice the
+    smaller of TOST's two answers (a Bonferroni correction within the row, as a two-sided p is twice the smaller
+    one-sided one)."""
+    p_eq, p_ne = tost(test, margin)
+    return min(1.0, 2 * min(p_eq, p_ne)), p_eq <= p_ne
+
+
+def holm(ps: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values (same order as `ps`): the k-th smallest of m is multiplied by m - k + 1,
+    made non-decreasing, capped at 1. Rejecting where adjusted p < alpha holds the family-wise error at alpha."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - k) * ps[i]))
+        out[i] = running
+    return out
+
+
+def detectable(test: TTest, alpha: float, power: float = POWER) -> float:
+    """The smallest true difference the test would find (two-sided, level alpha) with probability `power`, for its
+    standard error and degrees of freedom: (t_{1 - alpha/2} + t_{power}) x se."""
+    if not test.se or math.isnan(test.df):
+        return 0.0
+    return (t_ppf(1 - alpha / 2, test.df) + t_ppf(power, test.df)) * test.se
+
+
+def verdict(p_adj: Optional[float], diff: float, direction: int, n: int, equivalent: bool = False) -> str:
+    """The rule fixed before the run, on the Holm-adjusted p of a primary comparison. direction +1: the paper says
+    A > B; -1: A < B; 0: about equal (p from equivalence_p). Directional: adjusted p < ALPHA in the paper's direction:
+    supported; against it: contradicted. About equal: adjusted p < ALPHA and equivalent within the margin:
+    supported; shown to differ by more than the margin: contradicted. Otherwise inconclusive at this scale; fewer
+    than MIN_SEEDS seeds a side: no verdict."""
+    if p_adj is None or n < MIN_SEEDS:
         return f"no verdict (fewer than {MIN_SEEDS} seeds)"
-    if w.p >= ALPHA:
+    if p_adj >= ALPHA:
         return INCONCLUSIVE
     if direction == 0:
-        return CONTRADICTED
-    return SUPPORTED if w.diff * direction > 0 else CONTRADICTED
+        return SUPPORTED if equivalent else CONTRADICTED
+    return SUPPORTED if diff * direction > 0 else CONTRADICTED
 
 
 def mean_std(values: Sequence[float], digits: int = 2) -> str:
