@@ -113,4 +113,4 @@ def test_any_bytes_as_a_saved_folders_config_json_are_read_or_refused(tmp_path_f
         except Exception as e:
             one_line_error(e)
             return
-        assert cfg["kind"] in CONFIG_CLASSES
+        assert cfg["model_config"]["kind"] in CONFIG_CLASSES  # the whole file, its model_config checked
