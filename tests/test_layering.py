@@ -13,11 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "armvision"
 ENV_MODULE = "armvision.env"  # the one module that reads ARMVISION_* variables
 # Circles outside ops/ and nn/ that other branches are removing (issue 24); each entry is one circle's modules,
 # sorted. Remove an entry when its circle is gone (the test then says so). Never add ops/ or nn/ modules here.
-KNOWN_CIRCLES: list[tuple[str, ...]] = [
-    # the study's modules (experiments/study, the study helper's branch)
-    ("armvision.experiments.study.curves", "armvision.experiments.study.runner"),
-    ("armvision.experiments.study.plots", "armvision.experiments.study.report"),
-]
+KNOWN_CIRCLES: list[tuple[str, ...]] = []  # none left: keep it so
 
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Tuple
 
-from .plan import StudyPlan, _unique, arm_variant, method_label, method_variant, variant_name
+from .plan import StudyPlan, _unique, arm_variant, method_label, method_variant, pretrain_steps_of, variant_name
 from .stats import (ALPHA, MARGIN, MIN_SEEDS, POWER, TTest, detectable, equivalence_p, holm, paired, verdict,
                     welch)
 
@@ -210,3 +210,17 @@ def derive(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
                                 r["equivalent"]) if r["primary"] else "secondary (no verdict)") \
             if r["a"] and r["b"] else "not measured"
     return rows
+
+
+def efficiency_rows(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """ARM and MAE at each pretraining length: steps, median pretraining compute (s), finetuned top-1 values."""
+    plan, cells = StudyPlan(**doc["plan"]), doc["cells"]
+    out = []
+    for method, lengths in (("ARM", plan.arm_lengths), ("MAE", plan.mae_lengths if "mae" in plan.methods else [])):
+        for x in sorted(lengths):
+            v = arm_variant(plan, length=x) if method == "ARM" else method_variant("mae", x)
+            name = variant_name(v)
+            out.append({"method": method, "steps": pretrain_steps_of(plan, v),
+                        "seconds": pretrain_seconds(plan, cells, name),
+                        "top1": values(cells, ("finetune", name, plan.primary_fraction, "top1"))})
+    return out

@@ -152,9 +152,3 @@ def curves_markdown(doc: Dict[str, Any]) -> str:
               f"with all labels, {ch.get('low_label_finetune_steps')} with a fraction of them.",
               "", "![curves](curves.png)", ""]
     return "\n".join(lines)
-
-
-def load_choice(root: Path) -> Optional[Dict[str, Any]]:
-    """The choice of an earlier `--curves` run under root (root/curves/curves.json), or None."""
-    path = Path(root) / "curves" / "curves.json"
-    return json.loads(path.read_text())["choice"] if path.exists() else None

@@ -5,7 +5,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from .claims import values
+from .claims import efficiency_rows, values
 from .plan import StudyPlan, arm_variant, method_label, method_variant, variant_name
 
 Doc = Dict[str, Any]
@@ -50,7 +50,6 @@ def main_plot(doc: Doc, path: Path) -> Path:
 
 def efficiency_plot(doc: Doc, path: Path) -> Path:
     """Finetuned top-1 against median measured pretraining compute, one line per method (ARM, MAE)."""
-    from .report import efficiency_rows
 
     measured = [r for r in efficiency_rows(doc) if r["seconds"] is not None and r["top1"]]
     fig, ax = _figure()
@@ -100,7 +99,6 @@ def curves_plot(doc: Doc, path: Path) -> Path:
 
 def draw_plots(doc: Doc, root: Path) -> List[Path]:
     """main.png and (if the plan has efficiency lengths) efficiency.png under root; returns the written paths."""
-    from .report import efficiency_rows
 
     root = Path(root)
     paths = [main_plot(doc, root / "main.png")]

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from armvision.fileio import atomic_write
 
-from .claims import PAPER, RULE, compute_seconds, derive, pretrain_seconds, values
+from .claims import PAPER, RULE, compute_seconds, derive, efficiency_rows, pretrain_seconds, values
 from .plan import StudyPlan, arm_variant, method_variant, pretrain_steps_of, pretrain_variants, variant_name
 from .stats import mean_std
 
@@ -33,20 +33,6 @@ def geometry(doc: Doc) -> Dict[str, int]:
     plan = doc["plan"]
     grid = plan["img_size"] // plan["patch_size"]
     return {"grid": grid, "clusters": (grid // plan["default_cluster"]) ** 2}
-
-
-def efficiency_rows(doc: Doc) -> List[Dict[str, Any]]:
-    """ARM and MAE at each pretraining length: steps, median pretraining compute (s), finetuned top-1 values."""
-    plan, cells = StudyPlan(**doc["plan"]), doc["cells"]
-    out = []
-    for method, lengths in (("ARM", plan.arm_lengths), ("MAE", plan.mae_lengths if "mae" in plan.methods else [])):
-        for x in sorted(lengths):
-            v = arm_variant(plan, length=x) if method == "ARM" else method_variant("mae", x)
-            name = variant_name(v)
-            out.append({"method": method, "steps": pretrain_steps_of(plan, v),
-                        "seconds": pretrain_seconds(plan, cells, name),
-                        "top1": values(cells, ("finetune", name, plan.primary_fraction, "top1"))})
-    return out
 
 
 def compute_rows(doc: Doc) -> List[Dict[str, Any]]:

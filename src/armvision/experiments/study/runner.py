@@ -201,7 +201,6 @@ def results_document(plan: StudyPlan, cells: Dict[str, Any], skipped: Dict[str, 
                      root: Path) -> Dict[str, Any]:
     """results.json: everything REPORT.md is rendered from (plan, cells, skipped, machine, paper, rule, curves)."""
     from .claims import PAPER, RULE
-    from .curves import load_choice
 
     return {"plan": dataclasses.asdict(plan), "cells": cells, "skipped": skipped, "meta": meta, "paper": PAPER,
             "rule": RULE, "curves": load_choice(root)}
@@ -239,3 +238,9 @@ def load_results(root: Path) -> Optional[Dict[str, Any]]:
         raise ConfigError(f"{path} was written by an earlier version of the study (no plan and cells in it, or no "
                           "held-out test split); rerun `armvision study` into a new --output")
     return doc
+
+
+def load_choice(root: Path) -> Optional[Dict[str, Any]]:
+    """The choice of an earlier `--curves` run under root (root/curves/curves.json), or None."""
+    path = Path(root) / "curves" / "curves.json"
+    return json.loads(path.read_text())["choice"] if path.exists() else None
