@@ -10,7 +10,7 @@ from fuzzkit import MemoryBound, hypothesis, mappings, one_line_error, st, value
 from armvision.errors import ArmVisionError
 from armvision.fields import config_from_dict, knobs_of
 from armvision.models.config import CONFIG_CLASSES, read_config_json, saved_model_config
-from armvision.models.registry import MODEL_CLASSES
+from armvision.models.registry import FAMILIES
 from armvision.train.config import LEGACY_KEYS, FinetuneConfig, PretrainConfig, load_config_file, model_knobs
 
 given = hypothesis.given
@@ -30,7 +30,7 @@ def run_mappings():
 
 def _size_counts(model_cfg):
     try:
-        need = MODEL_CLASSES[model_cfg.kind].bytes_needed(model_cfg)  # counted on the meta device
+        need = FAMILIES[model_cfg.kind].bytes_needed(model_cfg)  # counted on the meta device
     except ArmVisionError as e:
         one_line_error(e)
         return
