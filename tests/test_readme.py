@@ -3,11 +3,14 @@ temp folder holding small stand-ins for the files it names, with three textual s
 instead of the base model's, which would be slow); blocks that need the network (the Hub) are skipped, and
 blocks that continue an earlier example get that example's names from a prelude of their section."""
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import armvision
 
@@ -18,8 +21,10 @@ STAND_INS = [  # (as written, what runs): each must occur in the README
     ('create_classifier("base"', 'create_classifier("base", embed_dim=32, depth=2'),
     ('create_pretrainer("base")', 'create_pretrainer("base", embed_dim=32, depth=2, decoder_embed_dim=32)'),
     ('timm.create_model("arm_base"', 'timm.create_model("arm_base", embed_dim=32'),
+    ('Predictor.load("pets.onnx")', 'Predictor.load("runs/ft/checkpoint-best.pth")'),  # (export's tests cover ONNX)
 ]
 PRELUDES = {  # section -> the names its blocks continue from
+    "Prediction": "import armvision\n",
     "Export (torch.export, ONNX, torch.compile)": "import torch, armvision\n"
     "model = armvision.create_classifier('tiny', embed_dim=32, depth=2, num_classes=10).eval()\n"
     "x = torch.randn(2, 3, 224, 224)\n",
@@ -66,6 +71,13 @@ def folder(tmp_path, monkeypatch):
     torch.save({"model": cls.state_dict(), "model_ema": cls.state_dict(), "args": args}, tmp_path / "arm_base_finetuned.pth")
     torch.save({"model": pre.state_dict(), "args": args}, tmp_path / "arm_base_pretrain.pth")
     armvision.save_pretrained(pre, tmp_path / "weights" / "arm-b-pt")
+    finetuned = armvision.create_classifier("tiny", num_classes=3, **SMALL)  # a finetuning run's best checkpoint
+    (tmp_path / "runs" / "ft").mkdir(parents=True)
+    torch.save({"model": finetuned.state_dict(), "model_config": dataclasses.asdict(finetuned.config),
+                "label_names": ["cat", "dog", "fox"]}, tmp_path / "runs" / "ft" / "checkpoint-best.pth")
+    (tmp_path / "photos").mkdir()
+    for name in ("cat.jpg", "photos/a.png", "photos/b.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
