@@ -84,7 +84,7 @@ def cache_dir() -> Optional[str]:
 
 
 def cpu_cflags() -> List[str]:
-    """ARMVISION_CPU_CFLAGS: extra compiler flags for the C kernel (e.g. -DW=8), [] when unset."""
+    """ARMVISION_CPU_CFLAGS: extra compiler flags for the C kernel (e.g. -DARMV_VL=8), [] when unset."""
     return _raw(CPU_CFLAGS).split()
 
 

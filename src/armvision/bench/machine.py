@@ -67,8 +67,9 @@ class _PerfAttr(ctypes.Structure):
 
 
 def count_cycles(fn) -> Optional[int]:
-    """CPU cycles this thread spends in fn() (user space), from the kernel's perf events (what `perf stat` reads);
-    None where the machine does not expose a cycle counter (many virtual machines) or not Linux x86-64 / arm64."""
+    """CPU cycles this thread and the threads it starts spend in fn() (user space), from the kernel's perf events
+    (what `perf stat` reads); None where the machine does not expose a cycle counter (many virtual machines) or
+    is not Linux x86-64 / arm64."""
     nr = {"x86_64": 298, "aarch64": 241}.get(platform.machine())
     if nr is None or not sys.platform.startswith("linux"):
         return None
@@ -76,7 +77,7 @@ def count_cycles(fn) -> Optional[int]:
 
     libc = ctypes.CDLL(None, use_errno=True)
     attr = _PerfAttr(type=0, size=ctypes.sizeof(_PerfAttr), config=0)  # PERF_TYPE_HARDWARE, CPU_CYCLES
-    attr.flags = 1 | (1 << 5) | (1 << 6)  # disabled, exclude_kernel, exclude_hv
+    attr.flags = 1 | (1 << 1) | (1 << 5) | (1 << 6)  # disabled, inherit (new threads), exclude_kernel, _hv
     fd = libc.syscall(nr, ctypes.byref(attr), 0, -1, -1, 0)
     if fd < 0:
         return None

@@ -12,6 +12,7 @@ Where a room has no implementation of its own, the fallbacks live here and nowhe
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -71,6 +72,8 @@ def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     needs a gradient (inference, torch.no_grad), the one-call rooms keep nothing for a backward.
     """
     checks.directions(u, delta, A, B, C, D, z, delta_bias, index)
+    if not (math.isfinite(scale) and scale != 0.0):
+        raise ValueError(f"selective_scan_directions: scale must be a finite nonzero number, got {scale!r}")
     if scan_decomposed.active():  # exporting to ONNX: standard ops instead of the custom ops
         y = scan_decomposed.directions_scan(u, delta, A, B, C, D, z, delta_bias, index)
         return y if scale == 1.0 else y * scale
@@ -153,6 +156,7 @@ def silu_mul(a: Tensor, b: Tensor, bias_a: Optional[Tensor] = None, bias_b: Opti
     for name, t in (("bias_a", bias_a), ("bias_b", bias_b)):
         if t is not None and tuple(t.shape) != (a.shape[-1],):
             raise ValueError(f"silu_mul: {name} has shape {tuple(t.shape)}; it must be ({a.shape[-1]},)")
+    checks.same_device("silu_mul", a, b=b, bias_a=bias_a, bias_b=bias_b)
     if not scan_decomposed.active() and a.dtype == b.dtype and a.is_floating_point() and a.dim() >= 1:
         name = resolve_backend("selective_scan", backend, a.is_cuda, a.dtype)
         if room(name).silu_mul_fwd is not None:

@@ -81,6 +81,8 @@ def directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     if u.dim() != 4:
         raise ValueError(f"{p}: u must have shape (directions, batch, L, Dg), got {_shape(u)}")
     G, batch, L, Dg = u.shape
+    if L < 1:
+        raise ValueError(f"{p}: u has an empty sequence (L=0), shape {_shape(u)}")
     N = A.shape[-1]
     want = {"delta": (G, batch, L, Dg), "A": (G * Dg, N), "B": (G, batch, L, N), "C": (G, batch, L, N),
             "D": (G * Dg,), "z": (batch, L, Dg), "delta_bias": (G * Dg,)}
@@ -88,6 +90,7 @@ def directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     for name, t in named.items():
         if tuple(t.shape) != want[name]:
             raise ValueError(f"{p}: {name} has shape {_shape(t)} but must be {want[name]} for u {_shape(u)}")
+    same_device(p, u, **named, index=index)
     _index(p, index, G, L)
 
 
@@ -99,9 +102,20 @@ def conv_directions(x: Tensor, weight: Tensor, bias: Tensor, index: Optional[Ten
                          f"weight {_shape(weight)}")
     if tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"{p}: bias has shape {_shape(bias)} but must be ({weight.shape[0]},)")
+    if x.shape[1] < 1:
+        raise ValueError(f"{p}: x has an empty sequence (L=0), shape {_shape(x)}")
+    same_device(p, x, weight=weight, bias=bias, index=index)
     _index(p, index, weight.shape[0] // x.shape[-1], x.shape[1])
 
 
 def _index(p: str, index: Optional[Tensor], G: int, L: int) -> None:
     if index is not None and tuple(index.shape) != (G, L):
         raise ValueError(f"{p}: index has shape {_shape(index)} but must be (directions, L) = ({G}, {L})")
+
+
+def same_device(p: str, first: Tensor, **others: Optional[Tensor]) -> None:
+    """Every tensor argument on the first one's device (a kernel handed a pointer from another device would crash)."""
+    for name, t in others.items():
+        if t is not None and t.device != first.device:
+            raise ValueError(f"{p}: {name} is on {t.device} but the inputs are on {first.device}; "
+                             "put them on one device")

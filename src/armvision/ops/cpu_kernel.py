@@ -1,4 +1,5 @@
-"""Build, load and call the fused CPU kernels of csrc/ (scan_cpu.c, conv_cpu.c, armv_common.h).
+"""Build, load and call the fused CPU kernels of csrc/ (scan_fwd.c, scan_bwd.c, conv_cpu.c, gate_cpu.c over
+armv_common.h and scan_common.h).
 
 The C source is compiled at first use with the system C compiler (`cc`, or $CC) into a shared library cached
 under $ARMVISION_CACHE (default ~/.cache/armvision/kernels), keyed by a hash of the source, the compiler, the
@@ -43,7 +44,7 @@ FLAG_SETS = (
 )
 MAX_STATE = 64  # NMAX in the C source
 
-# integer parameter slots and pointer slots, in the order of the enums in scan_cpu.c and conv_cpu.c
+# integer parameter slots and pointer slots, in the order of the enums in scan_common.h, conv_cpu.c and gate_cpu.c
 INT_SLOTS = ("batch L G Dg N chunk softplus threads u_sg u_sb u_st dl_sg dl_sb dl_st "
              "b_mode b_sg b_sb b_st b_sn c_mode c_sg c_sb c_st c_sn z_sg z_sb z_st o_sg o_sb o_st "
              "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st act_dt bc_dt scale_bits").split()
@@ -96,7 +97,7 @@ def _build(cc: str) -> Tuple[Path, List[str]]:
     src = b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.suffix in (".c", ".h"))
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     errors = []
-    extra = env.cpu_cflags()  # for experiments, e.g. -DW=8
+    extra = env.cpu_cflags()  # for experiments, e.g. -DARMV_VL=8
     for i, flags in enumerate(FLAG_SETS):
         flags = [*flags, *(isa_flags() if i == 0 else []), *extra]
         key = hashlib.sha256(src + cc.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:16]

@@ -211,7 +211,7 @@ def silu_mul(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor]) -
 
 @silu_mul.register_fake
 def _(a, b, ba, bb):
-    return torch.empty_like(a)
+    return a.new_empty(a.shape)  # contiguous, as the kernel writes it
 
 
 @torch.library.custom_op("armvision::silu_mul_bwd", mutates_args=())
@@ -222,7 +222,7 @@ def silu_mul_bwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor
 
 @silu_mul_bwd.register_fake
 def _(a, b, ba, bb, dout):
-    return torch.empty_like(a), torch.empty_like(b)
+    return a.new_empty(a.shape), b.new_empty(b.shape)
 
 
 def _setup_gate(ctx, inputs, output):
@@ -232,9 +232,9 @@ def _setup_gate(ctx, inputs, output):
 def _backward_gate(ctx, dout):
     a, b, ba, bb = ctx.saved_tensors
     da, db = silu_mul_bwd(a, b, ba, bb, dout)
-    rows = tuple(range(da.dim() - 1))  # a bias's gradient: the sum over every dimension but the last
-    dba = None if ba is None else da.sum(rows).to(ba.dtype)
-    dbb = None if bb is None else db.sum(rows).to(bb.dtype)
+    # a bias's gradient: the sum over every dimension but the last (rows of the last dimension)
+    dba = None if ba is None else da.reshape(-1, da.shape[-1]).sum(0).to(ba.dtype)
+    dbb = None if bb is None else db.reshape(-1, db.shape[-1]).sum(0).to(bb.dtype)
     return da, db, dba, dbb
 
 

@@ -1,4 +1,5 @@
-"""Tensor-level glue for the fused CPU selective scan (csrc/scan_cpu.c via cpu_kernel.py).
+"""Tensor-level glue for the fused CPU kernels (csrc/scan_fwd.c, scan_bwd.c, conv_cpu.c, gate_cpu.c via
+cpu_kernel.py).
 
 Internal form: every sequence tensor is a 4-D view (G, batch, L, Dg) whose last dimension is contiguous (any
 other strides, stride 0 included): G groups of Dg channels, each group one scan with its own A / D / dt bias /
@@ -68,7 +69,7 @@ def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.
     ints.update(_strides(u, "u"), **_strides(delta, "dl"))
     f32 = lambda t: None if t is None else t.float().contiguous()  # noqa: E731
     ptrs = dict(u=u, delta=delta, A=f32(A), D=f32(D), bias=f32(delta_bias), z=z,
-                idx=None if index is None else index.to(torch.int32).contiguous())
+                idx=_idx(index))
     for X, name in ((B, "B"), (C, "C")):
         i, p = _bc(X, name)
         ints.update(i)
@@ -154,6 +155,11 @@ def _conv_ints(x: Tensor, weight: Tensor, G: int) -> dict:
                 x_sb=x.stride(0), x_st=x.stride(1), dt=_code(x, "x"))
 
 
+def _idx(index: Optional[Tensor]) -> Optional[Tensor]:
+    """The (G, L) order as the kernels read it: int32, contiguous."""
+    return None if index is None else index.to(torch.int32).contiguous()
+
+
 def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[Tensor]) -> Tensor:
     """x (batch, L, Dg) float32 or bfloat16 (channels contiguous), weight (G * Dg, K), bias (G * Dg,), index (G, L)
     int32 or None -> u (G, batch, L, Dg) in x's dtype: silu of the causal conv of x visited in each group's order."""
@@ -161,7 +167,7 @@ def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[
     u = x.new_empty(G, *x.shape)
     cpu_kernel._call("armv_conv_fwd", _conv_ints(x, weight, G),
                      dict(x=x, w=weight.float().contiguous(), bias=None if bias is None else bias.float().contiguous(),
-                          idx=index, u=u))
+                          idx=_idx(index), u=u))
     return u
 
 
@@ -175,7 +181,8 @@ def conv_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], index: Optional[
     dx, dw, db = x.new_empty(batch, L, Dg), x.new_empty(G * Dg, K, **f32), x.new_empty(G * Dg, **f32)
     cpu_kernel._call("armv_conv_bwd", _conv_ints(x, weight, G),
                      dict(x=x, w=weight.float().contiguous(), bias=None if bias is None else bias.float().contiguous(),
-                          idx=index, du=du.to(x.dtype).contiguous(), dx=dx, dwp=x.new_empty(batch * G * Dg * K, **f32),
+                          idx=_idx(index), du=du.to(x.dtype).contiguous(), dx=dx,
+                          dwp=x.new_empty(batch * G * Dg * K, **f32),
                           dbp=x.new_empty(batch * G * Dg, **f32), dw=dw, db=db))
     return dx, dw, db
 

@@ -108,7 +108,7 @@ def _seqs(G: int, act: torch.dtype, *ts: Optional[Tensor]) -> List[Optional[Tens
 
 def _fwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, out: Tensor):
     """The kernel on one batch slice; writes out (slice, L, D) channels-last; returns (last, ckpt)."""
-    G, act = _groups(B, C), _act(u)
+    G, act = _groups(B, C), _act(u, delta, z)
     b_, L, dim = out.shape
     su, sd, sz = _seqs(G, act, u, delta, z)
     bcd = _var_bc_dtype(B, C)
@@ -119,7 +119,7 @@ def _fwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, out: Tensor):
 
 def scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
     batch, dim, L = u.shape
-    out = torch.empty(batch, L, dim, dtype=_act(u))
+    out = torch.empty(batch, L, dim, dtype=_act(u, delta, z))
     if not _by_row(u):
         last, ckpt = _fwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, out)
         return out.transpose(1, 2).to(u.dtype), last, ckpt
@@ -131,7 +131,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
 
 
 def _bwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast) -> List[Tensor]:
-    G, act = _groups(B, C), _act(u)
+    G, act = _groups(B, C), _act(u, delta, z)
     su, sd, sz, sdo = _seqs(G, act, u, delta, z, dout)
     bcd = _var_bc_dtype(B, C)
     du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(su, sd, A, _bc4(B, G, bcd), _bc4(C, G, bcd), D, sz,
@@ -194,9 +194,21 @@ def directions_wanted(on_cuda: bool) -> bool:
     return True
 
 
-def _act(t: Tensor) -> torch.dtype:
-    """The dtype the kernel reads and writes sequence tensors in: float32 or bfloat16 as given, float32 otherwise."""
-    return t.dtype if t.dtype in scan_cpu.DTYPES else torch.float32
+def _act(*ts: Optional[Tensor]) -> torch.dtype:
+    """The dtype the kernel reads and writes sequence tensors in: float32 or bfloat16 when every one of `ts` has it,
+    float32 otherwise (a mix is promoted, never rounded down)."""
+    dtypes = {t.dtype for t in ts if t is not None}
+    return dtypes.pop() if len(dtypes) == 1 and next(iter(dtypes)) in scan_cpu.DTYPES else torch.float32
+
+
+def check_order(p: str, index: Optional[Tensor], L: int) -> None:
+    """The kernels write step t of direction g at position index[g, t]: each row must be a permutation of 0..L-1
+    (out-of-range or repeated positions would write outside the output or leave rows unwritten)."""
+    if index is None:
+        return
+    want = torch.arange(L, device=index.device)
+    if not bool((index.long().sort(-1).values == want).all()):
+        raise ValueError(f"{p}: each row of index must be a permutation of 0..{L - 1} (the order of one direction)")
 
 
 def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, save: bool) -> Tuple[Tensor, Tensor]:
@@ -204,7 +216,8 @@ def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, sav
     restarts from (empty with save=False). float32 and bfloat16 are read and written as they are (no copies), other
     dtypes through float32."""
     G, batch, L, Dg = u.shape
-    act, bcd = _act(u), _var_bc_dtype(B, C)
+    check_order("selective_scan_directions", index, L)
+    act, bcd = _act(u, delta, z), _var_bc_dtype(B, C)
     out = torch.empty(batch, L, Dg, dtype=act)
     z4 = z.to(act).unsqueeze(0).expand(G, -1, -1, -1)
     _, _, ckpt = scan_cpu.fwd(u.to(act), delta.to(act), A, B.to(bcd), C.to(bcd), D, z4, delta_bias, index, True,
@@ -214,7 +227,7 @@ def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, sav
 
 def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, saved, dout) -> List[Tensor]:
     G = u.shape[0]
-    act, bcd = _act(u), _var_bc_dtype(B, C)
+    act, bcd = _act(u, delta, z), _var_bc_dtype(B, C)
     z4 = z.to(act).unsqueeze(0).expand(G, -1, -1, -1)
     d4 = dout.to(act).contiguous().unsqueeze(0).expand(G, -1, -1, -1)
     du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(u.to(act), delta.to(act), A, B.to(bcd), C.to(bcd), D, z4,
@@ -246,6 +259,7 @@ conv = None
 
 def conv_directions_fwd(x: Tensor, weight: Tensor, bias: Tensor, index: Optional[Tensor]) -> Tensor:
     """float32 and bfloat16 x as given (u in x's dtype), other dtypes through float32; weights float32."""
+    check_order("causal_conv1d_directions", index, x.shape[1])
     return scan_cpu.conv_fwd(x.to(_act(x)), weight, bias, index).to(x.dtype)
 
 
@@ -258,12 +272,12 @@ def conv_directions_bwd(x, weight, bias, index, du) -> Tuple[Tensor, Tensor, Ten
 # The SwiGLU gate silu(a + ba) * (b + bb) in one pass (custom op armvision::silu_mul)
 # ---------------------------------------------------------------------------------------------------------
 def silu_mul_fwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor]) -> Tensor:
-    act = _act(a)
+    act = _act(a, b)
     return scan_cpu.gate_fwd(a.to(act).contiguous(), b.to(act).contiguous(), ba, bb).to(a.dtype)
 
 
 def silu_mul_bwd(a: Tensor, b: Tensor, ba: Optional[Tensor], bb: Optional[Tensor],
                  dout: Tensor) -> Tuple[Tensor, Tensor]:
-    act = _act(a)
+    act = _act(a, b)
     da, db = scan_cpu.gate_bwd(a.to(act).contiguous(), b.to(act).contiguous(), ba, bb, dout)
     return da.to(a.dtype), db.to(b.dtype)

@@ -1,10 +1,11 @@
-/* armvision CPU kernels: what scan_cpu.c and conv_cpu.c share. One source for every instruction set: the vector
- * type `vf` holds VL float lanes (GCC/clang vector extensions), VL chosen by the compiler's target (-march=native
- * at build time): 16 with AVX-512, 8 with AVX/AVX2, 4 otherwise (SSE2, NEON, any other CPU: the generic code).
- * ARMV_VL=4|8|16 overrides it (tests build the narrower widths on a wider CPU, so every width's logic is tested).
- * A few helpers have an instruction-set-specific body (rounding, 2^x by vscalefps on AVX-512); each has a generic
- * body that computes the same function. Also here: exp / log1p / softplus / sigmoid written for vectors, loads and
- * stores of float32 and bfloat16 rows, the transposing lane reduction and a small thread pool. */
+/* armvision CPU kernels: what scan_fwd.c, scan_bwd.c, conv_cpu.c and gate_cpu.c share. One source for every
+ * instruction set: the vector type `vf` holds VL float lanes (GCC/clang vector extensions), VL chosen by the
+ * compiler's target (-march=native at build time): 16 with AVX-512, 8 with AVX/AVX2, 4 otherwise (SSE2, NEON, any
+ * other CPU: the generic code). ARMV_VL=4|8|16 overrides it (tests build the narrower widths on a wider CPU, so
+ * every width's logic is tested). A few helpers have an instruction-set-specific body (rounding, 2^x by vscalefps
+ * on AVX-512); each has a generic body that computes the same function. Also here: exp / log1p / softplus /
+ * sigmoid written for vectors, loads and stores of float32 and bfloat16 rows (bf16 rounded to nearest even by
+ * integer arithmetic, as torch rounds), the transposing lane reduction and a small thread pool. */
 #ifndef ARMV_COMMON_H
 #define ARMV_COMMON_H
 #include <math.h>
@@ -341,11 +342,25 @@ static float *ws_get(size_t n) {
     return p;
 }
 
+/* at most this many bytes stay cached per source file between calls; a buffer returned beyond it is freed */
+#ifndef ARMV_WS_CACHE_BYTES
+#define ARMV_WS_CACHE_BYTES ((size_t)128 << 20)
+#endif
 static void ws_put(float *p) {
     pthread_mutex_lock(&ws_lock);
     int cached = 0;
+    size_t total = 0;
+    for (int i = 0; i < WS_SLOTS; i++) total += ws_cache[i].n * sizeof(float);
     for (int i = 0; i < WS_SLOTS; i++)
-        if (ws_cache[i].p == p) { ws_cache[i].busy = 0; cached = 1; }
+        if (ws_cache[i].p == p) {
+            ws_cache[i].busy = 0;
+            cached = 1;
+            if (total > ARMV_WS_CACHE_BYTES) { /* over the budget: not kept */
+                free(ws_cache[i].p);
+                ws_cache[i].p = NULL;
+                ws_cache[i].n = 0;
+            }
+        }
     pthread_mutex_unlock(&ws_lock);
     if (!cached) free(p);
 }

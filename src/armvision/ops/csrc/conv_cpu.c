@@ -1,4 +1,4 @@
-/* armvision: the Mamba mixer's depthwise causal conv1d + SiLU for CPUs (see scan_cpu.c for the build). */
+/* armvision: the Mamba mixer's depthwise causal conv1d + SiLU for CPUs (see scan_fwd.c for the build). */
 #include "armv_common.h"
 
 /* ------------------------------------------------------------------------------------------------------------
