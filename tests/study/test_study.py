@@ -218,6 +218,16 @@ def test_quick_curves_choose_budgets(tmp_path):
     assert (tmp_path / "curves" / "curves.png").exists() and (tmp_path / "curves" / "CURVES.md").exists()
 
 
+def test_curves_markdown_names_only_the_budgets_measured():
+    from armvision.experiments.study.curves import curves_markdown
+    doc = {"curve_plan": {"acc_tol": 1.0, "loss_tol": 0.02, "seeds": [0]},
+           "choice": {"finetune": {}, "pretrain": {}, "pretrain_steps": 800, "pretrain_converged": True,
+                      "low_label_finetune_steps": 400, "low_label_finetune_converged": True}}
+    text = curves_markdown(doc)
+    assert "Chosen: pretraining 800 steps, finetuning with a fraction of the labels 400 steps." in text
+    assert "None" not in text and "all labels" not in text
+
+
 def test_step_seconds_ignore_the_gap_of_a_resume(tmp_path):
     log = tmp_path / "log.jsonl"
     times = [(5, 0.0), (10, 1.0), (15, 2.0), (20, 100.0), (25, 101.0)]  # killed after step 15, resumed much later

@@ -148,7 +148,10 @@ def curves_markdown(doc: Dict[str, Any]) -> str:
     if not all(ch.get(k, True) for k in ("pretrain_converged", "finetune_converged", "low_label_finetune_converged")):
         lines += ["", "Not converged means no measured doubling met the rule: the chosen length is only the longest "
                   "measured; add longer lengths to find the plateau."]
-    lines += ["", f"Chosen: pretraining {ch.get('pretrain_steps')} steps, finetuning {ch.get('finetune_steps')} steps "
-              f"with all labels, {ch.get('low_label_finetune_steps')} with a fraction of them.",
-              "", "![curves](curves.png)", ""]
+    picks = [f"{what} {ch[key]} steps" for key, what in (("pretrain_steps", "pretraining"),
+                                                         ("finetune_steps", "finetuning with all labels"),
+                                                         ("low_label_finetune_steps", "finetuning with a fraction "
+                                                                                      "of the labels"))
+             if ch.get(key) is not None]  # only the budgets the curves measured
+    lines += ["", f"Chosen: {', '.join(picks) or 'nothing (no curve measured)'}.", "", "![curves](curves.png)", ""]
     return "\n".join(lines)
