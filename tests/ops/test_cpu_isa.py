@@ -1,13 +1,15 @@
 """The fused CPU kernel's builds and dtypes: every vector width of the one C source (AVX-512's 16 lanes, AVX2's 8,
 SSE/NEON/generic 4; the narrower builds compiled on this machine with -DARMV_VL and the instruction sets switched off)
 against the float64 reference, float32 and bfloat16; bfloat16 in and out bit for bit the float32 kernel's results
-rounded as torch rounds; the build this machine runs says which it is; inference keeps nothing for a backward."""
+rounded as torch rounds; the build this machine runs says which it is; inference keeps nothing for a backward;
+mamba_ssm's (batch, D, L) layout read in place (channels L apart, transposed in registers) gives the bits of the
+channels-last layout."""
 import platform
 
 import pytest
 import torch
 
-from armvision.ops import cpu_kernel, scan_cpu
+from armvision.ops import cpu_kernel, scan_cpu, selective_scan_fn
 from armvision.ops.backends.ref import selective_scan_ref
 
 pytestmark = pytest.mark.skipif(cpu_kernel.load() is None, reason="needs a C compiler (the fallback tests elsewhere run)")
@@ -73,6 +75,42 @@ def _close(got, want, rtol):
                                    msg=lambda m: f"{name}: {m}")
 
 
+def _single(layout, dtype, D, L, backend="cpu", seed=1):
+    """out and every gradient of selective_scan_fn on (batch, D, L) sequence tensors laid out contiguously ("bdl":
+    each channel's steps together, mamba_ssm's layout) or channels-last ("cl"); the same values either way."""
+    g = torch.Generator().manual_seed(seed)
+    b, N = 2, 16
+
+    def seq(scale=1.0):
+        x = (scale * torch.randn(b, D, L, generator=g)).to(dtype)
+        return x if layout == "bdl" else x.transpose(1, 2).contiguous().transpose(1, 2)
+
+    u, delta, z, dout = seq(), seq(0.5), seq(), seq()
+    A = -torch.exp(0.5 * torch.randn(D, N, generator=g))
+    B, C = torch.randn(b, N, L, generator=g).to(dtype), torch.randn(b, N, L, generator=g).to(dtype)
+    Dv, bias = torch.randn(D, generator=g), 0.1 * torch.randn(D, generator=g)
+    leaves = [t.requires_grad_() for t in (u, delta, A, B, C, Dv, z, bias)]
+    out = selective_scan_fn(*leaves, delta_softplus=True, backend=backend)
+    return [out.detach(), *torch.autograd.grad(out, leaves, dout)]
+
+
+def _layouts_agree(D, L):
+    for dtype in (torch.float32, torch.bfloat16):
+        bdl, cl = _single("bdl", dtype, D, L), _single("cl", dtype, D, L)
+        assert bdl[0].stride(1) == 1  # the output is written channels-last either way
+        for name, a, b in zip(("out", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"), bdl, cl):
+            assert torch.equal(a, b), f"{dtype} {name}: (batch, D, L) read in place differs from channels-last"
+
+
+@pytest.mark.parametrize("D,L", [(40, 37), (48, 32)])  # partial lane blocks and step tiles; whole ones
+def test_mamba_layout_read_in_place(D, L):
+    _layouts_agree(D, L)
+    got = _single("bdl", torch.float32, D, L)
+    want = _single("bdl", torch.float64, D, L, backend="ref")
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b.double(), rtol=2e-5, atol=2e-5 * b.abs().max().item())
+
+
 def test_build_names_its_instruction_set():
     info = cpu_kernel.build_info()
     assert info["isa"] in ("avx512", "avx2", "sse4", "neon", "generic")
@@ -135,3 +173,4 @@ def test_other_widths_from_the_same_source(other_build, isa, lanes):
     bf = _inputs(dtype=torch.bfloat16)
     f32 = [t.float() if t.is_floating_point() else t for t in bf]
     assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(_kernel(bf), _kernel(f32)))
+    _layouts_agree(48, 32)  # this width's register transpose (or its element-by-element gather)

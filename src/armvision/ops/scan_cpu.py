@@ -1,14 +1,15 @@
 """Tensor-level glue for the fused CPU kernels (csrc/scan_fwd.c, scan_bwd.c, conv_cpu.c, gate_cpu.c via
 cpu_kernel.py).
 
-Internal form: every sequence tensor is a 4-D view (G, batch, L, Dg) whose last dimension is contiguous (any
-other strides, stride 0 included): G groups of Dg channels, each group one scan with its own A / D / dt bias /
-B / C and, optionally, its own order. u, delta (and du, ddelta) are in scan order; z and out (and dout, dz) are
-read and written at position index[g, t] (identity without an index), so a group stride of 0 for z and out
-shares the gate and sums the groups' outputs, in group order. B, C: (G, batch, L, N) views (any strides), or
-(G * Dg, N) constants. Sequence tensors (u, delta, z, out, dout) are float32 or bfloat16, all of one dtype; B and C
-float32 or bfloat16; A, D, dt bias float32. Computation is float32 inside; outputs (out, du, ddelta, dz) have the
-sequence tensors' dtype, the others are float32.
+Internal form: every sequence tensor is a 4-D view (G, batch, L, Dg) with any strides (stride 0 included); the
+ones the kernel writes (out, du, ddelta, dz) have contiguous channels, the ones it reads (u, delta, z, dout) may
+have their channels apart (mamba_ssm's (batch, D, L) layout is read where it is, not copied). G groups of Dg
+channels, each group one scan with its own A / D / dt bias / B / C and, optionally, its own order. u, delta (and
+du, ddelta) are in scan order; z and out (and dout, dz) are read and written at position index[g, t] (identity
+without an index), so a group stride of 0 for z and out shares the gate and sums the groups' outputs, in group
+order. B, C: (G, batch, L, N) views (any strides), or (G * Dg, N) constants. Sequence tensors (u, delta, z, out,
+dout) are float32 or bfloat16, all of one dtype; B and C float32 or bfloat16; A, D, dt bias float32. Computation is
+float32 inside; outputs (out, du, ddelta, dz) have the sequence tensors' dtype, the others are float32.
 """
 from __future__ import annotations
 
@@ -35,11 +36,14 @@ def _scale_bits(scale: float) -> int:
     return 0 if scale == 1.0 else struct.unpack("<I", struct.pack("<f", scale))[0]
 
 
-def _strides(t: Tensor, prefix: str) -> dict:
-    """(G, batch, L, Dg) strides of a view whose channel dimension is contiguous."""
-    if t.shape[-1] > 1 and t.stride(-1) != 1:
+def _strides(t: Tensor, prefix: str, any_channel_stride: bool = False) -> dict:
+    """(G, batch, L, Dg) strides of a view; its channel stride too where the kernel reads it at any stride (u, delta,
+    z, dout), else the channels must be contiguous (what the kernel writes)."""
+    sg, sb, st, sc = t.stride()
+    if any_channel_stride:
+        return {f"{prefix}_sg": sg, f"{prefix}_sb": sb, f"{prefix}_st": st, f"{prefix}_sc": sc if t.shape[-1] > 1 else 1}
+    if t.shape[-1] > 1 and sc != 1:
         raise ValueError(f"scan_cpu: {prefix} must have a contiguous channel dimension, got strides {t.stride()}")
-    sg, sb, st = t.stride()[:3]
     return {f"{prefix}_sg": sg, f"{prefix}_sb": sb, f"{prefix}_st": st}
 
 
@@ -66,7 +70,7 @@ def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.
     bc = bc or {0}
     ints = dict(batch=batch, L=L, G=G, Dg=Dg, N=N, chunk=chunk, softplus=int(softplus), threads=cpu_kernel.threads(),
                 act_dt=act, bc_dt=bc.pop(), scale_bits=_scale_bits(scale))
-    ints.update(_strides(u, "u"), **_strides(delta, "dl"))
+    ints.update(_strides(u, "u", True), **_strides(delta, "dl", True), z_sc=1, o_sc=1)
     f32 = lambda t: None if t is None else t.float().contiguous()  # noqa: E731
     ptrs = dict(u=u, delta=delta, A=f32(A), D=f32(D), bias=f32(delta_bias), z=z,
                 idx=_idx(index))
@@ -75,7 +79,7 @@ def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.
         ints.update(i)
         ptrs.update(p)
     if z is not None:
-        ints.update(_strides(z, "z"))
+        ints.update(_strides(z, "z", True))
     return ints, ptrs
 
 
@@ -117,7 +121,7 @@ def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast,
     N, CH = A.shape[1], G * Dg
     if dout.dtype != u.dtype:
         raise ValueError(f"scan_cpu: dout has dtype {dout.dtype} but u has {u.dtype}")
-    ints.update(_strides(dout, "o"))
+    ints.update(_strides(dout, "o", True))
     du, ddelta = u.new_empty(G, batch, L, Dg), u.new_empty(G, batch, L, Dg)
     ints.update(_strides(du, "du"), **_strides(ddelta, "dd"))
     dz = None if z is None else _raster_like(z)

@@ -35,11 +35,9 @@ def _groups(B: Tensor, C: Tensor) -> int:
 
 
 def _seq4(x: Tensor, G: int) -> Tensor:
-    """(batch, D, L) -> (G, batch, L, D/G) view with contiguous channels (copies only if it must)."""
-    if x.stride(1) != 1:
-        x = x.transpose(1, 2).contiguous().transpose(1, 2)
-    batch, D, L = x.shape
-    return x.transpose(1, 2).reshape(batch, L, G, D // G).permute(2, 0, 1, 3)
+    """(batch, D, L) -> (G, batch, L, D/G) view, never a copy: the kernel reads channels at any stride (mamba_ssm's
+    contiguous (batch, D, L) has them L apart)."""
+    return x.transpose(1, 2).unflatten(2, (G, x.shape[1] // G)).permute(2, 0, 1, 3)
 
 
 def _bc4(X: Tensor, G: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -86,98 +84,41 @@ def _var_bc_dtype(B: Tensor, C: Tensor) -> torch.dtype:
     return torch.bfloat16 if var and all(X.dtype == torch.bfloat16 for X in var) else torch.float32
 
 
-def _by_row(u: Tensor) -> bool:
-    """Whether the single scan runs one batch row at a time: where mamba_ssm's (batch, D, L) layout has to be copied
-    into the kernel's channels-last form, the copies then hold one row instead of the whole batch (so the extra
-    memory stays below the PyTorch path's); channels-last inputs run the whole batch in one call."""
-    return u.stride(1) != 1 and u.shape[0] > 1
-
-
-def _rows(u: Tensor) -> List[slice]:
-    return [slice(b, b + 1) for b in range(u.shape[0])] if _by_row(u) else [slice(None)]
-
-
-def _pick(t: Optional[Tensor], sl: slice) -> Optional[Tensor]:
-    """A batch slice of a (batch, ...) tensor; None and the constant (D, N) B / C forms pass through."""
-    return t if t is None or t.dim() == 2 else t[sl]
-
-
 def _seqs(G: int, act: torch.dtype, *ts: Optional[Tensor]) -> List[Optional[Tensor]]:
     return [None if t is None else _seq4(t.to(act), G) for t in ts]
 
 
-def _fwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, out: Tensor):
-    """The kernel on one batch slice; writes out (slice, L, D) channels-last; returns (last, ckpt)."""
+def scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
+    """One kernel call over the whole batch on the tensors as they are (no layout copies); out is written
+    channels-last and returned as a (batch, D, L) view."""
+    batch, dim, L = u.shape
     G, act = _groups(B, C), _act(u, delta, z)
-    b_, L, dim = out.shape
+    out = torch.empty(batch, L, dim, dtype=act)
     su, sd, sz = _seqs(G, act, u, delta, z)
     bcd = _var_bc_dtype(B, C)
     _, last, ckpt = scan_cpu.fwd(su, sd, A, _bc4(B, G, bcd), _bc4(C, G, bcd), D, sz, delta_bias, None, softplus,
-                                 out.view(b_, L, G, dim // G).permute(2, 0, 1, 3))
-    return last, ckpt
-
-
-def scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
-    batch, dim, L = u.shape
-    out = torch.empty(batch, L, dim, dtype=_act(u, delta, z))
-    if not _by_row(u):
-        last, ckpt = _fwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, out)
-        return out.transpose(1, 2).to(u.dtype), last, ckpt
-    parts = [_fwd_slice(_pick(u, sl), _pick(delta, sl), A, _pick(B, sl), _pick(C, sl), D, _pick(z, sl), delta_bias,
-                        softplus, out[sl]) for sl in _rows(u)]
-    last = torch.cat([p[0] for p in parts])
-    ckpt = torch.stack([p[1][:, 0] for p in parts])  # (batch, n_chunks, G, N, Dg)
+                                 out.view(batch, L, G, dim // G).permute(2, 0, 1, 3))
     return out.transpose(1, 2).to(u.dtype), last, ckpt
 
 
-def _bwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast) -> List[Tensor]:
+def scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast) -> List[Tensor]:
     G, act = _groups(B, C), _act(u, delta, z)
     su, sd, sz, sdo = _seqs(G, act, u, delta, z, dout)
     bcd = _var_bc_dtype(B, C)
     du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(su, sd, A, _bc4(B, G, bcd), _bc4(C, G, bcd), D, sz,
                                                        delta_bias, None, softplus, saved, sdo, dlast)
-    return [_from4(du, u), _from4(ddelta, delta), dA, _bc_grad(dB, B), _bc_grad(dC, C), dD,
-            None if z is None else _from4(dz, z), ddb]
-
-
-def scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast) -> List[Tensor]:
-    if not _by_row(u):
-        g = _bwd_slice(u, delta, A, B, C, D, z, delta_bias, softplus, saved, dout, dlast)
-    else:  # row by row; the sums over the batch (dA, dD, ddelta_bias, constant dB / dC) added in row order
-        rows = [_bwd_slice(_pick(u, sl), _pick(delta, sl), A, _pick(B, sl), _pick(C, sl), D, _pick(z, sl),
-                           delta_bias, softplus, saved[sl].transpose(0, 1), _pick(dout, sl), _pick(dlast, sl))
-                for sl in _rows(u)]
-
-        def join(i: int, summed: bool):
-            parts = [r[i] for r in rows]
-            if parts[0] is None:
-                return None
-            return sum(parts[1:], parts[0]) if summed else torch.cat(parts)
-
-        def seq(i: int):  # a (batch, D, L) gradient, channels-last as the whole-batch call gives it
-            if rows[0][i] is None:
-                return None
-            full = rows[0][i].new_empty(u.shape[0], u.shape[2], u.shape[1]).transpose(1, 2)
-            for b, r in enumerate(rows):
-                full[b:b + 1] = r[i]
-            return full
-
-        g = [seq(0), seq(1), join(2, True), join(3, B.dim() == 2), join(4, C.dim() == 2), join(5, True), seq(6),
-             join(7, True)]
-    du, ddelta, dA, dB, dC, dD, dz, ddb = g
-    return [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB, dC,
-            _no_grad(u) if D is None else dD.to(D.dtype), _no_grad(u) if z is None else dz.to(z.dtype),
+    return [_from4(du, u), _from4(ddelta, delta), dA.to(A.dtype), _bc_grad(dB, B), _bc_grad(dC, C),
+            _no_grad(u) if D is None else dD.to(D.dtype), _no_grad(u) if z is None else _from4(dz, z),
             _no_grad(u) if delta_bias is None else ddb.to(delta_bias.dtype)]
 
 
 def scan_meta(u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Fake (out, last, saved) of scan_fwd: out is a channels-last view, as the kernel writes it; saved is laid out
-    (batch, n_chunks, ...) where the batch runs row by row, else (n_chunks, batch, ...)."""
+    (n_chunks, batch, G, N, Dg)."""
     batch, dim, L = u.shape
     N, G, chunks = A.shape[1], _groups(B, C), -(-L // scan_cpu.DEFAULT_CHUNK)
-    lead = (batch, chunks) if _by_row(u) else (chunks, batch)
     return (u.new_empty(batch, L, dim).transpose(1, 2), u.new_empty(batch, dim, N, dtype=_state_dtype(u)),
-            u.new_empty(*lead, G, N, dim // G, dtype=torch.float32))
+            u.new_empty(chunks, batch, G, N, dim // G, dtype=torch.float32))
 
 
 def seq_grad_meta(t: Tensor) -> Tensor:

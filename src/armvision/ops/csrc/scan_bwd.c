@@ -3,18 +3,36 @@
  * block go to per-item partial buffers, summed over the blocks afterwards in a fixed order. */
 #include "scan_common.h"
 
+/* z and dout of the item's blocks at position p, j: read in place (contiguous channels), or from ZS / OS where their
+ * channels lie apart (mamba_ssm's layout), staged there block-major by stage_gate first */
+typedef struct { int64_t zo, oo, zcs, ocs; vf *ZS, *OS; } gate_src;
+static gate_src stage_gate(const scan_ctx *c, const item_t *it, int64_t g, vf *ZS, vf *OS) {
+    gate_src s = {0, 0, IP(I_Z_SC), IP(I_O_SC), NULL, NULL};
+    s.zo = g * IP(I_Z_SG) + it->b * IP(I_Z_SB) + it->d0 * s.zcs;
+    s.oo = g * IP(I_O_SG) + it->b * IP(I_O_SB) + it->d0 * s.ocs;
+    if (PP(P_Z) && s.zcs != 1) gather_rows(c, it, PP(P_Z), s.zo, IP(I_Z_ST), s.zcs, s.ZS = ZS, 0);
+    if (s.ocs != 1) gather_rows(c, it, PP(P_DOUT), s.oo, IP(I_O_ST), s.ocs, s.OS = OS, 0);
+    return s;
+}
+INLINE vf gate_z(const scan_ctx *c, const gate_src *s, int64_t p, int j, int w) {
+    return s->ZS ? s->ZS[j * IP(I_L) + p] : ld(PP(P_Z), c->adt, s->zo + p * IP(I_Z_ST) + j * VL, w);
+}
+INLINE vf gate_dout(const scan_ctx *c, const gate_src *s, int64_t p, int j, int w) {
+    return (s->OS ? s->OS[j * IP(I_L) + p] : ld(PP(P_DOUT), c->adt, s->oo + p * IP(I_O_ST) + j * VL, w)) * c->scale;
+}
+
 /* The gate's part for the item's blocks (one group's, or the shared gate of all groups): GY = dout scale silu(z) (the
- * gradient of y), YS = 0 to collect sum_g y_g for dz. */
-static void gate_in(const scan_ctx *c, const item_t *it, int64_t g, vf *GY, vf *YS) {
-    const int64_t L = IP(I_L), zo = g * IP(I_Z_SG) + it->b * IP(I_Z_SB) + it->d0;
-    const int64_t oo = g * IP(I_O_SG) + it->b * IP(I_O_SB) + it->d0;
+ * gradient of y), YS = 0 to collect sum_g y_g for dz. ZS, OS: staging room (L per block each). */
+static void gate_in(const scan_ctx *c, const item_t *it, int64_t g, vf *GY, vf *YS, vf *ZS, vf *OS) {
+    const int64_t L = IP(I_L);
     const void *z = PP(P_Z);
+    const gate_src src = stage_gate(c, it, g, ZS, OS);
     for (int64_t p = 0; p < L; p++)
         for (int j = 0; j < it->nj; j++) {
             const int w = width(c, it, j);
-            vf go = ld(PP(P_DOUT), c->adt, oo + p * IP(I_O_ST) + j * VL, w) * c->scale;
+            vf go = gate_dout(c, &src, p, j, w);
             if (z) {
-                vf zz = ld(z, c->adt, zo + p * IP(I_Z_ST) + j * VL, w);
+                vf zz = gate_z(c, &src, p, j, w);
                 go *= zz * v_sigmoid(zz);
                 YS[j * L + p] = vsplat(0.0f);
             }
@@ -23,15 +41,15 @@ static void gate_in(const scan_ctx *c, const item_t *it, int64_t g, vf *GY, vf *
 }
 
 /* dz = dout scale (sum_g y_g) silu'(z) */
-static void gate_out(const scan_ctx *c, const item_t *it, int64_t g, const vf *YS) {
-    const int64_t L = IP(I_L), zo = g * IP(I_Z_SG) + it->b * IP(I_Z_SB) + it->d0;
-    const int64_t oo = g * IP(I_O_SG) + it->b * IP(I_O_SB) + it->d0;
+static void gate_out(const scan_ctx *c, const item_t *it, int64_t g, const vf *YS, vf *ZS, vf *OS) {
+    const int64_t L = IP(I_L);
     const int64_t dzo = g * IP(I_DZ_SG) + it->b * IP(I_DZ_SB) + it->d0;
+    const gate_src src = stage_gate(c, it, g, ZS, OS);
     for (int64_t p = 0; p < L; p++)
         for (int j = 0; j < it->nj; j++) {
             const int w = width(c, it, j);
-            vf zz = ld(PP(P_Z), c->adt, zo + p * IP(I_Z_ST) + j * VL, w), s = v_sigmoid(zz);
-            vf go = ld(PP(P_DOUT), c->adt, oo + p * IP(I_O_ST) + j * VL, w) * c->scale;
+            vf zz = gate_z(c, &src, p, j, w), s = v_sigmoid(zz);
+            vf go = gate_dout(c, &src, p, j, w);
             const vf dz = go * YS[j * L + p] * (s * (1.0f + zz * (1.0f - s)));
             st(PP(P_DZ), c->adt, dzo + p * IP(I_DZ_ST) + j * VL, dz, w);
         }
@@ -143,7 +161,9 @@ static void generic_bwd(const scan_ctx *c, const item_t it_, int j, const consts
     const int N = (int)IP(I_N), w = width(c, &it, j), bvar = IP(I_B_MODE) != 0, cvar = IP(I_C_MODE) != 0;
     const int has_z = PP(P_Z) != NULL;
     const int64_t d0 = it.d0 + j * VL, sbi = it.j0 / c->sbk;
-    const int64_t uo = g * IP(I_U_SG) + it.b * IP(I_U_SB) + d0, dlo = g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + d0;
+    const int64_t ucs = IP(I_U_SC), dlcs = IP(I_DL_SC);
+    const int64_t uo = g * IP(I_U_SG) + it.b * IP(I_U_SB) + d0 * ucs;
+    const int64_t dlo = g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + d0 * dlcs;
     const int64_t duo = g * IP(I_DU_SG) + it.b * IP(I_DU_SB) + d0, ddo = g * IP(I_DD_SG) + it.b * IP(I_DD_SB) + d0;
     vf *H = ws, *DA = H + (T + 1) * N, *DT = DA + T * N, *SG = DT + T, PC[NMAX], PB[NMAX];
     for (int64_t c0 = ((L - 1) / T) * T; c0 >= 0; c0 -= T) {
@@ -152,8 +172,8 @@ static void generic_bwd(const scan_ctx *c, const item_t it_, int j, const consts
         for (int n = 0; n < N; n++) H[n] = ld(cp + n * w, DT_F32, 0, w);
         for (int64_t t = c0; t < t1; t++) { /* recompute the chunk's states and decays */
             const int64_t i = t - c0;
-            vf uu = ld(PP(P_U), c->adt, uo + t * IP(I_U_ST), w);
-            vf dt = DT[i] = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * IP(I_DL_ST), w) + k->bias, &SG[i]);
+            vf uu = ldc(PP(P_U), c->adt, uo + t * IP(I_U_ST), ucs, w);
+            vf dt = DT[i] = dt_of(c, ldc(PP(P_DELTA), c->adt, dlo + t * IP(I_DL_ST), dlcs, w) + k->bias, &SG[i]);
             for (int n = 0; n < N; n++) H[(i + 1) * N + n] = H[i * N + n];
             STEP_BC(g, t)
             vf y = step_fwd(N, k, bv, cv, dt, dt * uu, H + (i + 1) * N, DA + i * N);
@@ -161,7 +181,7 @@ static void generic_bwd(const scan_ctx *c, const item_t it_, int j, const consts
         }
         for (int64_t t = t1 - 1; t >= c0; t--) { /* adjoint, backwards */
             const int64_t i = t - c0;
-            vf uu = ld(PP(P_U), c->adt, uo + t * IP(I_U_ST), w), dt = DT[i], gy = GY[position(c, g, t)], dv, ddt;
+            vf uu = ldc(PP(P_U), c->adt, uo + t * IP(I_U_ST), ucs, w), dt = DT[i], gy = GY[position(c, g, t)], dv, ddt;
             sm->dD += gy * uu;
             STEP_BC(g, t)
             adjoint(N, k, bv, cv, gy, dt * uu, dt, H + i * N, H + (i + 1) * N, DA + i * N, Gs, sm->dA, PC, PB, &dv,
@@ -209,6 +229,7 @@ static void plan_bwd(const scan_ctx *c, const item_t *it, int64_t item, int64_t 
     const int shared = IP(I_O_SG) == 0, last = !shared || g == G - 1;
     const item_t nx = g + 1 < G ? *it : next_item(c, item);
     const int64_t ng = g + 1 < G ? g + 1 : 0;
+    if (IP(I_U_SC) != 1 || IP(I_DL_SC) != 1 || IP(I_Z_SC) != 1 || IP(I_O_SC) != 1) return; /* rows are not rows */
     plan_add(pf, c, PP(P_U), ng * IP(I_U_SG) + nx.b * IP(I_U_SB) + nx.d0, IP(I_U_ST), 0);
     plan_add(pf, c, PP(P_DELTA), ng * IP(I_DL_SG) + nx.b * IP(I_DL_SB) + nx.d0, IP(I_DL_ST), 0);
     plan_add(pf, c, PP(P_DU), g * IP(I_DU_SG) + it->b * IP(I_DU_SB) + it->d0, IP(I_DU_ST), 1);
@@ -241,11 +262,13 @@ static void bwd_item(const void *ctx_, int64_t item, float *ws_) {
     vf *GY = (vf *)ws_, *YS = GY + M, *UL = YS + M, *DL = UL + M, *DUO = DL + M, *DDO = DUO + M, *cws = DDO + M;
     consts_t k;
     for (int64_t g = 0; g < G; g++) {
-        if (g == 0 || !shared) gate_in(c, &it, g, GY, YS);
+        if (g == 0 || !shared) gate_in(c, &it, g, GY, YS, DUO, DDO); /* DUO, DDO: free until the scans */
         prefetch_t pf = {{0}, {0}, {0}, 0, (int)((it.nj * VL * (c->adt == DT_F32 ? 4 : 2) + 63) / 64)};
         if (c->mixer) {
-            gather_rows(c, &it, PP(P_U), g * IP(I_U_SG) + it.b * IP(I_U_SB) + it.d0, IP(I_U_ST), UL);
-            gather_rows(c, &it, PP(P_DELTA), g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + it.d0, IP(I_DL_ST), DL);
+            gather_rows(c, &it, PP(P_U), g * IP(I_U_SG) + it.b * IP(I_U_SB) + it.d0 * IP(I_U_SC), IP(I_U_ST),
+                        IP(I_U_SC), UL, 0);
+            gather_rows(c, &it, PP(P_DELTA), g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + it.d0 * IP(I_DL_SC),
+                        IP(I_DL_ST), IP(I_DL_SC), DL, 0);
             plan_bwd(c, &it, item, g, &pf);
         }
         for (int j = 0; j < it.nj; j++) {
@@ -270,7 +293,7 @@ static void bwd_item(const void *ctx_, int64_t item, float *ws_) {
             scatter_rows(c, &it, PP(P_DU), g * IP(I_DU_SG) + it.b * IP(I_DU_SB) + it.d0, IP(I_DU_ST), DUO);
             scatter_rows(c, &it, PP(P_DDELTA), g * IP(I_DD_SG) + it.b * IP(I_DD_SB) + it.d0, IP(I_DD_ST), DDO);
         }
-        if (has_z && (!shared || g == G - 1)) gate_out(c, &it, g, YS);
+        if (has_z && (!shared || g == G - 1)) gate_out(c, &it, g, YS, DUO, DDO); /* free again */
     }
 }
 

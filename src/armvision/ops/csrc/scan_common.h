@@ -9,6 +9,9 @@
  * order) run in one call. A group stride of 0 for out / z ("shared") sums the groups' outputs before the gate:
  *   out[pos] = scale * silu(z[pos]) * sum_g (y_g[pos] + D_g u_g[pos]),
  * summed in group order in float32 row buffers of the work item, gated and stored once.
+ * u, delta, z and dout may have any channel stride (mamba_ssm's (batch, D, L) layout: channel stride L, step stride
+ * 1): the mixer's fast path then stages an item's rows through a transposing gather (gather_rows_cs), the other
+ * reads gather lane by lane (ldc); nothing is copied outside the kernel. Outputs are written channels-contiguous.
  * A step's row of a sequence tensor is a channel stride (often kilobytes) from the next, so the mixer's fast path
  * reads (and writes) the super-block's pieces of all rows in tight loops of their own, with nothing else in flight,
  * and computes from item-local buffers.
@@ -27,6 +30,7 @@ enum {
     I_Z_SG, I_Z_SB, I_Z_ST, I_O_SG, I_O_SB, I_O_ST,
     I_DU_SG, I_DU_SB, I_DU_ST, I_DD_SG, I_DD_SB, I_DD_ST, I_DZ_SG, I_DZ_SB, I_DZ_ST,
     I_ACT_DT, I_BC_DT, I_SCALE_BITS,
+    I_U_SC, I_DL_SC, I_Z_SC, I_O_SC, /* channel strides of u, delta, z, out / dout (1: channels contiguous) */
     I_COUNT
 };
 enum {
@@ -172,15 +176,113 @@ INLINE item_t next_item(const scan_ctx *c, int64_t item) {
     return item + 1 < IP(I_BATCH) * c->nsb ? item_of(c, item + 1) : item_of(c, item);
 }
 
-/* rows [0, L) of a sequence tensor for all blocks of an item, into dst[j L + t] (float32): one tight loop of
- * independent loads, so many cache misses are in flight at once */
-INLINE void gather_rows(const scan_ctx *c, const item_t *it, const void *base, int64_t off, int64_t stride,
-                        vf *dst) {
-    const int64_t L = IP(I_L);
-    for (int64_t t = 0; t < L; t++)
-        for (int j = 0; j < it->nj; j++) dst[j * L + t] = ld(base, c->adt, off + t * stride + j * VL, width(c, it, j));
+/* VL lanes of channels cs elements apart (cs = 1: ld) */
+INLINE vf ldc(const void *base, int dt, int64_t off, int64_t cs, int w) {
+    if (cs == 1) return ld(base, dt, off, w);
+    float tmp[VL] = {0};
+    for (int q = 0; q < w && q < VL; q++) tmp[q] = ld1(base, dt, off + q * cs);
+    return vload(tmp);
 }
-/* the inverse: src[j L + t] into the rows of a sequence tensor */
+
+/* VL channels (cs elements apart) x VL steps (contiguous) -> out[s] = the VL channels at step s, by VL row loads and
+ * a VL x VL transpose in registers where the build has one (AVX-512: float32 and bfloat16; AVX, SSE: float32);
+ * returns 0 (nothing done) where it has none, and the caller gathers element by element. */
+INLINE int transpose_vl(const void *base, int dt, int64_t off, int64_t cs, vf *out) {
+#if defined(ARMV_X512)
+    __m512 r[16], t[16];
+    for (int q = 0; q < 16; q++)
+        r[q] = dt == DT_F32 ? _mm512_loadu_ps((const float *)base + off + q * cs)
+                            : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                                  (const __m256i *)((const uint16_t *)base + off + q * cs))), 16));
+    for (int q = 0; q < 16; q += 2) {
+        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 16; q += 4)
+        for (int i = 0; i < 2; i++) {
+            const __m512d a = _mm512_castps_pd(t[q + i]), b = _mm512_castps_pd(t[q + i + 2]);
+            r[q + 2 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[q + 2 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        out[i] = (vf)_mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        out[i + 8] = (vf)_mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    return 1;
+#elif defined(ARMV_X256)
+    if (dt != DT_F32) return 0;
+    __m256 r[8], t[8];
+    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps((const float *)base + off + q * cs);
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 8; q += 4)
+        for (int i = 0; i < 2; i++) {
+            r[q + 2 * i] = _mm256_shuffle_ps(t[q + i], t[q + i + 2], 0x44);
+            r[q + 2 * i + 1] = _mm256_shuffle_ps(t[q + i], t[q + i + 2], 0xee);
+        }
+    for (int i = 0; i < 4; i++) {
+        out[i] = (vf)_mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        out[i + 4] = (vf)_mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    return 1;
+#elif defined(ARMV_X128)
+    if (dt != DT_F32) return 0;
+    __m128 r[4], t[4];
+    for (int q = 0; q < 4; q++) r[q] = _mm_loadu_ps((const float *)base + off + q * cs);
+    t[0] = _mm_unpacklo_ps(r[0], r[1]);
+    t[1] = _mm_unpackhi_ps(r[0], r[1]);
+    t[2] = _mm_unpacklo_ps(r[2], r[3]);
+    t[3] = _mm_unpackhi_ps(r[2], r[3]);
+    out[0] = (vf)_mm_movelh_ps(t[0], t[2]);
+    out[1] = (vf)_mm_movehl_ps(t[2], t[0]);
+    out[2] = (vf)_mm_movelh_ps(t[1], t[3]);
+    out[3] = (vf)_mm_movehl_ps(t[3], t[1]);
+    return 1;
+#else
+    (void)base, (void)dt, (void)off, (void)cs, (void)out;
+    return 0;
+#endif
+}
+
+/* rows [0, L) of a sequence tensor for all blocks of an item (off: its first channel; rows `stride` apart, channels
+ * cs apart) as float32 vectors into dst[j L + t] (block-major) or dst[t nj + j] (step-major). Contiguous channels:
+ * one tight loop of independent loads, so many cache misses are in flight at once; channels apart (mamba_ssm's
+ * (batch, D, L) layout): VL x VL tiles of one block transposed in registers (transpose_vl), element by element
+ * where it cannot. */
+INLINE void gather_rows(const scan_ctx *c, const item_t *it, const void *base, int64_t off, int64_t stride,
+                        int64_t cs, vf *dst, int step_major) {
+    const int64_t L = IP(I_L), nj = it->nj;
+    if (cs == 1) {
+        for (int64_t t = 0; t < L; t++)
+            for (int j = 0; j < nj; j++)
+                dst[step_major ? t * nj + j : j * L + t] = ld(base, c->adt, off + t * stride + j * VL, width(c, it, j));
+        return;
+    }
+    for (int j = 0; j < nj; j++) {
+        const int w = width(c, it, j);
+        for (int64_t t0 = 0; t0 < L; t0 += VL) {
+            const int S = L - t0 < VL ? (int)(L - t0) : VL;
+            vf rows[VL];
+            if (w < VL || S < VL || stride != 1 || !transpose_vl(base, c->adt, off + j * VL * cs + t0, cs, rows)) {
+                float tile[VL][VL] = {{0}};
+                for (int q = 0; q < w; q++) {
+                    const int64_t o = off + (j * VL + q) * cs + t0 * stride;
+                    for (int s = 0; s < S; s++) tile[s][q] = ld1(base, c->adt, o + s * stride);
+                }
+                for (int s = 0; s < S; s++) rows[s] = vload(tile[s]);
+            }
+            for (int s = 0; s < S; s++) dst[step_major ? (t0 + s) * nj + j : j * L + t0 + s] = rows[s];
+        }
+    }
+}
+/* the inverse of gather_rows: src[j L + t] into the rows of a sequence tensor */
 INLINE void scatter_rows(const scan_ctx *c, const item_t *it, void *base, int64_t off, int64_t stride,
                          const vf *src) {
     const int64_t L = IP(I_L);

@@ -11,9 +11,10 @@
  * every block (the item's piece of the step's rows is contiguous, so the hardware prefetchers keep up; the blocks'
  * 16 states each live in the item's buffer, in L1, and the 16 nj decays of a step are independent work for the
  * out-of-order core). The state is saved at each chunk's start for the backward; the final states into Hout.
- * ws: A2 (16 nj), Dv, bias, DT, DU, UU (nj each) vectors; Hout (16 nj). */
+ * ws: A2 (16 nj), Dv, bias, DT, DU, UU (nj each) vectors; Hout (16 nj). SU, SD: NULL, or (channels apart) the
+ * item's u and delta rows, staged step-major first (L nj vectors each). */
 __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t *it, int64_t g, vf *acc, int add,
-                                                 vf *Hout, vf *ws) {
+                                                 vf *Hout, vf *ws, vf *SU, vf *SD) {
     const int64_t L = IP(I_L), T = IP(I_CHUNK), Dg = IP(I_DG), b = it->b;
     const int nj = it->nj, wl = width(c, it, nj - 1);
     const int64_t uo = g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0, dlo = g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0;
@@ -21,6 +22,11 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
     const int64_t ustb = ust * esz, dlstb = dlst * esz, rowbytes = ((nj - 1) * VL + wl) * esz;
     const char *ub = (const char *)PP(P_U) + uo * esz, *db = (const char *)PP(P_DELTA) + dlo * esz;
     vf *A2 = ws, *H = Hout, *Dv = A2 + 16 * nj, *bias = Dv + nj, *DT = bias + nj, *DU = DT + nj, *UU = DU + nj;
+    if (SU) {
+        gather_rows(c, it, PP(P_U), g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0 * IP(I_U_SC), ust, IP(I_U_SC), SU, 1);
+        gather_rows(c, it, PP(P_DELTA), g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0 * IP(I_DL_SC), dlst,
+                    IP(I_DL_SC), SD, 1);
+    }
     for (int j = 0; j < nj; j++) {
         const int64_t ch0 = g * Dg + it->d0 + j * VL;
         const int w = j == nj - 1 ? wl : VL;
@@ -38,7 +44,7 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
                 const int w = j == nj - 1 ? wl : VL;
                 UNROLL for (int n = 0; n < 16; n++) st(cp + n * w, DT_F32, 0, H[j * 16 + n], w);
             }
-        if (rowbytes < 1024 && t + PF_AHEAD < L) /* short row pieces: the hardware prefetchers may not follow */
+        if (!SU && rowbytes < 1024 && t + PF_AHEAD < L) /* short row pieces: the hardware prefetchers may not follow */
             for (int64_t o = 0; o < rowbytes; o += 64) {
                 __builtin_prefetch(ub + (t + PF_AHEAD) * ustb + o);
                 __builtin_prefetch(db + (t + PF_AHEAD) * dlstb + o);
@@ -49,8 +55,9 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
         /* the step's dt and du for every block first: independent chains, so the softplus latency overlaps */
         for (int j = 0; j < nj; j++) {
             const int w = j == nj - 1 ? wl : VL;
-            const vf uu = ld(PP(P_U), c->adt, uo + t * ust + j * VL, w);
-            const vf dt = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w) + bias[j], NULL);
+            const vf uu = SU ? SU[t * nj + j] : ld(PP(P_U), c->adt, uo + t * ust + j * VL, w);
+            const vf dl = SU ? SD[t * nj + j] : ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w);
+            const vf dt = dt_of(c, dl + bias[j], NULL);
             DT[j] = dt;
             DU[j] = dt * uu;
             UU[j] = uu;
@@ -84,7 +91,9 @@ static void generic_fwd(const scan_ctx *c, const item_t it_, int j, const consts
     const int64_t L = IP(I_L), T = IP(I_CHUNK);
     const int N = (int)IP(I_N), w = width(c, &it, j), bvar = IP(I_B_MODE) != 0, cvar = IP(I_C_MODE) != 0;
     const int64_t d0 = it.d0 + j * VL;
-    const int64_t uo = g * IP(I_U_SG) + it.b * IP(I_U_SB) + d0, dlo = g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + d0;
+    const int64_t ucs = IP(I_U_SC), dlcs = IP(I_DL_SC);
+    const int64_t uo = g * IP(I_U_SG) + it.b * IP(I_U_SB) + d0 * ucs;
+    const int64_t dlo = g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + d0 * dlcs;
     float *ckpt = PF(P_CKPT);
     for (int n = 0; n < N; n++) h[n] = vsplat(0.0f);
     for (int64_t t = 0; t < L; t++) {
@@ -92,8 +101,8 @@ static void generic_fwd(const scan_ctx *c, const item_t it_, int j, const consts
             float *cp = ckpt_at(c, t / T, it.b, g, d0);
             for (int n = 0; n < N; n++) st(cp + n * w, DT_F32, 0, h[n], w);
         }
-        vf uu = ld(PP(P_U), c->adt, uo + t * IP(I_U_ST), w);
-        vf dt = dt_of(c, ld(PP(P_DELTA), c->adt, dlo + t * IP(I_DL_ST), w) + k->bias, NULL);
+        vf uu = ldc(PP(P_U), c->adt, uo + t * IP(I_U_ST), ucs, w);
+        vf dt = dt_of(c, ldc(PP(P_DELTA), c->adt, dlo + t * IP(I_DL_ST), dlcs, w) + k->bias, NULL);
         STEP_BC(g, t)
         vf y = step_fwd(N, k, bv, cv, dt, dt * uu, h, NULL) + k->Dv * uu;
         const int64_t pos = position(c, g, t);
@@ -101,25 +110,33 @@ static void generic_fwd(const scan_ctx *c, const item_t it_, int j, const consts
     }
 }
 
-/* gate and store the item's row buffers (one group's, or the shared sum of all groups): out = scale silu(z) acc */
-static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf *acc) {
+/* gate and store the item's row buffers (one group's, or the shared sum of all groups): out = scale silu(z) acc.
+ * ZS: NULL, or room for z's rows staged step-major first (z's channels apart) */
+static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf *acc, vf *ZS) {
     const int64_t L = IP(I_L);
     const void *z = PP(P_Z);
-    const int64_t zo = g * IP(I_Z_SG) + it->b * IP(I_Z_SB) + it->d0, oo = g * IP(I_O_SG) + it->b * IP(I_O_SB) + it->d0;
+    const int64_t zcs = IP(I_Z_SC), zo = g * IP(I_Z_SG) + it->b * IP(I_Z_SB) + it->d0 * zcs;
+    const int64_t oo = g * IP(I_O_SG) + it->b * IP(I_O_SB) + it->d0;
+    const int zs = z && ZS && zcs != 1;
+    if (zs) gather_rows(c, it, z, zo, IP(I_Z_ST), zcs, ZS, 1);
     for (int64_t p = 0; p < L; p++)
         for (int j = 0; j < it->nj; j++) {
             const int w = width(c, it, j);
             vf y = acc[p * it->nj + j] * c->scale;
             if (z) {
-                vf zz = ld(z, c->adt, zo + p * IP(I_Z_ST) + j * VL, w);
+                vf zz = zs ? ZS[p * it->nj + j] : ldc(z, c->adt, zo + p * IP(I_Z_ST) + j * VL * zcs, zcs, w);
                 y *= zz * v_sigmoid(zz);
             }
             st(PP(P_OUT), c->adt, oo + p * IP(I_O_ST) + j * VL, y, w);
         }
 }
 
-/* workspace (vectors): acc (L per block), then H (NMAX per block) and the mixer's tile buffers (21 per block) */
-static int64_t fwd_ws_per_block(int64_t L) { return L + 21; }
+/* workspace (vectors): acc (L per block), then H (NMAX per block), the mixer's tile buffers (21 per block) and,
+ * where u, delta or z has its channels apart, staged rows (2 L per block: u and delta, then z in u's place) */
+static int staged(const int64_t *ip) {
+    return ip[I_N] == 16 && ip[I_B_MODE] && ip[I_C_MODE] && (ip[I_U_SC] != 1 || ip[I_DL_SC] != 1 || ip[I_Z_SC] != 1);
+}
+static int64_t fwd_ws_per_block(const int64_t *ip) { return (staged(ip) ? 3 : 1) * ip[I_L] + 21; }
 
 static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
     const scan_ctx *c = (const scan_ctx *)ctx_;
@@ -128,10 +145,12 @@ static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
     const int shared = IP(I_O_SG) == 0;
     float *last = PF(P_LAST);
     vf *acc = (vf *)ws_, *H = acc + c->sbk * L, *tws = H + c->sbk * NMAX;
+    vf *SU = tws + c->sbk * 21, *SD = SU + c->sbk * L; /* used where staged */
+    const int stage = staged(c->ip), stage_ud = stage && (IP(I_U_SC) != 1 || IP(I_DL_SC) != 1);
     consts_t k;
     for (int64_t g = 0; g < G; g++) {
         const int add = shared && g > 0;
-        if (c->mixer) tile16_fwd(c, &it, g, acc, add, H, tws);
+        if (c->mixer) tile16_fwd(c, &it, g, acc, add, H, tws, stage_ud ? SU : NULL, stage_ud ? SD : NULL);
         for (int j = 0; j < it.nj; j++) {
             const int64_t ch0 = g * Dg + it.d0 + j * VL;
             const int w = width(c, &it, j);
@@ -147,7 +166,7 @@ static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
                     for (int q = 0; q < w; q++) last[(it.b * G * Dg + ch0 + q) * N + n] = hl[q];
                 }
         }
-        if (!shared || g == G - 1) store_gated(c, &it, g, acc);
+        if (!shared || g == G - 1) store_gated(c, &it, g, acc, stage ? SU : NULL);
     }
 }
 
@@ -157,7 +176,7 @@ const char *armv_build_info(void) { return "isa=" ARMV_ISA " lanes=" VL_STR; }
 int armv_scan_fwd(const int64_t *ip, void *const *pp) {
     if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
     const int64_t threads = ip[I_THREADS] > 1 ? ip[I_THREADS] : 1;
-    scan_ctx c = make_ctx(ip, pp, fwd_ws_per_block(ip[I_L]), SBK_FWD, 16 << 20, 2 * threads);
-    const size_t ws = (size_t)(c.sbk * (fwd_ws_per_block(ip[I_L]) + NMAX)) * VL;
+    scan_ctx c = make_ctx(ip, pp, fwd_ws_per_block(ip), SBK_FWD, 16 << 20, 2 * threads);
+    const size_t ws = (size_t)(c.sbk * (fwd_ws_per_block(ip) + NMAX)) * VL;
     return parallel_for((int)ip[I_THREADS], ip[I_BATCH] * c.nsb, fwd_item, &c, ws);
 }
