@@ -64,10 +64,13 @@ typedef struct { vf A[NMAX], A2[NMAX], B[NMAX], C[NMAX], Dv, bias; } consts_t;
  * partial: width(j)) */
 typedef struct { int64_t b, j0, d0; int nj; } item_t;
 
+/* the Mamba mixer's form (N = 16, B and C both variable): the fast path */
+INLINE int mixer_form(const int64_t *ip) { return ip[I_N] == 16 && ip[I_B_MODE] != 0 && ip[I_C_MODE] != 0; }
+
 static inline scan_ctx make_ctx(const int64_t *ip, void *const *pp, int64_t ws_per_block, int64_t sbk_max,
                                 int64_t ws_bytes, int64_t min_items) {
     scan_ctx c = {ip, pp, (ip[I_DG] + VL - 1) / VL, 1, 0, (int)ip[I_ACT_DT], (int)ip[I_BC_DT], 0, 1.0f};
-    c.mixer = ip[I_N] == 16 && ip[I_B_MODE] != 0 && ip[I_C_MODE] != 0;
+    c.mixer = mixer_form(ip);
     /* blocks per work item: as many as keep min_items work items and the item's buffers within ws_bytes (about what
      * a core's cache holds for them). The backward's min_items does not depend on the thread count: its results must
      * not (the dB / dC partials are per work item); the forward's results do not depend on it at all. */

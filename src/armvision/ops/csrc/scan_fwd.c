@@ -134,7 +134,7 @@ static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf
 /* workspace (vectors): acc (L per block), then H (NMAX per block), the mixer's tile buffers (21 per block) and,
  * where u, delta or z has its channels apart, staged rows (2 L per block: u and delta, then z in u's place) */
 static int staged(const int64_t *ip) {
-    return ip[I_N] == 16 && ip[I_B_MODE] && ip[I_C_MODE] && (ip[I_U_SC] != 1 || ip[I_DL_SC] != 1 || ip[I_Z_SC] != 1);
+    return mixer_form(ip) && (ip[I_U_SC] != 1 || ip[I_DL_SC] != 1 || ip[I_Z_SC] != 1);
 }
 static int64_t fwd_ws_per_block(const int64_t *ip) { return (staged(ip) ? 3 : 1) * ip[I_L] + 21; }
 
