@@ -12,9 +12,18 @@ def _beside_is_exempt() -> bool:
     return around == os.sep or any(around == r or around.startswith(r + os.sep) for r in conftest._EXEMPT)
 
 
-@pytest.mark.skipif(_beside_is_exempt(), reason="the clone sits in the temp folder or a cache: nothing to refuse")
-def test_a_file_beside_the_clone_is_refused():
-    beside = os.path.join(conftest._AROUND, "not-in-the-clone.txt")
+def test_a_file_beside_the_clone_is_refused(tmp_path, monkeypatch):
+    """Where the clone sits, or, where that is itself exempt (a clone in the temp folder or a cache, as CI's), in a
+    stand-in layout: a folder holding a clone, whose other files the hook must refuse and whose clone it allows."""
+    around = conftest._AROUND
+    if _beside_is_exempt():
+        around, clone = str(tmp_path), str(tmp_path / "clone")
+        os.mkdir(clone)
+        monkeypatch.setattr(conftest, "_AROUND", around)
+        monkeypatch.setattr(conftest, "_EXEMPT", (clone,))
+        with open(os.path.join(clone, "inside.txt"), "w") as f:  # the clone itself stays open to the tests
+            f.write("ok")
+    beside = os.path.join(around, "not-in-the-clone.txt")
     with pytest.raises(RuntimeError, match="outside the repository"):
         open(beside)
 
