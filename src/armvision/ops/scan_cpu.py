@@ -41,7 +41,8 @@ def _strides(t: Tensor, prefix: str, any_channel_stride: bool = False) -> dict:
     z, dout), else the channels must be contiguous (what the kernel writes)."""
     sg, sb, st, sc = t.stride()
     if any_channel_stride:
-        return {f"{prefix}_sg": sg, f"{prefix}_sb": sb, f"{prefix}_st": st, f"{prefix}_sc": sc if t.shape[-1] > 1 else 1}
+        sc = sc if t.shape[-1] > 1 else 1
+        return {f"{prefix}_sg": sg, f"{prefix}_sb": sb, f"{prefix}_st": st, f"{prefix}_sc": sc}
     if t.shape[-1] > 1 and sc != 1:
         raise ValueError(f"scan_cpu: {prefix} must have a contiguous channel dimension, got strides {t.stride()}")
     return {f"{prefix}_sg": sg, f"{prefix}_sb": sb, f"{prefix}_st": st}
