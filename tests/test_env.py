@@ -76,3 +76,47 @@ def test_huge_pages_flag(monkeypatch):
     assert env.huge_pages() is True
     monkeypatch.setenv(env.HUGE_PAGES, "off")
     assert env.huge_pages() is False
+
+
+_FAULTS = """
+import resource, sys
+import armvision, torch
+def faults(n):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = torch.empty(n).fill_(1.0)  # a first write to every page
+    del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults(6 << 20)  # 24 MiB, freed
+print(faults(5 << 20))  # then 20 MiB: a page fault per page unless the freed memory is reused
+"""
+
+
+def _faults_after_free(extra_env) -> int:
+    import os
+    import subprocess
+    import sys
+    environ = {k: v for k, v in os.environ.items() if k not in (env.MALLOC, env.TORCH_THP) + env.GLIBC_MALLOC_VARS}
+    environ.update(extra_env, **{env.HUGE_PAGES: "0"})  # 4 KiB pages: a fault per page
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=environ, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's malloc is Linux's")
+def test_freed_buffers_are_reused_without_page_faults():
+    import platform
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the malloc settings are glibc's")
+    tuned, plain = _faults_after_free({}), _faults_after_free({env.MALLOC: "0"})
+    assert plain > 1000, plain  # glibc's default: the 24 MiB buffer was unmapped, the 20 MiB one is new memory
+    assert tuned < plain / 10, (tuned, plain)
+
+
+def test_malloc_settings_left_to_the_user(monkeypatch):
+    monkeypatch.setenv(env.MALLOC, "0")
+    assert env.malloc_tuning() is False and env.reuse_freed_memory() is False
+    monkeypatch.setenv(env.MALLOC, "maybe")
+    with pytest.raises(ConfigError, match=env.MALLOC):
+        env.malloc_tuning()
+    monkeypatch.delenv(env.MALLOC)
+    monkeypatch.setenv(env.GLIBC_MALLOC_VARS[1], "1000000")  # the user's own glibc setting stands
+    assert env.reuse_freed_memory() is False

@@ -9,6 +9,7 @@
 from . import env as _env
 
 _env.huge_pages_for_torch()  # before torch is imported: torch reads its switch once (see armvision.env)
+_env.reuse_freed_memory()  # glibc keeps freed buffers for reuse instead of unmapping them (see armvision.env)
 
 from .version import __version__  # noqa: E402
 
