@@ -15,7 +15,7 @@ is one ConfigError naming the variable and the values it takes.
                                 before torch sets torch's THP_MEM_ALLOC_ENABLE=1, so that buffers over 2 MiB sit in
                                 transparent huge pages; see huge_pages_for_torch)
     ARMVISION_MALLOC            0: leave the C library's malloc settings as they are (default 1: on Linux with glibc,
-                                `import armvision` keeps freed buffers up to 32 MiB for reuse; see reuse_freed_memory)
+                                `import armvision` keeps freed memory for reuse; see reuse_freed_memory)
 """
 from __future__ import annotations
 
@@ -39,7 +39,17 @@ TORCH_THP = "THP_MEM_ALLOC_ENABLE"  # torch's own switch (c10's CPU allocator re
 # glibc's own variables for the two settings reuse_freed_memory makes (read once, when the process starts)
 GLIBC_MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed mmap threshold on 64-bit systems
-TRIM_THRESHOLD = 1 << 30
+
+
+def trim_threshold() -> int:
+    """How much free memory glibc keeps at the top of the heap: a quarter of the RAM, at most 2 GiB (mallopt takes an
+    int): a train step of ARM-B at batch 8 frees ~1.5 GB of activations at once, which a smaller threshold returns
+    to the system and the next step faults in again."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        ram = 8 << 30
+    return min((1 << 31) - 1, ram // 4)
 
 SCAN_BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "cuda")  # the names armvision.ops implements
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -122,15 +132,15 @@ def malloc_tuning() -> bool:
 
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse: buffers up to 32 MiB from the heap instead of their own mmap
-    (M_MMAP_THRESHOLD), and the heap's free top kept up to 1 GiB (M_TRIM_THRESHOLD). By default glibc serves a
-    large buffer by mmap and unmaps it when freed (raising its threshold only for sizes it has seen freed), so that
-    a model's activations, allocated and freed in every layer, are new pages again and again: each first write a
-    page fault plus the kernel's zeroing. At 224 px, batch 8, fp32 that was ~45,000 faults and 0.15 s of system time
-    per ARM-B forward (7 %); with these settings none after the first step (docs/performance.md). The cost: memory
-    freed by the model stays with the process (its RSS keeps its peak), as with torch's CUDA caching allocator.
-    Done on Linux with glibc, unless ARMVISION_MALLOC=0 or the user set glibc's own MALLOC_MMAP_THRESHOLD_ /
-    MALLOC_TRIM_THRESHOLD_. Takes effect for later allocations whenever called (torch imported or not). Returns
-    whether it changed the settings. Called by `import armvision`."""
+    (M_MMAP_THRESHOLD), and the heap's free top kept up to `trim_threshold()` (M_TRIM_THRESHOLD). By default glibc
+    serves a large buffer by mmap and unmaps it when freed (raising its threshold only for sizes it has seen freed),
+    so that a model's activations, allocated and freed in every layer, are new pages again and again: each first
+    write a page fault plus the kernel's zeroing. At 224 px, batch 8, fp32 that was ~45,000 faults and 0.15 s of
+    system time per ARM-B forward (7 %), and 0.3-0.75 s per train step; with these settings (almost) none after the
+    first steps (docs/performance.md). The cost: memory freed by the model stays with the process (its RSS keeps its
+    peak), as with torch's CUDA caching allocator. Done on Linux with glibc, unless ARMVISION_MALLOC=0 or the user set
+    glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_. Takes effect for later allocations whenever called
+    (torch imported or not). Returns whether it changed the settings. Called by `import armvision`."""
     if not sys.platform.startswith("linux") or not malloc_tuning() or any(v in os.environ for v in GLIBC_MALLOC_VARS):
         return False
     try:
@@ -141,4 +151,4 @@ def reuse_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h parameter numbers
-    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, trim_threshold()))
