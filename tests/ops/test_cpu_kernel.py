@@ -165,7 +165,7 @@ def test_fallback_when_no_kernel_can_be_built(tmp_path, env, reason):
     assert len(notices) == 1 and reason in notices[0], res.stderr
 
 
-@pytest.mark.parametrize("G,K,dim,L", [(1, 4, 20, 9), (4, 4, 33, 13), (2, 2, 16, 3), (4, 3, 5, 1)])
+@pytest.mark.parametrize("G,K,dim,L", [(1, 4, 20, 9), (4, 4, 33, 13), (2, 2, 16, 3), (4, 3, 5, 1), (4, 4, 300, 7)])
 def test_conv_directions_equals_gathered_conv1d(G, K, dim, L):
     """The mixer's fused conv (causal depthwise conv + SiLU in each direction's order, channels-last) against
     a gather + F.conv1d per order: values and the gradients of x, weight and bias (dx summed over orders)."""

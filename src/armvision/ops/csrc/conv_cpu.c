@@ -30,21 +30,6 @@ INLINE void conv_weights_t(const conv_ctx *c, int64_t g, int64_t c0, int64_t nc,
     }
 }
 
-/* pre-activation of VL channels [d, d + w) of the chunk at step t: bias + sum_k w_k x[pos_g(t - K + 1 + k)] */
-INLINE vf conv_pre(const conv_ctx *c, int64_t g, int64_t b, int64_t t, int64_t c0, int64_t d, int w,
-                   const float *wt, const float *bias) {
-    const int64_t K = CI(C_K), L = CI(C_L);
-    const int32_t *idx = (const int32_t *)c->pp[Q_IDX];
-    vf s = vload(bias + d);
-    for (int64_t k = 0; k < K; k++) {
-        const int64_t src = t - K + 1 + k;
-        if (src < 0) continue;
-        const int64_t pos = idx ? idx[g * L + src] : src;
-        s += vload(wt + k * CB + d) * ld(c->pp[Q_X], c->dt, b * CI(C_X_SB) + pos * CI(C_X_ST) + c0 + d, w);
-    }
-    return s;
-}
-
 /* the newest tap's row piece PF_STEPS steps ahead: in a column-major order the steps' rows are far apart in memory,
  * where no hardware prefetcher follows */
 #define PF_STEPS 4
@@ -57,6 +42,23 @@ INLINE void conv_prefetch(const conv_ctx *c, int64_t g, int64_t b, int64_t t, in
     for (int64_t o = 0; o < nc * esz; o += 64) __builtin_prefetch(row + o);
 }
 
+/* the K taps of step t: element offsets of their rows of x, offsets of their weight rows (k CB) and their positions
+ * in the sequence (taps before the sequence left out); returns how many there are */
+INLINE int conv_taps(const conv_ctx *c, int64_t g, int64_t b, int64_t t, int64_t c0, int64_t *off, int64_t *wk,
+                     int64_t *pos) {
+    const int64_t K = CI(C_K), L = CI(C_L);
+    const int32_t *idx = (const int32_t *)c->pp[Q_IDX];
+    int n = 0;
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t src = t - K + 1 + k;
+        if (src < 0) continue;
+        pos[n] = idx ? idx[g * L + src] : src;
+        off[n] = b * CI(C_X_SB) + pos[n] * CI(C_X_ST) + c0;
+        wk[n++] = k * CB;
+    }
+    return n;
+}
+
 static void conv_fwd_item(const void *ctx_, int64_t item, float *ws) {
     /* item = (b, g, chunk); workspace: weights (K x CB), bias (CB) */
     const conv_ctx *c = (const conv_ctx *)ctx_;
@@ -66,11 +68,24 @@ static void conv_fwd_item(const void *ctx_, int64_t item, float *ws) {
     float *wt = ws, *bias = ws + 8 * CB;
     conv_weights_t(c, g, c0, nc, wt, bias);
     const int64_t uo = ((g * batch + b) * L) * Dg + c0;
+    int64_t off[8], wk[8], pos[8];
     for (int64_t t = 0; t < L; t++) {
         conv_prefetch(c, g, b, t, c0, nc);
+        const int n = conv_taps(c, g, b, t, c0, off, wk, pos);
+        if (c->dt == DT_F32 && nc == CB) { /* the common case: whole vectors of float32, plain loads and stores */
+            const float *x = (const float *)c->pp[Q_X];
+            float *u = (float *)c->pp[Q_U] + uo + t * Dg;
+            for (int64_t d = 0; d < CB; d += VL) {
+                vf s = vload(bias + d);
+                for (int q = 0; q < n; q++) s += vload(wt + wk[q] + d) * vload(x + off[q] + d);
+                vstore(u + d, s * v_sigmoid(s));
+            }
+            continue;
+        }
         for (int64_t d = 0; d < nc; d += VL) {
             const int w = (int)(nc - d < VL ? nc - d : VL);
-            vf s = conv_pre(c, g, b, t, c0, d, w, wt, bias);
+            vf s = vload(bias + d);
+            for (int q = 0; q < n; q++) s += vload(wt + wk[q] + d) * ld(c->pp[Q_X], c->dt, off[q] + d, w);
             st(c->pp[Q_U], c->dt, uo + t * Dg + d, s * v_sigmoid(s), w);
         }
     }
@@ -81,7 +96,7 @@ static void conv_bwd_item(const void *ctx_, int64_t item, float *ws) {
     const conv_ctx *c = (const conv_ctx *)ctx_;
     const int64_t Dg = CI(C_DG), L = CI(C_L), batch = CI(C_BATCH), K = CI(C_K), G = CI(C_G);
     const int64_t cb = item % c->ncb, b = item / c->ncb, c0 = cb * CB, nc = Dg - c0 < CB ? Dg - c0 : CB;
-    const int32_t *idx = (const int32_t *)c->pp[Q_IDX];
+    int64_t off[8], wk[8], pos[8];
     float *wt = ws, *dwt = ws + 8 * CB, *bias = dwt + 8 * CB, *db = bias + CB, *dx = db + CB;
     memset(dx, 0, (size_t)(L * CB) * sizeof(float));
     for (int64_t g = 0; g < G; g++) {
@@ -91,18 +106,20 @@ static void conv_bwd_item(const void *ctx_, int64_t item, float *ws) {
         const int64_t duo = ((g * batch + b) * L) * Dg + c0;
         for (int64_t t = 0; t < L; t++) {
             conv_prefetch(c, g, b, t, c0, nc);
+            const int n = conv_taps(c, g, b, t, c0, off, wk, pos);
             for (int64_t d = 0; d < nc; d += VL) {
                 const int w = (int)(nc - d < VL ? nc - d : VL);
-                vf s = conv_pre(c, g, b, t, c0, d, w, wt, bias), sg = v_sigmoid(s);
-                vf gu = ld(c->pp[Q_DU], c->dt, duo + t * Dg + d, w) * (sg * (1.0f + s * (1.0f - sg)));
+                vf xr[8], s = vload(bias + d);
+                for (int q = 0; q < n; q++) {
+                    xr[q] = ld(c->pp[Q_X], c->dt, off[q] + d, w);
+                    s += vload(wt + wk[q] + d) * xr[q];
+                }
+                const vf sg = v_sigmoid(s);
+                const vf gu = ld(c->pp[Q_DU], c->dt, duo + t * Dg + d, w) * (sg * (1.0f + s * (1.0f - sg)));
                 vstore(db + d, vload(db + d) + gu);
-                for (int64_t k = 0; k < K; k++) {
-                    const int64_t src = t - K + 1 + k;
-                    if (src < 0) continue;
-                    const int64_t pos = idx ? idx[g * L + src] : src;
-                    vf xr = ld(c->pp[Q_X], c->dt, b * CI(C_X_SB) + pos * CI(C_X_ST) + c0 + d, w);
-                    vstore(dwt + k * CB + d, vload(dwt + k * CB + d) + gu * xr);
-                    vstore(dx + pos * CB + d, vload(dx + pos * CB + d) + gu * vload(wt + k * CB + d));
+                for (int q = 0; q < n; q++) {
+                    vstore(dwt + wk[q] + d, vload(dwt + wk[q] + d) + gu * xr[q]);
+                    vstore(dx + pos[q] * CB + d, vload(dx + pos[q] * CB + d) + gu * vload(wt + wk[q] + d));
                 }
             }
         }
