@@ -3,7 +3,8 @@ SSE/NEON/generic 4; the narrower builds compiled on this machine with -DARMV_VL 
 against the float64 reference, float32 and bfloat16; bfloat16 in and out bit for bit the float32 kernel's results
 rounded as torch rounds; the build this machine runs says which it is; inference keeps nothing for a backward;
 mamba_ssm's (batch, D, L) layout read in place (channels L apart, transposed in registers) gives the bits of the
-channels-last layout."""
+channels-last layout; the mixer's dt projection made inside (delta = x W^T, project_rows) gives what a delta made
+first gives."""
 import platform
 
 import pytest
@@ -111,6 +112,62 @@ def test_mamba_layout_read_in_place(D, L):
         torch.testing.assert_close(a.double(), b.double(), rtol=2e-5, atol=2e-5 * b.abs().max().item())
 
 
+def _projection(inp, R, seed=5):
+    """x (G, batch, L, R), a strided view of a wider product as the mixer's, and W (G, Dg, R) for a delta = x W^T."""
+    u = inp[0]
+    G, batch, L, Dg = u.shape
+    g = torch.Generator().manual_seed(seed)
+    x = (0.5 * torch.randn(G, batch * L, R + 3, generator=g)).to(u.dtype)[..., 1:R + 1].view(G, batch, L, R)
+    return x, 0.3 * torch.randn(G, Dg, R, generator=g)
+
+
+def _kernel_projected(inp, x, W, scale=0.25):
+    """_kernel's results with the kernel making delta from x and W (ddelta: the gradient of that delta)."""
+    u, _, A, B, C, D, z, bias, idx, dout = inp
+    G = u.shape[0]
+    out = torch.empty(z.shape, dtype=u.dtype)
+    z4 = z.unsqueeze(0).expand(G, -1, -1, -1)
+    _, _, ckpt = scan_cpu.fwd(u, x, A, B, C, D, z4, bias, idx, True, out.unsqueeze(0).expand(G, -1, -1, -1),
+                              want_last=False, scale=scale, dt_weight=W)
+    grads = scan_cpu.bwd(u, x, A, B, C, D, z4, bias, idx, True, ckpt, dout.unsqueeze(0).expand(G, -1, -1, -1), None,
+                         scale=scale, dt_weight=W)
+    return [out, *grads[:6], grads[6][0], grads[7]]
+
+
+def _projection_agrees(Dg, L, R, dtype=torch.float32):
+    """The kernel's own dt projection against a delta made first (float32 products of the same x and W): the same
+    results to float32 rounding (the sums' order differs); the projection's tail steps (L % 8) and partial lane
+    blocks included."""
+    inp = _inputs(Dg=Dg, L=L, dtype=dtype, seed=Dg + L)
+    x, W = _projection(inp, R)
+    G, batch = x.shape[:2]
+    delta = torch.matmul(x.float().reshape(G, batch * L, R), W.transpose(1, 2)).view(G, batch, L, Dg).to(dtype)
+    made_first = _kernel((inp[0], delta, *inp[2:]))
+    inside = _kernel_projected(inp, x, W)
+    for name, a, b in zip(NAMES, inside, made_first):
+        tol = 2e-5 if dtype == torch.float32 else 2e-2  # bfloat16: delta made first is rounded to bfloat16, inside not
+        torch.testing.assert_close(a.double(), b.double(), rtol=tol, atol=tol * b.abs().max().item(),
+                                   msg=lambda m: f"{dtype} {name}: {m}")
+
+
+@pytest.mark.parametrize("Dg,L,R", [(40, 37, 5), (48, 16, 48), (17, 3, 2)])
+def test_dt_projection_made_inside(Dg, L, R):
+    _projection_agrees(Dg, L, R)
+
+
+def test_dt_projection_made_inside_bfloat16():
+    _projection_agrees(40, 37, 6, torch.bfloat16)
+
+
+def test_dt_projection_refused_outside_the_mixer_form():
+    inp = _inputs(N=8)
+    x, W = _projection(inp, 4)
+    u, _, A, B, C, D, z, bias, idx, _ = inp
+    with pytest.raises(ValueError, match="dt projection inside needs N = 16"):
+        scan_cpu.fwd(u, x, A, B, C, D, z.unsqueeze(0).expand(4, -1, -1, -1), bias, idx, True,
+                     torch.empty(4, *z.shape), dt_weight=W)
+
+
 def test_build_names_its_instruction_set():
     info = cpu_kernel.build_info()
     assert info["isa"] in ("avx512", "avx2", "sse4", "neon", "generic")
@@ -174,3 +231,4 @@ def test_other_widths_from_the_same_source(other_build, isa, lanes):
     f32 = [t.float() if t.is_floating_point() else t for t in bf]
     assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(_kernel(bf), _kernel(f32)))
     _layouts_agree(48, 32)  # this width's register transpose (or its element-by-element gather)
+    _projection_agrees(40, 37, 5)  # the dt projection made inside, at this width

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..nn import MambaMixer, MambaMLPBlock
 from ..ops import available_backends
+from ..ops.api import project_dt
 from .common import cpu_name
 from .scan import CLOCKS
 
@@ -27,11 +28,11 @@ CASES = {
 
 
 class NoScanMixer(MambaMixer):
-    """The Mamba mixer with its recurrence replaced by silu(z) * sum_g u_g: everything else (projections, conv,
-    gathers) as in the real mixer."""
+    """The Mamba mixer with its recurrence replaced by silu(z) * sum_g (u_g + delta_g): everything else
+    (projections, dt_proj included, conv, gathers) as in the real mixer."""
 
-    def scan(self, u, delta, A, b, c, D, z, bias, order, backend):
-        return u.sum(0) * F.silu(z)
+    def scan(self, u, dt_in, A, b, c, D, z, bias, order, backend, dt_weight):
+        return (u + project_dt(dt_in, dt_weight)).sum(0) * F.silu(z)
 
 
 def make_step(block: MambaMLPBlock, x: torch.Tensor, kwargs: dict) -> Callable[[], None]:

@@ -150,8 +150,9 @@ class MambaMixer(nn.Module):
 
     def _mix(self, xz: Tensor, hw, cls_index, backend: str) -> Tensor:
         """All directions at once, channels-last: each direction's conv runs in its scan order (`order`: a gather
-        of x), the projections of all directions are two batched matmuls, and the scan reads the shared gate z and
-        writes the summed output at each step's raster position. (B, L, 2Di) -> (B, L, Di)."""
+        of x), x_proj of all directions is one batched matmul, dt_proj goes to the scan with its input (made inside
+        the "cpu" kernel, a batched matmul elsewhere), and the scan reads the shared gate z and writes the summed
+        output at each step's raster position. (B, L, 2Di) -> (B, L, Di)."""
         Bsz, L, _ = xz.shape
         G, Di, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
         x, z = xz.split(Di, dim=-1)  # (B, L, Di) views
@@ -162,25 +163,26 @@ class MambaMixer(nn.Module):
         w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in self.suffixes])  # (G, R + 2N, Di)
         w_dt = torch.stack([getattr(self, f"dt_proj{s}").weight for s in self.suffixes])  # (G, Di, R)
         u2 = u.reshape(G, Bsz * L, Di)
-        # x_proj as one product (u is read once; its weight transposed to (Di, R + 2N) so the GEMM streams it), dt_proj
-        # on a strided view of its first R columns; the scan reads B and C as strided views too
+        # x_proj as one product (u is read once; its weight transposed to (Di, R + 2N) so the GEMM streams it); the
+        # scan reads dt_proj's input (the first R columns), B and C as strided views
         x_dbl = torch.matmul(u2, w_x.transpose(1, 2).to(u.dtype).contiguous())  # (G, B*L, R + 2N)
-        delta = torch.matmul(x_dbl[..., :R], w_dt.transpose(1, 2).to(u.dtype)).view(G, Bsz, L, Di)
+        dt_in = x_dbl[..., :R].view(G, Bsz, L, R)
         b = x_dbl[..., R:R + N].view(G, Bsz, L, N)
         c = x_dbl[..., R + N:].view(G, Bsz, L, N)
         A = -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in self.suffixes]).float())  # (G*Di, N)
         D = torch.cat([getattr(self, f"D{s}") for s in self.suffixes]).float()
         bias = torch.cat([getattr(self, f"dt_proj{s}").bias for s in self.suffixes]).float()
-        return self.scan(u, delta, A, b, c, D, z, bias, order, backend)  # (B, L, Di), the mean over directions
+        return self.scan(u, dt_in, A, b, c, D, z, bias, order, backend, w_dt)  # (B, L, Di): mean over directions
 
-    def scan(self, u: Tensor, delta: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor, z: Tensor, bias: Tensor,
-             order: Optional[Tensor], backend: str) -> Tensor:
-        """The selective scan of every direction (armvision.ops.selective_scan_directions): u, delta (G, B, L, Di)
-        and b, c (G, B, L, N) in each direction's order, z (B, L, Di) raster order -> silu(z) * mean_g (y_g + D u_g)
-        as (B, L, Di) (the 1 / G inside the scan's own output pass). A method of its own so that a benchmark can
-        time the mixer without the recurrence."""
-        return selective_scan_directions(u, delta, A, b, c, D, z, bias, order, scale=1.0 / self.directions,
-                                         backend=backend)
+    def scan(self, u: Tensor, dt_in: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor, z: Tensor, bias: Tensor,
+             order: Optional[Tensor], backend: str, dt_weight: Tensor) -> Tensor:
+        """The selective scan of every direction (armvision.ops.selective_scan_directions): u (G, B, L, Di), dt_in
+        (G, B, L, R) (delta = dt_in dt_weight^T, dt_weight (G, Di, R)) and b, c (G, B, L, N) in each direction's
+        order, z (B, L, Di) raster order -> silu(z) * mean_g (y_g + D u_g) as (B, L, Di) (the 1 / G inside the
+        scan's own output pass). A method of its own so that a benchmark can time the mixer without the
+        recurrence."""
+        return selective_scan_directions(u, dt_in, A, b, c, D, z, bias, order, scale=1.0 / self.directions,
+                                         backend=backend, dt_weight=dt_weight)
 
     def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None, cls_index: Optional[int] = None) -> Tensor:
         self._check_grid(x.shape[1], hw, cls_index)

@@ -61,7 +61,7 @@ def _scan(name: str, u, delta, A, B, C, D, z, delta_bias, softplus: bool, return
 
 def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
                               delta_bias: Tensor, index: Optional[Tensor] = None, *, scale: float = 1.0,
-                              backend: Optional[str] = None) -> Tensor:
+                              backend: Optional[str] = None, dt_weight: Optional[Tensor] = None) -> Tensor:
     """The Mamba mixer's G scan directions over one sequence (softplus dt, one gate z shared by all directions).
 
     u, delta: (G, batch, L, Dg) in each direction's scan order (channels contiguous is the fast case); B, C:
@@ -70,21 +70,38 @@ def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     scale * silu(z) * sum_g (y_g + D_g u_g) as (batch, L, Dg), in one call where the backend's room has the
     multi-direction scan ("cpu"; "triton", see backends/triton.py), else one scan per direction. When no input
     needs a gradient (inference, torch.no_grad), the one-call rooms keep nothing for a backward.
+
+    dt_weight (G, Dg, R): the mixer's dt projection. `delta` is then its input x (G, batch, L, R) (a strided view
+    is fine) and each direction's delta is x_g dt_weight_g^T: made inside the "cpu" room's kernel, block by block
+    where the scan reads it (the (G, batch, L, Dg) delta is never stored, nor kept for the backward), elsewhere by
+    one batched product before the scan. Gradients flow to x and dt_weight either way.
     """
-    checks.directions(u, delta, A, B, C, D, z, delta_bias, index)
+    checks.directions(u, delta, A, B, C, D, z, delta_bias, index, dt_weight)
     if not (math.isfinite(scale) and scale != 0.0):
         raise ValueError(f"selective_scan_directions: scale must be a finite nonzero number, got {scale!r}")
-    if scan_decomposed.active():  # exporting to ONNX: standard ops instead of the custom ops
+    name = None if scan_decomposed.active() else resolve_backend("selective_scan", backend, u.is_cuda, u.dtype,
+                                                                 A.shape[1])
+    one_call = name is not None and runs_directions(name, u.is_cuda)
+    if dt_weight is not None and not (one_call and room(name).DT_PROJECTION and A.shape[1] == 16):
+        delta, dt_weight = project_dt(delta, dt_weight), None
+    if name is None:  # exporting to ONNX: standard ops instead of the custom ops
         y = scan_decomposed.directions_scan(u, delta, A, B, C, D, z, delta_bias, index)
         return y if scale == 1.0 else y * scale
-    name = resolve_backend("selective_scan", backend, u.is_cuda, u.dtype, A.shape[1])
     index = None if index is None else index.to(torch.int32)
-    if runs_directions(name, u.is_cuda):
-        save = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    if one_call:
+        save = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, dt_weight))
         return custom_ops.selective_scan_directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, float(scale),
-                                                        save, name)[0]
+                                                        save, name, dt_weight)[0]
     y = _per_direction(name, u, delta, A, B, C, D, z, delta_bias, index)
     return y if scale == 1.0 else y * scale
+
+
+def project_dt(x: Tensor, dt_weight: Tensor) -> Tensor:
+    """delta (G, batch, L, Dg) = x (G, batch, L, R) dt_weight^T per direction (dt_weight (G, Dg, R)), one batched
+    product over the directions: the dt projection where the scan's room does not make it inside."""
+    G, batch, L, R = x.shape
+    return torch.matmul(x.reshape(G, batch * L, R), dt_weight.transpose(1, 2).to(x.dtype)).view(G, batch, L, -1)
 
 
 def _per_direction(name: str, u, delta, A, B, C, D, z, delta_bias, index) -> Tensor:

@@ -74,9 +74,10 @@ def conv(x, weight, bias, activation) -> None:
 
 
 def directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, delta_bias: Tensor,
-               index: Optional[Tensor]) -> None:
+               index: Optional[Tensor], dt_weight: Optional[Tensor] = None) -> None:
     """The multi-direction scan's forms: u, delta (G, batch, L, Dg); B, C (G, batch, L, N); A (G * Dg, N);
-    D, delta_bias (G * Dg,); z (batch, L, Dg); index (G, L) or None."""
+    D, delta_bias (G * Dg,); z (batch, L, Dg); index (G, L) or None; with dt_weight (G, Dg, R), delta is
+    (G, batch, L, R)."""
     p = "selective_scan_directions"
     if u.dim() != 4:
         raise ValueError(f"{p}: u must have shape (directions, batch, L, Dg), got {_shape(u)}")
@@ -87,6 +88,12 @@ def directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     want = {"delta": (G, batch, L, Dg), "A": (G * Dg, N), "B": (G, batch, L, N), "C": (G, batch, L, N),
             "D": (G * Dg,), "z": (batch, L, Dg), "delta_bias": (G * Dg,)}
     named = {"delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    if dt_weight is not None:
+        if dt_weight.dim() != 3 or dt_weight.shape[:2] != (G, Dg):
+            raise ValueError(f"{p}: dt_weight has shape {_shape(dt_weight)} but must be ({G}, {Dg}, R) for u "
+                             f"{_shape(u)}")
+        want["delta"] = (G, batch, L, dt_weight.shape[2])
+        named["dt_weight"], want["dt_weight"] = dt_weight, tuple(dt_weight.shape)
     for name, t in named.items():
         if tuple(t.shape) != want[name]:
             raise ValueError(f"{p}: {name} has shape {_shape(t)} but must be {want[name]} for u {_shape(u)}")

@@ -122,42 +122,63 @@ torch.library.register_autograd("armvision::selective_scan_fwd", _backward, setu
 @torch.library.custom_op("armvision::selective_scan_directions_fwd", mutates_args=())
 def selective_scan_directions_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
                                   delta_bias: Tensor, index: Optional[Tensor], scale: float, save: bool,
-                                  backend: str) -> Tuple[Tensor, Tensor]:
+                                  backend: str, dt_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """out (batch, L, Dg) = scale * silu(z) * sum_g scan_g (softplus dt), and what backward needs (nothing where
-    save is False: inference)."""
-    return room(backend).directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale, save)
+    save is False: inference). dt_weight (rooms with DT_PROJECTION): delta is the dt projection's input."""
+    return room(backend).directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale, save, **_dt(dt_weight))
+
+
+def _dt(dt_weight: Optional[Tensor]) -> dict:
+    """The dt projection's weight as a keyword, for the rooms that take it (only ever given to those)."""
+    return {} if dt_weight is None else {"dt_weight": dt_weight}
 
 
 @selective_scan_directions_fwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, index, scale, save, backend):
+def _(u, delta, A, B, C, D, z, delta_bias, index, scale, save, backend, dt_weight=None):
     return room(backend).directions_meta(u, A, save)
 
 
 @torch.library.custom_op("armvision::selective_scan_directions_bwd", mutates_args=())
 def selective_scan_directions_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
                                   delta_bias: Tensor, index: Optional[Tensor], scale: float, backend: str,
-                                  saved: Tensor, dout: Tensor) -> List[Tensor]:
-    return room(backend).directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale, saved, dout)
+                                  saved: Tensor, dout: Tensor, dt_weight: Optional[Tensor] = None) -> List[Tensor]:
+    """The eight gradients; with dt_weight the second is that of the delta made inside, (G, batch, L, Dg)."""
+    return room(backend).directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale, saved, dout,
+                                        **_dt(dt_weight))
 
 
 @selective_scan_directions_bwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, index, scale, backend, saved, dout):
+def _(u, delta, A, B, C, D, z, delta_bias, index, scale, backend, saved, dout, dt_weight=None):
     return room(backend).directions_grad_meta(u, delta, A, B, C, D, z, delta_bias)
 
 
 def _setup_directions(ctx, inputs, output):
-    *tensors, scale, save, backend = inputs
-    ctx.save_for_backward(*tensors, output[1])
+    *tensors, scale, save, backend, dt_weight = inputs
+    ctx.save_for_backward(*tensors, dt_weight, output[1])
     ctx.scale, ctx.backend = scale, backend
 
 
+def projection_grads(x: Tensor, weight: Tensor, ddelta: Tensor) -> Tuple[Tensor, Tensor]:
+    """Gradients of delta = x weight^T (per direction g: x (G, batch, L, R), weight (G, Dg, R)) from ddelta
+    (G, batch, L, Dg): dx = ddelta weight, dweight = ddelta^T x (over batch and steps), each as one batched product
+    over the directions, in ddelta's dtype; returned in x's and weight's dtypes."""
+    G, batch, L, _ = ddelta.shape
+    d2 = ddelta.reshape(G, batch * L, -1)
+    dx = torch.matmul(d2, weight.to(d2.dtype)).view(G, batch, L, -1)
+    dw = torch.matmul(d2.transpose(1, 2), x.reshape(G, batch * L, -1).to(d2.dtype))
+    return dx.to(x.dtype), dw.to(weight.dtype)
+
+
 def _backward_directions(ctx, dout, _dsaved):
-    *tensors, index, saved = ctx.saved_tensors
+    *tensors, index, dt_weight, saved = ctx.saved_tensors
     if saved.numel() == 0:
         raise RuntimeError("selective_scan_directions: backward through a call made with save=False (the states it "
                            "restarts from were not kept)")
-    grads = selective_scan_directions_bwd(*tensors, index, ctx.scale, ctx.backend, saved, dout)
-    return (*grads, None, None, None, None)  # no gradient for index, scale, save and backend
+    grads = list(selective_scan_directions_bwd(*tensors, index, ctx.scale, ctx.backend, saved, dout, dt_weight))
+    dw = None
+    if dt_weight is not None:  # delta was made inside from x = tensors[1]: its gradient goes on to x and the weight
+        grads[1], dw = projection_grads(tensors[1], dt_weight, grads[1])
+    return (*grads, None, None, None, None, dw)  # no gradient for index, scale, save and backend
 
 
 torch.library.register_autograd("armvision::selective_scan_directions_fwd", _backward_directions,

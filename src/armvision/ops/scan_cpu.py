@@ -56,7 +56,7 @@ def _bc(X: Tensor, name: str) -> Tuple[dict, dict]:
     return {f"{key}_mode": 1, f"{key}_sg": sg, f"{key}_sb": sb, f"{key}_st": st, f"{key}_sn": sn}, {name: X}
 
 
-def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.0):
+def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.0, dt_weight=None):
     G, batch, L, Dg = u.shape
     N = A.shape[1]
     if N > cpu_kernel.MAX_STATE:
@@ -81,6 +81,14 @@ def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.
         ptrs.update(p)
     if z is not None:
         ints.update(_strides(z, "z", True))
+    if dt_weight is not None:  # delta is the dt projection's input x (G, batch, L, R): the kernel makes x W^T
+        R = dt_weight.shape[-1]
+        if N != 16 or B.dim() == 2 or C.dim() == 2 or tuple(dt_weight.shape) != (G, Dg, R) or delta.shape[-1] != R:
+            raise ValueError(f"scan_cpu: the dt projection inside needs N = 16, variable B and C, dt_weight "
+                             f"({G}, {Dg}, R) and delta (..., R); got N={N}, dt_weight {tuple(dt_weight.shape)}, "
+                             f"delta {tuple(delta.shape)}")
+        ints["r"] = R
+        ptrs["wdt"] = dt_weight.detach().float().transpose(1, 2).contiguous()  # (G, R, Dg): rows of lanes
     return ints, ptrs
 
 
@@ -95,11 +103,12 @@ def _raster_like(x: Tensor) -> Tensor:
 def fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
         delta_bias: Optional[Tensor], index: Optional[Tensor], softplus: bool, out: Tensor,
         chunk: int = DEFAULT_CHUNK, want_last: bool = True, save: bool = True,
-        scale: float = 1.0) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        scale: float = 1.0, dt_weight: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """Writes out (a (G, batch, L, Dg) view of u's dtype, group stride 0 = groups summed, times `scale`); returns
     (out, last, ckpt) with last (batch, G * Dg, N) float32 and ckpt (n_chunks, batch, G, N, Dg) float32, the states
-    the backward restarts from (None with save=False: inference)."""
-    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale)
+    the backward restarts from (None with save=False: inference). With dt_weight (G, Dg, R), delta is the dt
+    projection's input x (G, batch, L, R) and the kernel makes delta = x dt_weight^T itself (the mixer's form)."""
+    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale, dt_weight)
     G, batch, L, Dg = u.shape
     N = A.shape[1]
     if out.dtype != u.dtype:
@@ -113,11 +122,12 @@ def fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[T
 
 
 def bwd(u, delta, A, B, C, D, z, delta_bias, index, softplus, ckpt, dout, dlast, chunk: int = DEFAULT_CHUNK,
-        scale: float = 1.0):
+        scale: float = 1.0, dt_weight: Optional[Tensor] = None):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias): du, ddelta (G, batch, L, Dg) contiguous and dz laid
     out like z, in u's dtype; dB / dC float32, (G, batch, L, N) for variable forms (a permuted view), (G * Dg, N) for
-    constants; dA, dD, ddelta_bias float32."""
-    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale)
+    constants; dA, dD, ddelta_bias float32. With dt_weight (see fwd), ddelta is the gradient of the delta made
+    inside, (G, batch, L, Dg): the projection's own gradients are the caller's (two matmuls)."""
+    ints, ptrs = _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale, dt_weight)
     G, batch, L, Dg = u.shape
     N, CH = A.shape[1], G * Dg
     if dout.dtype != u.dtype:

@@ -12,6 +12,9 @@ Every room offers the same functions, or sets a name to None where it has no imp
     directions_fwd, directions_bwd, directions_meta, directions_grad_meta
                           the Mamba mixer's G directions over one sequence in one call (custom ops
                           armvision::selective_scan_directions_fwd/bwd); None: one single scan per direction
+    DT_PROJECTION         True: directions_fwd / _bwd also take `dt_weight` and make the mixer's dt projection
+                          inside (delta = x dt_weight^T, for the mixer's form: N = 16); False: the API makes delta
+                          first
     conv                  depthwise causal conv1d (x, weight, bias, activation) on (batch, D, L); None: "torch"'s
     conv_directions_fwd, conv_directions_bwd
                           conv + SiLU of x (batch, L, Dg) in each direction's order in one call (custom ops

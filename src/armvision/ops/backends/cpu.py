@@ -75,6 +75,7 @@ def _from4(x4: Tensor, like: Tensor) -> Tensor:
 # Single scan
 # ---------------------------------------------------------------------------------------------------------
 KEEPS_STATE = True
+DT_PROJECTION = True
 scan = None
 
 
@@ -152,27 +153,33 @@ def check_order(p: str, index: Optional[Tensor], L: int) -> None:
         raise ValueError(f"{p}: each row of index must be a permutation of 0..{L - 1} (the order of one direction)")
 
 
-def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, save: bool) -> Tuple[Tensor, Tensor]:
+def directions_fwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, save: bool,
+                   dt_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """out (batch, L, Dg) = scale * silu(z) * sum_g scan_g (softplus dt), in u's dtype; and the states the backward
     restarts from (empty with save=False). float32 and bfloat16 are read and written as they are (no copies), other
-    dtypes through float32."""
+    dtypes through float32. With dt_weight (G, Dg, R), delta is the dt projection's input (G, batch, L, R) and the
+    kernel makes delta = delta dt_weight^T block by block (scan_common.h, project_rows)."""
     G, batch, L, Dg = u.shape
     check_order("selective_scan_directions", index, L)
     act, bcd = _act(u, delta, z), _var_bc_dtype(B, C)
     out = torch.empty(batch, L, Dg, dtype=act)
     z4 = z.to(act).unsqueeze(0).expand(G, -1, -1, -1)
     _, _, ckpt = scan_cpu.fwd(u.to(act), delta.to(act), A, B.to(bcd), C.to(bcd), D, z4, delta_bias, index, True,
-                              out.unsqueeze(0).expand(G, -1, -1, -1), want_last=False, save=save, scale=scale)
+                              out.unsqueeze(0).expand(G, -1, -1, -1), want_last=False, save=save, scale=scale,
+                              dt_weight=dt_weight)
     return out.to(u.dtype), (ckpt if save else u.new_empty(0, dtype=torch.float32))
 
 
-def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, saved, dout) -> List[Tensor]:
+def directions_bwd(u, delta, A, B, C, D, z, delta_bias, index, scale: float, saved, dout,
+                   dt_weight: Optional[Tensor] = None) -> List[Tensor]:
+    """The eight gradients; with dt_weight, the second is that of the delta made inside ((G, batch, L, Dg))."""
     G = u.shape[0]
     act, bcd = _act(u, delta, z), _var_bc_dtype(B, C)
     z4 = z.to(act).unsqueeze(0).expand(G, -1, -1, -1)
     d4 = dout.to(act).contiguous().unsqueeze(0).expand(G, -1, -1, -1)
     du, ddelta, dA, dB, dC, dD, dz, ddb = scan_cpu.bwd(u.to(act), delta.to(act), A, B.to(bcd), C.to(bcd), D, z4,
-                                                       delta_bias, index, True, saved, d4, None, scale=scale)
+                                                       delta_bias, index, True, saved, d4, None, scale=scale,
+                                                       dt_weight=dt_weight)
     return [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.to(D.dtype), dz[0].to(z.dtype), ddb.to(delta_bias.dtype)]
 
@@ -184,9 +191,10 @@ def directions_meta(u: Tensor, A: Tensor, save: bool) -> Tuple[Tensor, Tensor]:
 
 
 def directions_grad_meta(u, delta, A, B, C, D, z, delta_bias) -> List[Tensor]:
-    """dB / dC are (G, batch, L, N) views of contiguous (batch, G, L, N) tensors, as scan_cpu.bwd returns them."""
+    """dB / dC are (G, batch, L, N) views of contiguous (batch, G, L, N) tensors, as scan_cpu.bwd returns them;
+    ddelta has u's shape (that of the delta made inside where delta is the dt projection's input)."""
     G, batch, L, Dg = u.shape
-    return [u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape),
+    return [u.new_empty(u.shape), delta.new_empty(u.shape), A.new_empty(A.shape),
             B.new_empty(batch, G, L, B.shape[-1]).transpose(0, 1),
             C.new_empty(batch, G, L, C.shape[-1]).transpose(0, 1), D.new_empty(D.shape),
             z.new_empty(z.shape), delta_bias.new_empty(delta_bias.shape)]

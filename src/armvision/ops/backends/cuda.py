@@ -45,6 +45,7 @@ def conv(x, weight, bias=None, activation=None):
 # The room's functions (see backends/__init__.py)
 # ---------------------------------------------------------------------------------------------------------
 KEEPS_STATE = False
+DT_PROJECTION = False
 scan_fwd = scan_bwd = scan_meta = seq_grad_meta = None
 directions_fwd = directions_bwd = directions_meta = directions_grad_meta = None
 conv_directions_fwd = conv_directions_bwd = None

@@ -92,6 +92,7 @@ def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 # The room's functions (see backends/__init__.py)
 # ---------------------------------------------------------------------------------------------------------
 KEEPS_STATE = False
+DT_PROJECTION = False
 scan = selective_scan_ref
 scan_fwd = scan_bwd = scan_meta = seq_grad_meta = None
 directions_fwd = directions_bwd = directions_meta = directions_grad_meta = None

@@ -50,6 +50,7 @@ def scan(u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state):
 # The room's functions (see backends/__init__.py)
 # ---------------------------------------------------------------------------------------------------------
 KEEPS_STATE = False
+DT_PROJECTION = False
 scan_fwd = scan_bwd = scan_meta = seq_grad_meta = None
 directions_fwd = directions_bwd = directions_meta = directions_grad_meta = None
 conv = causal_conv1d_torch

@@ -37,6 +37,7 @@ def unavailable_reason(on_cuda: bool) -> Optional[str]:
 # Single scan
 # ---------------------------------------------------------------------------------------------------------
 KEEPS_STATE = True
+DT_PROJECTION = False
 scan = None
 
 

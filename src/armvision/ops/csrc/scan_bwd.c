@@ -230,6 +230,7 @@ static void plan_bwd(const scan_ctx *c, const item_t *it, int64_t item, int64_t 
     const item_t nx = g + 1 < G ? *it : next_item(c, item);
     const int64_t ng = g + 1 < G ? g + 1 : 0;
     if (IP(I_U_SC) != 1 || IP(I_DL_SC) != 1 || IP(I_Z_SC) != 1 || IP(I_O_SC) != 1) return; /* rows are not rows */
+    if (IP(I_R)) return; /* delta is made from small rows (project_rows), not read */
     plan_add(pf, c, PP(P_U), ng * IP(I_U_SG) + nx.b * IP(I_U_SB) + nx.d0, IP(I_U_ST), 0);
     plan_add(pf, c, PP(P_DELTA), ng * IP(I_DL_SG) + nx.b * IP(I_DL_SB) + nx.d0, IP(I_DL_ST), 0);
     plan_add(pf, c, PP(P_DU), g * IP(I_DU_SG) + it->b * IP(I_DU_SB) + it->d0, IP(I_DU_ST), 1);
@@ -260,6 +261,7 @@ static void bwd_item(const void *ctx_, int64_t item, float *ws_) {
     const int shared = IP(I_O_SG) == 0, has_z = PP(P_Z) != NULL;
     const float *dlast = PF(P_DLAST);
     vf *GY = (vf *)ws_, *YS = GY + M, *UL = YS + M, *DL = UL + M, *DUO = DL + M, *DDO = DUO + M, *cws = DDO + M;
+    vf *pws = cws + bwd_chunk_ws(IP(I_CHUNK), N); /* project_rows' room, where the dt projection is made here */
     consts_t k;
     for (int64_t g = 0; g < G; g++) {
         if (g == 0 || !shared) gate_in(c, &it, g, GY, YS, DUO, DDO); /* DUO, DDO: free until the scans */
@@ -267,8 +269,9 @@ static void bwd_item(const void *ctx_, int64_t item, float *ws_) {
         if (c->mixer) {
             gather_rows(c, &it, PP(P_U), g * IP(I_U_SG) + it.b * IP(I_U_SB) + it.d0 * IP(I_U_SC), IP(I_U_ST),
                         IP(I_U_SC), UL, 0);
-            gather_rows(c, &it, PP(P_DELTA), g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + it.d0 * IP(I_DL_SC),
-                        IP(I_DL_ST), IP(I_DL_SC), DL, 0);
+            if (IP(I_R)) project_rows(c, &it, g, DL, 0, pws, (float *)(pws + c->sbk * IP(I_R)));
+            else gather_rows(c, &it, PP(P_DELTA), g * IP(I_DL_SG) + it.b * IP(I_DL_SB) + it.d0 * IP(I_DL_SC),
+                             IP(I_DL_ST), IP(I_DL_SC), DL, 0);
             plan_bwd(c, &it, item, g, &pf);
         }
         for (int j = 0; j < it.nj; j++) {
@@ -347,7 +350,7 @@ static void reduce_batch_item(const void *ctx_, int64_t item, float *ws) {
  * row, group, work item) rows of L x N; constant forms: per (batch row, channel) N), dA (per (batch row, channel)
  * N), dD and ddelta_bias (per (batch row, channel)). */
 int armv_scan_bwd(const int64_t *ip, void *const *pp_in) {
-    if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
+    if (ip[I_N] < 1 || ip[I_N] > NMAX || (ip[I_R] && (!mixer_form(ip) || !pp_in[P_WDT]))) return -2;
     void *pp[P_COUNT];
     memcpy(pp, pp_in, sizeof pp);
     scan_ctx c = make_ctx(ip, pp, bwd_ws_per_block(ip[I_L]), SBK_BWD, 4 << 20, 16);
@@ -361,7 +364,8 @@ int armv_scan_bwd(const int64_t *ip, void *const *pp_in) {
     pp[P_DDP] = pp[P_DDV] ? part + 2 * bc + cst : NULL;
     pp[P_DBIASP] = pp[P_DBIAS] ? part + 2 * bc + cst + B * CH : NULL;
     const int nt = (int)ip[I_THREADS];
-    const size_t ws = (size_t)(c.sbk * bwd_ws_per_block(ip[I_L]) + bwd_chunk_ws(ip[I_CHUNK], N)) * VL;
+    const size_t ws = (size_t)(c.sbk * (bwd_ws_per_block(ip[I_L]) + ip[I_R]) + bwd_chunk_ws(ip[I_CHUNK], N) +
+                               proj_x_vectors(ip)) * VL;
     int rc = parallel_for(nt, B * c.nsb, bwd_item, &c, ws);
     if (!rc) rc = parallel_for(nt, B * ip[I_G] * 2, reduce_bc_item, &c, 0);
     if (!rc) rc = parallel_for(nt, CH, reduce_batch_item, &c, 0);

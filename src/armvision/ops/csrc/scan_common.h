@@ -31,12 +31,14 @@ enum {
     I_DU_SG, I_DU_SB, I_DU_ST, I_DD_SG, I_DD_SB, I_DD_ST, I_DZ_SG, I_DZ_SB, I_DZ_ST,
     I_ACT_DT, I_BC_DT, I_SCALE_BITS,
     I_U_SC, I_DL_SC, I_Z_SC, I_O_SC, /* channel strides of u, delta, z, out / dout (1: channels contiguous) */
+    I_R, /* 0, or the rank of the dt projection made inside (the mixer's dt_proj): delta = x W^T, see project_rows */
     I_COUNT
 };
 enum {
     P_U, P_DELTA, P_A, P_B, P_C, P_D, P_BIAS, P_Z, P_IDX, P_OUT, P_CKPT, P_LAST,
     P_DOUT, P_DLAST, P_DU, P_DDELTA, P_DZ, P_DBP, P_DCP, P_DAP, P_DDP, P_DBIASP, /* backward */
     P_DB, P_DC, P_DA, P_DDV, P_DBIAS,                                            /* reduced outputs */
+    P_WDT, /* the dt projection's weight transposed, (G, R, Dg) float32, where I_R > 0 */
     P_COUNT
 };
 
@@ -285,6 +287,46 @@ INLINE void gather_rows(const scan_ctx *c, const item_t *it, const void *base, i
         }
     }
 }
+/* The mixer's dt projection made here (I_R = R > 0): delta rows computed instead of read, for all blocks of an
+ * item, into dst[j L + t] (block-major) or dst[t nj + j] (step-major) as gather_rows writes them:
+ *   delta[g, b, t, d] = sum_r x[g, b, t, r] W[g Dg + d, r],
+ * x read through P_DELTA with delta's strides (sg, sb, st; r at the channel stride), W transposed, (G, R, Dg)
+ * float32, at P_WDT. The whole delta tensor (L x Dg per direction and batch row) is then never written nor read
+ * back: it is made block by block where the scan reads it, from x (L x R) and W, which stay in cache. Eight steps
+ * at a time (eight independent sums per weight vector loaded: enough to cover the FMA latency); each sum over r in
+ * order, so the bits depend on nothing else.
+ * WT: room for R nj vectors (the item's columns of W^T, lanes = channels); X: room for L R floats (x as float32). */
+INLINE void project_rows(const scan_ctx *c, const item_t *it, int64_t g, vf *dst, int step_major, vf *WT, float *X) {
+    const int64_t L = IP(I_L), R = IP(I_R), nj = it->nj;
+    const int64_t xo = g * IP(I_DL_SG) + it->b * IP(I_DL_SB), xst = IP(I_DL_ST), xsr = IP(I_DL_SC);
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t r = 0; r < R; r++) X[t * R + r] = ld1(PP(P_DELTA), c->adt, xo + t * xst + r * xsr);
+    for (int j = 0; j < nj; j++)
+        for (int64_t r = 0; r < R; r++)
+            WT[j * R + r] = ld(PP(P_WDT), DT_F32, (g * R + r) * IP(I_DG) + it->d0 + j * VL, width(c, it, j));
+    for (int j = 0; j < nj; j++) {
+        const vf *w = WT + j * R;
+        int64_t t = 0;
+        for (; t + 8 <= L; t += 8) {
+            const float *x = X + t * R;
+            vf a[8];
+            UNROLL for (int s = 0; s < 8; s++) a[s] = vsplat(0.0f);
+            for (int64_t r = 0; r < R; r++) {
+                const vf wr = w[r];
+                UNROLL for (int s = 0; s < 8; s++) a[s] += x[s * R + r] * wr;
+            }
+            UNROLL for (int s = 0; s < 8; s++) dst[step_major ? (t + s) * nj + j : j * L + t + s] = a[s];
+        }
+        for (; t < L; t++) {
+            vf a = vsplat(0.0f);
+            for (int64_t r = 0; r < R; r++) a += X[t * R + r] * w[r];
+            dst[step_major ? t * nj + j : j * L + t] = a;
+        }
+    }
+}
+/* vectors of room project_rows needs beyond R per block: x as float32 */
+INLINE int64_t proj_x_vectors(const int64_t *ip) { return (ip[I_L] * ip[I_R] + VL - 1) / VL; }
+
 /* the inverse of gather_rows: src[j L + t] into the rows of a sequence tensor */
 INLINE void scatter_rows(const scan_ctx *c, const item_t *it, void *base, int64_t off, int64_t stride,
                          const vf *src) {

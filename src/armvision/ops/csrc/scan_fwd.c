@@ -14,7 +14,7 @@
  * ws: A2 (16 nj), Dv, bias, DT, DU, UU (nj each) vectors; Hout (16 nj). SU, SD: NULL, or (channels apart) the
  * item's u and delta rows, staged step-major first (L nj vectors each). */
 __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t *it, int64_t g, vf *acc, int add,
-                                                 vf *Hout, vf *ws, vf *SU, vf *SD) {
+                                                 vf *Hout, vf *ws, vf *SU, vf *SD, vf *WT, float *X) {
     const int64_t L = IP(I_L), T = IP(I_CHUNK), Dg = IP(I_DG), b = it->b;
     const int nj = it->nj, wl = width(c, it, nj - 1);
     const int64_t uo = g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0, dlo = g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0;
@@ -24,8 +24,9 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
     vf *A2 = ws, *H = Hout, *Dv = A2 + 16 * nj, *bias = Dv + nj, *DT = bias + nj, *DU = DT + nj, *UU = DU + nj;
     if (SU) {
         gather_rows(c, it, PP(P_U), g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0 * IP(I_U_SC), ust, IP(I_U_SC), SU, 1);
-        gather_rows(c, it, PP(P_DELTA), g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0 * IP(I_DL_SC), dlst,
-                    IP(I_DL_SC), SD, 1);
+        if (IP(I_R)) project_rows(c, it, g, SD, 1, WT, X);
+        else gather_rows(c, it, PP(P_DELTA), g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0 * IP(I_DL_SC), dlst,
+                         IP(I_DL_SC), SD, 1);
     }
     for (int j = 0; j < nj; j++) {
         const int64_t ch0 = g * Dg + it->d0 + j * VL;
@@ -134,9 +135,10 @@ static void store_gated(const scan_ctx *c, const item_t *it, int64_t g, const vf
 /* workspace (vectors): acc (L per block), then H (NMAX per block), the mixer's tile buffers (21 per block) and,
  * where u, delta or z has its channels apart, staged rows (2 L per block: u and delta, then z in u's place) */
 static int staged(const int64_t *ip) {
-    return mixer_form(ip) && (ip[I_U_SC] != 1 || ip[I_DL_SC] != 1 || ip[I_Z_SC] != 1);
+    return mixer_form(ip) && (ip[I_U_SC] != 1 || ip[I_DL_SC] != 1 || ip[I_Z_SC] != 1 || ip[I_R] > 0);
 }
-static int64_t fwd_ws_per_block(const int64_t *ip) { return (staged(ip) ? 3 : 1) * ip[I_L] + 21; }
+/* ... and where the dt projection is made here, its room (project_rows: R per block, then x for the item) */
+static int64_t fwd_ws_per_block(const int64_t *ip) { return (staged(ip) ? 3 : 1) * ip[I_L] + 21 + ip[I_R]; }
 
 static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
     const scan_ctx *c = (const scan_ctx *)ctx_;
@@ -145,12 +147,14 @@ static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
     const int shared = IP(I_O_SG) == 0;
     float *last = PF(P_LAST);
     vf *acc = (vf *)ws_, *H = acc + c->sbk * L, *tws = H + c->sbk * NMAX;
-    vf *SU = tws + c->sbk * 21, *SD = SU + c->sbk * L; /* used where staged */
-    const int stage = staged(c->ip), stage_ud = stage && (IP(I_U_SC) != 1 || IP(I_DL_SC) != 1);
+    vf *SU = tws + c->sbk * 21, *SD = SU + c->sbk * L, *WT = SD + c->sbk * L; /* used where staged */
+    float *X = (float *)(WT + c->sbk * IP(I_R));
+    const int stage = staged(c->ip), stage_ud = stage && (IP(I_U_SC) != 1 || IP(I_DL_SC) != 1 || IP(I_R) > 0);
     consts_t k;
     for (int64_t g = 0; g < G; g++) {
         const int add = shared && g > 0;
-        if (c->mixer) tile16_fwd(c, &it, g, acc, add, H, tws, stage_ud ? SU : NULL, stage_ud ? SD : NULL);
+        if (c->mixer)
+            tile16_fwd(c, &it, g, acc, add, H, tws, stage_ud ? SU : NULL, stage_ud ? SD : NULL, WT, X);
         for (int j = 0; j < it.nj; j++) {
             const int64_t ch0 = g * Dg + it.d0 + j * VL;
             const int w = width(c, &it, j);
@@ -174,9 +178,9 @@ int armv_lanes(void) { return VL; }
 const char *armv_build_info(void) { return "isa=" ARMV_ISA " lanes=" VL_STR; }
 
 int armv_scan_fwd(const int64_t *ip, void *const *pp) {
-    if (ip[I_N] < 1 || ip[I_N] > NMAX) return -2;
+    if (ip[I_N] < 1 || ip[I_N] > NMAX || (ip[I_R] && (!mixer_form(ip) || !pp[P_WDT]))) return -2;
     const int64_t threads = ip[I_THREADS] > 1 ? ip[I_THREADS] : 1;
     scan_ctx c = make_ctx(ip, pp, fwd_ws_per_block(ip), SBK_FWD, 16 << 20, 2 * threads);
-    const size_t ws = (size_t)(c.sbk * (fwd_ws_per_block(ip) + NMAX)) * VL;
+    const size_t ws = (size_t)(c.sbk * (fwd_ws_per_block(ip) + NMAX) + proj_x_vectors(ip)) * VL;
     return parallel_for((int)ip[I_THREADS], ip[I_BATCH] * c.nsb, fwd_item, &c, ws);
 }

@@ -1,0 +1,94 @@
+"""The mixer's dt projection handed to the multi-direction scan (`selective_scan_directions(..., dt_weight=W)`,
+delta = x W^T per direction): made inside the "cpu" room's kernel, by one batched product first elsewhere; the same
+output and gradients (of x and W too) either way, under autograd and through the custom op's registration; bad
+shapes refused by name."""
+import pytest
+import torch
+
+from armvision.ops import cpu_kernel, custom_ops, selective_scan_directions
+from armvision.ops.api import project_dt
+
+needs_kernel = pytest.mark.skipif(cpu_kernel.load() is None, reason="the fused CPU kernel is not built here")
+
+
+def _inputs(G=4, batch=2, L=11, Dg=20, R=3, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    xd = 0.5 * torch.randn(G, batch * L, R + 32, generator=g)  # x_proj's product: x, B, C as strided views
+    leaves = dict(u=torch.randn(G, batch, L, Dg, generator=g), xd=xd, W=0.3 * torch.randn(G, Dg, R, generator=g),
+                  A=-torch.exp(0.5 * torch.randn(G * Dg, 16, generator=g)), D=torch.randn(G * Dg, generator=g),
+                  z=torch.randn(batch, L, Dg, generator=g), bias=0.1 * torch.randn(G * Dg, generator=g))
+    leaves = {k: (v.to(dtype) if k in ("u", "xd", "z") else v).requires_grad_() for k, v in leaves.items()}
+    index = torch.stack([torch.randperm(L, generator=g) for _ in range(G)])
+    return leaves, index, (G, batch, L, R)
+
+
+def _views(lv, shape):
+    G, batch, L, R = shape
+    xd = lv["xd"]
+    return (xd[..., :R].view(G, batch, L, R), xd[..., R:R + 16].view(G, batch, L, 16),
+            xd[..., R + 16:].view(G, batch, L, 16))
+
+
+def _run(backend, projected_inside, seed=0, dtype=torch.float32):
+    lv, index, shape = _inputs(seed=seed, dtype=dtype)
+    x, B, C = _views(lv, shape)
+    if projected_inside:
+        y = selective_scan_directions(lv["u"], x, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index, scale=0.25,
+                                      backend=backend, dt_weight=lv["W"])
+    else:
+        y = selective_scan_directions(lv["u"], project_dt(x, lv["W"]), lv["A"], B, C, lv["D"], lv["z"], lv["bias"],
+                                      index, scale=0.25, backend=backend)
+    weights = torch.linspace(-1, 1, y.numel()).view(y.shape)
+    grads = torch.autograd.grad((y.float() * weights).sum(), list(lv.values()))
+    return [y, *grads], ["out", *lv]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_made_inside_equals_made_first(dtype):
+    got, names = _run("cpu", True, dtype=dtype)
+    want, _ = _run("cpu", False, dtype=dtype)
+    plain, _ = _run("torch", False, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2  # bf16: delta made first is rounded to bf16, inside it is not
+    for name, a, b, c in zip(names, got, want, plain):
+        for other in (b, c):
+            torch.testing.assert_close(a.float(), other.float(), rtol=tol, atol=tol * other.float().abs().max().item(),
+                                       msg=lambda m: f"{dtype} {name}: {m}")
+
+
+def test_other_rooms_make_delta_first():
+    got, names = _run("torch", True)
+    want, _ = _run("torch", False)
+    for name, a, b in zip(names, got, want):
+        assert torch.equal(a, b), name
+
+
+@needs_kernel
+def test_inference_through_the_projection_matches_training():
+    lv, index, shape = _inputs(seed=3)
+    x, B, C = _views(lv, shape)
+    args = (lv["u"], x, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index)
+    with torch.no_grad():
+        y0 = selective_scan_directions(*args, backend="cpu", dt_weight=lv["W"])
+    y1 = selective_scan_directions(*args, backend="cpu", dt_weight=lv["W"])
+    assert torch.equal(y0, y1.detach())
+
+
+def test_bad_shapes_are_refused_by_name():
+    lv, index, (G, batch, L, R) = _inputs()
+    x, B, C = _views(lv, (G, batch, L, R))
+    args = [lv["u"], x, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index]
+    with pytest.raises(ValueError, match=r"dt_weight has shape \(4, 21, 3\) but must be \(4, 20, R\)"):
+        selective_scan_directions(*args, backend="cpu", dt_weight=torch.randn(G, 21, R))
+    with pytest.raises(ValueError, match=r"delta has shape \(4, 2, 11, 3\) but must be \(4, 2, 11, 5\)"):
+        selective_scan_directions(*args, backend="cpu", dt_weight=torch.randn(G, 20, 5))
+
+
+@needs_kernel
+def test_custom_op_registration():
+    """Schema, fake impl (shapes, strides) and autograd of armvision::selective_scan_directions_fwd with dt_weight."""
+    lv, index, shape = _inputs(batch=1, L=5, Dg=8, R=2, seed=7)
+    x, B, C = _views(lv, shape)
+    args = (lv["u"], x, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index.to(torch.int32), 0.25, True, "cpu",
+            lv["W"])
+    torch.library.opcheck(custom_ops.selective_scan_directions_fwd, args)
