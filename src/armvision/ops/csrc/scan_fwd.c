@@ -11,8 +11,9 @@
  * every block (the item's piece of the step's rows is contiguous, so the hardware prefetchers keep up; the blocks'
  * 16 states each live in the item's buffer, in L1, and the 16 nj decays of a step are independent work for the
  * out-of-order core). The state is saved at each chunk's start for the backward; the final states into Hout.
- * ws: A2 (16 nj), Dv, bias, DT, DU, UU (nj each) vectors; Hout (16 nj). SU, SD: NULL, or (channels apart) the
- * item's u and delta rows, staged step-major first (L nj vectors each). */
+ * ws: A2 (16 nj), Dv, bias, DT, DU, UU (nj each) vectors; Hout (16 nj). SU, SD: NULL, or (channels apart; for
+ * delta also where it is made here, project_rows with WT, X) the item's u and delta rows, staged step-major first
+ * (L nj vectors each). */
 __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t *it, int64_t g, vf *acc, int add,
                                                  vf *Hout, vf *ws, vf *SU, vf *SD, vf *WT, float *X) {
     const int64_t L = IP(I_L), T = IP(I_CHUNK), Dg = IP(I_DG), b = it->b;
@@ -22,12 +23,11 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
     const int64_t ustb = ust * esz, dlstb = dlst * esz, rowbytes = ((nj - 1) * VL + wl) * esz;
     const char *ub = (const char *)PP(P_U) + uo * esz, *db = (const char *)PP(P_DELTA) + dlo * esz;
     vf *A2 = ws, *H = Hout, *Dv = A2 + 16 * nj, *bias = Dv + nj, *DT = bias + nj, *DU = DT + nj, *UU = DU + nj;
-    if (SU) {
-        gather_rows(c, it, PP(P_U), g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0 * IP(I_U_SC), ust, IP(I_U_SC), SU, 1);
-        if (IP(I_R)) project_rows(c, it, g, SD, 1, WT, X);
-        else gather_rows(c, it, PP(P_DELTA), g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0 * IP(I_DL_SC), dlst,
-                         IP(I_DL_SC), SD, 1);
-    }
+    if (SU) gather_rows(c, it, PP(P_U), g * IP(I_U_SG) + b * IP(I_U_SB) + it->d0 * IP(I_U_SC), ust, IP(I_U_SC), SU, 1);
+    if (SD && IP(I_R)) project_rows(c, it, g, SD, 1, WT, X);
+    else if (SD)
+        gather_rows(c, it, PP(P_DELTA), g * IP(I_DL_SG) + b * IP(I_DL_SB) + it->d0 * IP(I_DL_SC), dlst, IP(I_DL_SC),
+                    SD, 1);
     for (int j = 0; j < nj; j++) {
         const int64_t ch0 = g * Dg + it->d0 + j * VL;
         const int w = j == nj - 1 ? wl : VL;
@@ -45,10 +45,10 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
                 const int w = j == nj - 1 ? wl : VL;
                 UNROLL for (int n = 0; n < 16; n++) st(cp + n * w, DT_F32, 0, H[j * 16 + n], w);
             }
-        if (!SU && rowbytes < 1024 && t + PF_AHEAD < L) /* short row pieces: the hardware prefetchers may not follow */
+        if (rowbytes < 1024 && t + PF_AHEAD < L) /* short row pieces: the hardware prefetchers may not follow */
             for (int64_t o = 0; o < rowbytes; o += 64) {
-                __builtin_prefetch(ub + (t + PF_AHEAD) * ustb + o);
-                __builtin_prefetch(db + (t + PF_AHEAD) * dlstb + o);
+                if (!SU) __builtin_prefetch(ub + (t + PF_AHEAD) * ustb + o);
+                if (!SD) __builtin_prefetch(db + (t + PF_AHEAD) * dlstb + o);
             }
         float bb[16], cb[16];
         const float *bv = bc_row(c, 0, g, b, t, 16, bb), *cv = bc_row(c, 1, g, b, t, 16, cb);
@@ -57,7 +57,7 @@ __attribute__((noinline)) static void tile16_fwd(const scan_ctx *c, const item_t
         for (int j = 0; j < nj; j++) {
             const int w = j == nj - 1 ? wl : VL;
             const vf uu = SU ? SU[t * nj + j] : ld(PP(P_U), c->adt, uo + t * ust + j * VL, w);
-            const vf dl = SU ? SD[t * nj + j] : ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w);
+            const vf dl = SD ? SD[t * nj + j] : ld(PP(P_DELTA), c->adt, dlo + t * dlst + j * VL, w);
             const vf dt = dt_of(c, dl + bias[j], NULL);
             DT[j] = dt;
             DU[j] = dt * uu;
@@ -149,12 +149,13 @@ static void fwd_item(const void *ctx_, int64_t item, float *ws_) {
     vf *acc = (vf *)ws_, *H = acc + c->sbk * L, *tws = H + c->sbk * NMAX;
     vf *SU = tws + c->sbk * 21, *SD = SU + c->sbk * L, *WT = SD + c->sbk * L; /* used where staged */
     float *X = (float *)(WT + c->sbk * IP(I_R));
-    const int stage = staged(c->ip), stage_ud = stage && (IP(I_U_SC) != 1 || IP(I_DL_SC) != 1 || IP(I_R) > 0);
+    const int stage = staged(c->ip), stage_u = stage && IP(I_U_SC) != 1;
+    const int stage_d = stage && (IP(I_DL_SC) != 1 || IP(I_R) > 0); /* delta's channels apart, or made here */
     consts_t k;
     for (int64_t g = 0; g < G; g++) {
         const int add = shared && g > 0;
         if (c->mixer)
-            tile16_fwd(c, &it, g, acc, add, H, tws, stage_ud ? SU : NULL, stage_ud ? SD : NULL, WT, X);
+            tile16_fwd(c, &it, g, acc, add, H, tws, stage_u ? SU : NULL, stage_d ? SD : NULL, WT, X);
         for (int j = 0; j < it.nj; j++) {
             const int64_t ch0 = g * Dg + it.d0 + j * VL;
             const int w = width(c, &it, j);
