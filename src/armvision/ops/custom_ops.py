@@ -165,7 +165,7 @@ def projection_grads(x: Tensor, weight: Tensor, ddelta: Tensor) -> Tuple[Tensor,
     G, batch, L, _ = ddelta.shape
     d2 = ddelta.reshape(G, batch * L, -1)
     dx = torch.matmul(d2, weight.to(d2.dtype)).view(G, batch, L, -1)
-    dw = torch.matmul(d2.transpose(1, 2), x.reshape(G, batch * L, -1).to(d2.dtype))
+    dw = torch.matmul(x.reshape(G, batch * L, -1).to(d2.dtype).transpose(1, 2), d2).transpose(1, 2)  # (G, Dg, R)
     return dx.to(x.dtype), dw.to(weight.dtype)
 
 
