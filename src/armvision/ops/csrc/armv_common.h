@@ -185,10 +185,20 @@ INLINE vf log1p_unit(vf e) {
     return (2.0f * s) * (p * s2 + 1.0f);
 }
 
+/* e^-|x|: by vscalefps on AVX-512 (v_exp2, half v_exp's instructions; relative error ~1e-7 |x| from rounding the
+ * product, and clamped to >= 2^-126 as v_exp clamps to >= e^-87.33), v_exp elsewhere */
+INLINE vf v_exp_neg_abs(vf x) {
+#if defined(ARMV_X512)
+    return v_exp2(vabs(x) * -1.44269504f);
+#else
+    return v_exp(-vabs(x));
+#endif
+}
+
 /* softplus(x) = max(x, 0) + log(1 + e^-|x|), and with sig != NULL its derivative, sigmoid(x): one exp, one
  * reciprocal, no cancellation for either sign (NaN propagates, +-inf give inf and 0) */
 INLINE vf v_softplus_sig(vf x, vf *sig) {
-    vf e = v_exp(-vabs(x));
+    vf e = v_exp_neg_abs(x);
     if (sig) {
         vf r = vrcp(1.0f + e);
         *sig = vselect(x >= 0.0f, r, e * r);
@@ -198,16 +208,9 @@ INLINE vf v_softplus_sig(vf x, vf *sig) {
 INLINE vf v_softplus(vf x) { return v_softplus_sig(x, NULL); }
 INLINE vf v_softplus_grad(vf x, vf *sig) { return v_softplus_sig(x, sig); }
 
-/* sigmoid(x) = 1 / (1 + e^-x), from e^-|x| for either sign. On AVX-512 e^-|x| as 2^(-|x| log2 e) by vscalefps,
- * half the instructions of v_exp (relative error ~1e-7 |x|, from rounding the product; e is clamped to >= 2^-126
- * as v_exp clamps it to >= e^-87.33) */
+/* sigmoid(x) = 1 / (1 + e^-x), from e^-|x| for either sign */
 INLINE vf v_sigmoid(vf x) {
-#if defined(ARMV_X512)
-    vf e = v_exp2(vabs(x) * -1.44269504f);
-#else
-    vf e = v_exp(-vabs(x));
-#endif
-    vf r = vrcp(1.0f + e);
+    vf e = v_exp_neg_abs(x), r = vrcp(1.0f + e);
     return vselect(x >= 0.0f, r, e * r);
 }
 
