@@ -4,7 +4,7 @@ against the float64 reference, float32 and bfloat16; bfloat16 in and out bit for
 rounded as torch rounds; the build this machine runs says which it is; inference keeps nothing for a backward;
 mamba_ssm's (batch, D, L) layout read in place (channels L apart, transposed in registers) gives the bits of the
 channels-last layout; the mixer's dt projection made inside (delta = x W^T, project_rows) gives what a delta made
-first gives."""
+first gives; the conv kernel at every width."""
 import platform
 
 import pytest
@@ -150,6 +150,20 @@ def _projection_agrees(Dg, L, R, dtype=torch.float32):
                                    msg=lambda m: f"{dtype} {name}: {m}")
 
 
+def _conv_agrees(dim, L, G=4, K=4):
+    """The mixer's fused conv against the torch room's (a gather and F.conv1d per order): values and gradients."""
+    from armvision.ops import causal_conv1d_directions
+    g = torch.Generator().manual_seed(dim + L)
+    x = torch.randn(2, L, 2 * dim, generator=g)[..., :dim].requires_grad_()
+    w, b = torch.randn(G * dim, K, generator=g).requires_grad_(), torch.randn(G * dim, generator=g).requires_grad_()
+    index = torch.stack([torch.randperm(L, generator=g) for _ in range(G)])
+    outs = [causal_conv1d_directions(x, w, b, index, backend=room) for room in ("cpu", "torch")]
+    gout = torch.randn(outs[0].shape, generator=g)
+    grads = [torch.autograd.grad((o * gout).sum(), [x, w, b]) for o in outs]
+    for name, a, e in zip(("out", "dx", "dweight", "dbias"), (outs[0], *grads[0]), (outs[1], *grads[1])):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m: f"conv {name}: {m}")
+
+
 @pytest.mark.parametrize("Dg,L,R", [(40, 37, 5), (48, 16, 48), (17, 3, 2)])
 def test_dt_projection_made_inside(Dg, L, R):
     _projection_agrees(Dg, L, R)
@@ -232,3 +246,4 @@ def test_other_widths_from_the_same_source(other_build, isa, lanes):
     assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(_kernel(bf), _kernel(f32)))
     _layouts_agree(48, 32)  # this width's register transpose (or its element-by-element gather)
     _projection_agrees(40, 37, 5)  # the dt projection made inside, at this width
+    _conv_agrees(300, 7)  # the conv: a whole 256-channel chunk (plain loads) and a partial one
