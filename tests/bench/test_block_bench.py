@@ -20,9 +20,10 @@ def test_each_row_runs_its_backend_and_the_stand_in_replaces_the_recurrence():
     assert block.make_block(8, 4, "cpu").mixer.scan_backend == "cpu"
     none = block.make_block(8, 4, "none").mixer
     assert isinstance(none, block.NoScanMixer)
-    u, z = torch.randn(4, 1, 3, 8), torch.randn(1, 3, 8)
-    torch.testing.assert_close(none.scan(u, None, None, None, None, None, z, None, None, "torch"),
-                               u.sum(0) * torch.nn.functional.silu(z))
+    u, z, dt_in, w_dt = torch.randn(4, 1, 3, 8), torch.randn(1, 3, 8), torch.randn(4, 1, 3, 2), torch.randn(4, 8, 2)
+    delta = torch.einsum("gblr,gdr->gbld", dt_in, w_dt)  # the dt projection, kept in the stand-in's cost
+    torch.testing.assert_close(none.scan(u, dt_in, None, None, None, None, z, None, None, "torch", w_dt),
+                               (u + delta).sum(0) * torch.nn.functional.silu(z))
     real = block.make_block(8, 4, "torch").mixer
     real.load_state_dict(none.state_dict())  # same weights: only the recurrence differs
     x = torch.randn(1, 10, 8)

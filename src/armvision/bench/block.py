@@ -1,6 +1,7 @@
 """`armvision bench block`: one MambaMLP block (LayerNorm, Mamba mixer, SwiGLU), forward + backward, with each scan
-backend (the mixer's `scan_backend`) and with the recurrence replaced by `silu(z) * sum of u` (`NoScanMixer`: the
-block's cost without the scan), measured interleaved in one run so that the ratios compare like with like.
+backend (the mixer's `scan_backend`) and with the recurrence replaced by `silu(z) * sum of (u + delta)`
+(`NoScanMixer`: the block's cost without the scan, dt_proj kept), measured interleaved in one run so that the ratios
+compare like with like.
 
 Shapes: ARM-B pretraining (1 causal direction, L = 128) and finetuning (4 directions around the middle cls token,
 L = 197 on a 14 x 14 grid), batch 8, width 768.
