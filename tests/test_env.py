@@ -120,3 +120,6 @@ def test_malloc_settings_left_to_the_user(monkeypatch):
     monkeypatch.delenv(env.MALLOC)
     monkeypatch.setenv(env.GLIBC_MALLOC_VARS[1], "1000000")  # the user's own glibc setting stands
     assert env.reuse_freed_memory() is False
+    monkeypatch.delenv(env.GLIBC_MALLOC_VARS[1])
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")  # ... given as a tunable too
+    assert env.reuse_freed_memory() is False

@@ -139,9 +139,12 @@ def reuse_freed_memory() -> bool:
     system time per ARM-B forward (7 %), and 0.3-0.75 s per train step; with these settings (almost) none after the
     first steps (docs/performance.md). The cost: memory freed by the model stays with the process (its RSS keeps its
     peak), as with torch's CUDA caching allocator. Done on Linux with glibc, unless ARMVISION_MALLOC=0 or the user set
-    glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_. Takes effect for later allocations whenever called
-    (torch imported or not). Returns whether it changed the settings. Called by `import armvision`."""
-    if not sys.platform.startswith("linux") or not malloc_tuning() or any(v in os.environ for v in GLIBC_MALLOC_VARS):
+    glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ (or those tunables in GLIBC_TUNABLES). Takes effect
+    for later allocations whenever called (torch imported or not). Returns whether it changed the settings. Called by
+    `import armvision`."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (not sys.platform.startswith("linux") or not malloc_tuning() or any(v in os.environ for v in GLIBC_MALLOC_VARS)
+            or "malloc.mmap_threshold" in tunables or "malloc.trim_threshold" in tunables):
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -87,10 +87,33 @@ def test_bad_shapes_are_refused_by_name():
     lv, index, (G, batch, L, R) = _inputs()
     x, B, C = _views(lv, (G, batch, L, R))
     args = [lv["u"], x, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index]
-    with pytest.raises(ValueError, match=r"dt_weight has shape \(4, 21, 3\) but must be \(4, 20, R\)"):
+    with pytest.raises(ValueError, match=r"dt_weight has shape \(4, 21, 3\) but must be \(4, 20, R\) with R"):
         selective_scan_directions(*args, backend="cpu", dt_weight=torch.randn(G, 21, R))
     with pytest.raises(ValueError, match=r"delta has shape \(4, 2, 11, 3\) but must be \(4, 2, 11, 5\)"):
         selective_scan_directions(*args, backend="cpu", dt_weight=torch.randn(G, 20, 5))
+    args[1] = x[..., :0]  # an empty projection (rank 0): refused, not read as a delta of full width
+    with pytest.raises(ValueError, match=r"dt_weight has shape \(4, 20, 0\) but must be \(4, 20, R\) with R >= 1"):
+        selective_scan_directions(*args, backend="cpu", dt_weight=torch.randn(G, 20, 0))
+
+
+@needs_kernel
+@pytest.mark.parametrize("frozen", ["x", "dt_weight", "both"])
+def test_gradients_only_where_asked(frozen):
+    """A frozen dt_proj (or input) gets no gradient, and the other one the same gradient as when both train."""
+    lv, index, shape = _inputs(seed=4)
+    x, B, C = _views(lv, shape)
+    x_leaf = x.detach().clone().requires_grad_(frozen != "x" and frozen != "both")
+    W = lv["W"].detach().clone().requires_grad_(frozen != "dt_weight" and frozen != "both")
+    y = selective_scan_directions(lv["u"], x_leaf, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index,
+                                  backend="cpu", dt_weight=W)
+    y.sum().backward()
+    assert (x_leaf.grad is None) == (frozen in ("x", "both")) and (W.grad is None) == (frozen in ("dt_weight", "both"))
+    full_x, full_w = x.detach().clone().requires_grad_(), lv["W"].detach().clone().requires_grad_()
+    selective_scan_directions(lv["u"], full_x, lv["A"], B, C, lv["D"], lv["z"], lv["bias"], index, backend="cpu",
+                              dt_weight=full_w).sum().backward()
+    for got, want in ((x_leaf.grad, full_x.grad), (W.grad, full_w.grad)):
+        if got is not None:
+            assert torch.equal(got, want)
 
 
 @needs_kernel

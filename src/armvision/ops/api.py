@@ -72,11 +72,11 @@ def selective_scan_directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     needs a gradient (inference, torch.no_grad), the one-call rooms keep nothing for a backward.
 
     dt_weight (G, Dg, R): the mixer's dt projection. `delta` is then its input x (G, batch, L, R) (a strided view
-    is fine) and each direction's delta is x_g dt_weight_g^T: made inside the "cpu" room's kernel for float32
-    sequences, block by block where the scan reads it (the (G, batch, L, Dg) delta is never stored, nor kept for
-    the backward); otherwise by one batched product before the scan (bfloat16: that product runs on the CPU's bf16
-    matrix units, AMX where it has them, faster than the kernel's float32 sums). Gradients flow to x and dt_weight
-    either way.
+    is fine) and each direction's delta is x_g dt_weight_g^T: made inside the "cpu" room's kernel where x is float32
+    and N = 16 (the mixer's form), block by block where the scan reads it (the (G, batch, L, Dg) delta is never
+    stored, nor kept for the backward); otherwise by one batched product before the scan (bfloat16: that product
+    runs on the CPU's bf16 matrix units, AMX where it has them, faster than the kernel's float32 sums). Gradients
+    flow to x and dt_weight either way.
     """
     checks.directions(u, delta, A, B, C, D, z, delta_bias, index, dt_weight)
     if not (math.isfinite(scale) and scale != 0.0):

@@ -89,9 +89,9 @@ def directions(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
             "D": (G * Dg,), "z": (batch, L, Dg), "delta_bias": (G * Dg,)}
     named = {"delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
     if dt_weight is not None:
-        if dt_weight.dim() != 3 or dt_weight.shape[:2] != (G, Dg):
-            raise ValueError(f"{p}: dt_weight has shape {_shape(dt_weight)} but must be ({G}, {Dg}, R) for u "
-                             f"{_shape(u)}")
+        if dt_weight.dim() != 3 or dt_weight.shape[:2] != (G, Dg) or dt_weight.shape[2] < 1:
+            raise ValueError(f"{p}: dt_weight has shape {_shape(dt_weight)} but must be ({G}, {Dg}, R) with R >= 1 "
+                             f"for u {_shape(u)}")
         want["delta"] = (G, batch, L, dt_weight.shape[2])
         named["dt_weight"], want["dt_weight"] = dt_weight, tuple(dt_weight.shape)
     for name, t in named.items():

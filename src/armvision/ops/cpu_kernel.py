@@ -47,7 +47,8 @@ MAX_STATE = 64  # NMAX in the C source
 # integer parameter slots and pointer slots, in the order of the enums in scan_common.h, conv_cpu.c and gate_cpu.c
 INT_SLOTS = ("batch L G Dg N chunk softplus threads u_sg u_sb u_st dl_sg dl_sb dl_st "
              "b_mode b_sg b_sb b_st b_sn c_mode c_sg c_sb c_st c_sn z_sg z_sb z_st o_sg o_sb o_st "
-             "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st act_dt bc_dt scale_bits u_sc dl_sc z_sc o_sc r").split()
+             "du_sg du_sb du_st dd_sg dd_sb dd_st dz_sg dz_sb dz_st act_dt bc_dt scale_bits "
+             "u_sc dl_sc z_sc o_sc r").split()
 PTR_SLOTS = ("u delta A B C D bias z idx out ckpt last dout dlast du ddelta dz dBp dCp dAp dDp dbiasp "
              "dB dC dA dD dbias wdt").split()
 

@@ -177,7 +177,9 @@ def _backward_directions(ctx, dout, _dsaved):
     grads = list(selective_scan_directions_bwd(*tensors, index, ctx.scale, ctx.backend, saved, dout, dt_weight))
     dw = None
     if dt_weight is not None:  # delta was made inside from x = tensors[1]: its gradient goes on to x and the weight
-        grads[1], dw = projection_grads(tensors[1], dt_weight, grads[1])
+        dx, dw = (projection_grads(tensors[1], dt_weight, grads[1])
+                  if ctx.needs_input_grad[1] or ctx.needs_input_grad[12] else (None, None))
+        grads[1], dw = (dx if ctx.needs_input_grad[1] else None), (dw if ctx.needs_input_grad[12] else None)
     return (*grads, None, None, None, None, dw)  # no gradient for index, scale, save and backend
 
 

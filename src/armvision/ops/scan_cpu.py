@@ -83,7 +83,8 @@ def _setup(u, delta, A, B, C, D, z, delta_bias, index, softplus, chunk, scale=1.
         ints.update(_strides(z, "z", True))
     if dt_weight is not None:  # delta is the dt projection's input x (G, batch, L, R): the kernel makes x W^T
         R = dt_weight.shape[-1]
-        if N != 16 or B.dim() == 2 or C.dim() == 2 or tuple(dt_weight.shape) != (G, Dg, R) or delta.shape[-1] != R:
+        if (N != 16 or B.dim() == 2 or C.dim() == 2 or R < 1 or tuple(dt_weight.shape) != (G, Dg, R)
+                or delta.shape[-1] != R):
             raise ValueError(f"scan_cpu: the dt projection inside needs N = 16, variable B and C, dt_weight "
                              f"({G}, {Dg}, R) and delta (..., R); got N={N}, dt_weight {tuple(dt_weight.shape)}, "
                              f"delta {tuple(delta.shape)}")
