@@ -200,6 +200,30 @@ def test_native_build_against_float64_reference(Dg):
     _close(_kernel(inp), _reference(inp), rtol=2e-5)
 
 
+def _steep_inputs(Dg=40, seed=3):
+    """Decays exp(dt A) from ~1 down through float32's denormals (e^-87 .. e^-103) to 0 (A to -400, dt to ~6)."""
+    u, delta, A, B, C, D, z, bias, idx, dout = _inputs(Dg=Dg, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    A = -torch.exp(torch.empty(A.shape).uniform_(-4.0, 6.0, generator=g))
+    return u, 2.0 * delta + 2.0, A, B, C, D, z, bias, idx, dout
+
+
+def _steep_decays_agree(Dg=40):
+    inp = _steep_inputs(Dg)
+    u, delta, A, *_ , bias = inp[:8]
+    G = u.shape[0]
+    dA = torch.nn.functional.softplus(delta + bias.view(G, 1, 1, Dg)).unsqueeze(-1) * A.view(G, 1, 1, Dg, -1)
+    assert dA.min() < -120 and ((dA > -103) & (dA < -87)).any() and dA.max() > -0.05  # zeros, denormals, ~1
+    _close(_kernel(inp), _reference(inp), rtol=2e-5)
+
+
+@pytest.mark.parametrize("Dg", [40, 48])
+def test_steep_decays_underflow_to_zero(Dg):
+    """2^x by vreduceps / vscalefps (AVX-512) takes no clamp: decays below float32's range come out 0 or denormal,
+    never NaN, as the float64 reference has them."""
+    _steep_decays_agree(Dg)
+
+
 def test_bfloat16_in_and_out_is_the_float32_kernel_rounded():
     """bfloat16 sequence tensors are read and written as they are, the math float32: the results are bit for bit
     the float32 kernel's on the same values, rounded to bfloat16 (nearest even, as torch rounds)."""
@@ -247,3 +271,4 @@ def test_other_widths_from_the_same_source(other_build, isa, lanes):
     _layouts_agree(48, 32)  # this width's register transpose (or its element-by-element gather)
     _projection_agrees(40, 37, 5)  # the dt projection made inside, at this width
     _conv_agrees(300, 7)  # the conv: a whole 256-channel chunk (plain loads) and a partial one
+    _steep_decays_agree()  # decays down to 0 at this width's 2^x
