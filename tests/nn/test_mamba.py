@@ -126,3 +126,36 @@ def test_bad_configuration_errors():
         m4(torch.randn(1, 5, 8), hw=(3, 3), cls_index=None)
     with pytest.raises(ConfigError, match="causal"):
         m4.step(torch.randn(1, 8), m4.allocate_state(1))
+
+
+def test_inference_keeps_joined_weights_until_a_parameter_changes():
+    """Under no_grad the directions' joined weights are reused between calls; every kind of change to a parameter
+    (in place, replaced storage, load_state_dict, a cast) gives the output of a fresh join, as grad mode computes."""
+    torch.manual_seed(0)
+    m = MambaMixer(16, directions=4, scan_backend="torch")
+    x, kw = torch.randn(2, 7, 16), dict(hw=(2, 3), cls_index=6)
+
+    def both():
+        xx = x.to(m.D.dtype)
+        with torch.no_grad():
+            cached = m(xx, **kw)
+        fresh = m(xx, **kw).detach()  # grad mode: joined anew
+        torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
+        return cached
+
+    first = both()
+    joined = m.__dict__["_joined"][2]
+    with torch.no_grad():
+        assert all(a is b for a, b in zip(m._joined_weights(torch.float32), joined))  # reused as they are
+        m.A_c_log.add_(0.5)
+    assert not torch.equal(both(), first)
+    with torch.no_grad():
+        m.x_proj_b.weight.mul_(2.0)
+    after_inplace = both()
+    m.D_c.data = torch.randn(16)
+    assert not torch.equal(both(), after_inplace)
+    sd = {k: v + 0.01 for k, v in m.state_dict().items()}
+    m.load_state_dict(sd)
+    both()
+    m.double()
+    assert "_joined" not in m.__dict__ and both().dtype == torch.float64

@@ -148,6 +148,38 @@ class MambaMixer(nn.Module):
             if hw[0] * hw[1] + (cls_index is not None) != L:
                 raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {L}")
 
+    def _join_weights(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+        """The directions' weights joined as the ops take them: conv weight (G*Di, K) and bias, x_proj transposed
+        (G, Di, R + 2N) in `dtype`, dt_proj (G, Di, R), A = -exp(A_log) (G*Di, N), D and dt bias (G*Di,) float32."""
+        sfx = self.suffixes
+        convs = [getattr(self, f"conv1d{s}") for s in sfx]
+        w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in sfx])  # (G, R + 2N, Di)
+        return (torch.cat([c.weight.squeeze(1) for c in convs]), torch.cat([c.bias for c in convs]),
+                w_x.transpose(1, 2).to(dtype).contiguous(),
+                torch.stack([getattr(self, f"dt_proj{s}").weight for s in sfx]),
+                -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in sfx]).float()),
+                torch.cat([getattr(self, f"D{s}") for s in sfx]).float(),
+                torch.cat([getattr(self, f"dt_proj{s}").bias for s in sfx]).float())
+
+    def _joined_weights(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+        """`_join_weights`, kept between calls where no graph needs them (eager, gradients off: inference) until a
+        parameter changes (in place: its version counter; replaced: its storage, which the cache holds so that no new
+        tensor can take its address) or the module is moved or cast. Saves 7 small joins and copies per layer and
+        call."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return self._join_weights(dtype)  # a graph (autograd's, a compiler's, an export's) derives them itself
+        params = tuple(p for n, p in self.named_parameters() if not n.startswith(("in_proj.", "out_proj.")))
+        key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
+        hit = self.__dict__.get("_joined")
+        if hit is None or hit[0] != key:
+            hit = (key, tuple(p.detach() for p in params), self._join_weights(dtype))
+            self.__dict__["_joined"] = hit
+        return hit[2]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_joined", None)  # .to(), .half(), ...: the joined weights are rebuilt from the new ones
+        return super()._apply(fn, recurse)
+
     def _mix(self, xz: Tensor, hw, cls_index, backend: str) -> Tensor:
         """All directions at once, channels-last: each direction's conv runs in its scan order (`order`: a gather
         of x), x_proj of all directions is one batched matmul, dt_proj goes to the scan with its input (made inside
@@ -157,21 +189,15 @@ class MambaMixer(nn.Module):
         G, Di, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
         x, z = xz.split(Di, dim=-1)  # (B, L, Di) views
         order = self.scan_orders(L, hw, cls_index, xz.device) if G > 1 else None
-        convs = [getattr(self, f"conv1d{s}") for s in self.suffixes]
-        u = causal_conv1d_directions(x, torch.cat([c.weight.squeeze(1) for c in convs]),  # (G, B, L, Di)
-                                     torch.cat([c.bias for c in convs]), order, backend=backend)
-        w_x = torch.stack([getattr(self, f"x_proj{s}").weight for s in self.suffixes])  # (G, R + 2N, Di)
-        w_dt = torch.stack([getattr(self, f"dt_proj{s}").weight for s in self.suffixes])  # (G, Di, R)
+        conv_w, conv_b, w_x, w_dt, A, D, bias = self._joined_weights(x.dtype)
+        u = causal_conv1d_directions(x, conv_w, conv_b, order, backend=backend)  # (G, B, L, Di)
         u2 = u.reshape(G, Bsz * L, Di)
         # x_proj as one product (u is read once; its weight transposed to (Di, R + 2N) so the GEMM streams it); the
         # scan reads dt_proj's input (the first R columns), B and C as strided views
-        x_dbl = torch.matmul(u2, w_x.transpose(1, 2).to(u.dtype).contiguous())  # (G, B*L, R + 2N)
+        x_dbl = torch.matmul(u2, w_x)  # (G, B*L, R + 2N)
         dt_in = x_dbl[..., :R].view(G, Bsz, L, R)
         b = x_dbl[..., R:R + N].view(G, Bsz, L, N)
         c = x_dbl[..., R + N:].view(G, Bsz, L, N)
-        A = -torch.exp(torch.cat([getattr(self, _a_name(s)) for s in self.suffixes]).float())  # (G*Di, N)
-        D = torch.cat([getattr(self, f"D{s}") for s in self.suffixes]).float()
-        bias = torch.cat([getattr(self, f"dt_proj{s}").bias for s in self.suffixes]).float()
         return self.scan(u, dt_in, A, b, c, D, z, bias, order, backend, w_dt)  # (B, L, Di): mean over directions
 
     def scan(self, u: Tensor, dt_in: Tensor, A: Tensor, b: Tensor, c: Tensor, D: Tensor, z: Tensor, bias: Tensor,
