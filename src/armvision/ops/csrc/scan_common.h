@@ -287,14 +287,28 @@ INLINE void gather_rows(const scan_ctx *c, const item_t *it, const void *base, i
         }
     }
 }
+/* project_rows' tile: S steps (8, or 1 at the end) of nb blocks (1 or 2; each a constant where it is called, so
+ * the sums live in registers): d[q qs + s ss] = sum_r X[s R + r] w[q R + r], each sum over r in order */
+INLINE void project_tile(const float *X, int64_t R, const vf *w, int nb, int S, vf *d, int64_t qs, int64_t ss) {
+    vf acc[2][8];
+    UNROLL for (int q = 0; q < 2; q++) UNROLL for (int s = 0; s < 8; s++) acc[q][s] = vsplat(0.0f);
+    for (int64_t r = 0; r < R; r++)
+        UNROLL for (int s = 0; s < 8; s++) if (s < S) {
+            const vf xs = vsplat(X[s * R + r]);
+            UNROLL for (int q = 0; q < 2; q++) if (q < nb) acc[q][s] += xs * w[q * R + r];
+        }
+    UNROLL for (int q = 0; q < 2; q++) if (q < nb) UNROLL for (int s = 0; s < 8; s++) if (s < S) d[q * qs + s * ss] = acc[q][s];
+}
+
 /* The mixer's dt projection made here (I_R = R > 0): delta rows computed instead of read, for all blocks of an
  * item, into dst[j L + t] (block-major) or dst[t nj + j] (step-major) as gather_rows writes them:
  *   delta[g, b, t, d] = sum_r x[g, b, t, r] W[g Dg + d, r],
  * x read through P_DELTA with delta's strides (sg, sb, st; r at the channel stride), W transposed, (G, R, Dg)
  * float32, at P_WDT. The whole delta tensor (L x Dg per direction and batch row) is then never written nor read
  * back: it is made block by block where the scan reads it, from x (L x R) and W, which stay in cache. Eight steps
- * at a time (eight independent sums per weight vector loaded: enough to cover the FMA latency); each sum over r in
- * order, so the bits depend on nothing else.
+ * of two blocks at a time (sixteen independent sums: the FMA latency covered, and each x value loaded feeds two
+ * FMAs, so the loop is bound by the FMAs rather than the loads); each sum over r in order, so the bits depend on
+ * nothing else.
  * WT: room for R nj vectors (the item's columns of W^T, lanes = channels); X: room for L R floats (x as float32). */
 INLINE void project_rows(const scan_ctx *c, const item_t *it, int64_t g, vf *dst, int step_major, vf *WT, float *X) {
     const int64_t L = IP(I_L), R = IP(I_R), nj = it->nj;
@@ -304,23 +318,17 @@ INLINE void project_rows(const scan_ctx *c, const item_t *it, int64_t g, vf *dst
     for (int j = 0; j < nj; j++)
         for (int64_t r = 0; r < R; r++)
             WT[j * R + r] = ld(PP(P_WDT), DT_F32, (g * R + r) * IP(I_DG) + it->d0 + j * VL, width(c, it, j));
-    for (int j = 0; j < nj; j++) {
-        const vf *w = WT + j * R;
-        int64_t t = 0;
-        for (; t + 8 <= L; t += 8) {
-            const float *x = X + t * R;
-            vf a[8];
-            UNROLL for (int s = 0; s < 8; s++) a[s] = vsplat(0.0f);
-            for (int64_t r = 0; r < R; r++) {
-                const vf wr = w[r];
-                UNROLL for (int s = 0; s < 8; s++) a[s] += x[s * R + r] * wr;
-            }
-            UNROLL for (int s = 0; s < 8; s++) dst[step_major ? (t + s) * nj + j : j * L + t + s] = a[s];
-        }
-        for (; t < L; t++) {
-            vf a = vsplat(0.0f);
-            for (int64_t r = 0; r < R; r++) a += X[t * R + r] * w[r];
-            dst[step_major ? t * nj + j : j * L + t] = a;
+    for (int j = 0; j < nj; j += 2) {
+        const int nb = j + 2 <= nj ? 2 : 1;
+        for (int64_t t = 0; t < L;) {
+            const int S = t + 8 <= L ? 8 : 1;
+            vf *d = dst + (step_major ? t * nj + j : j * L + t);
+            const int64_t qs = step_major ? 1 : L, ss = step_major ? nj : 1;
+            if (nb == 2 && S == 8) project_tile(X + t * R, R, WT + j * R, 2, 8, d, qs, ss);
+            else if (nb == 2) project_tile(X + t * R, R, WT + j * R, 2, 1, d, qs, ss);
+            else if (S == 8) project_tile(X + t * R, R, WT + j * R, 1, 8, d, qs, ss);
+            else project_tile(X + t * R, R, WT + j * R, 1, 1, d, qs, ss);
+            t += S;
         }
     }
 }
