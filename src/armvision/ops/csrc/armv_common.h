@@ -196,8 +196,9 @@ INLINE vf log1p_unit(vf e) {
     return (2.0f * s) * (p * s2 + 1.0f);
 }
 
-/* e^-|x|: by vscalefps on AVX-512 (v_exp2, half v_exp's instructions; relative error ~1e-7 |x| from rounding the
- * product, and clamped to >= 2^-126 as v_exp clamps to >= e^-87.33), v_exp elsewhere */
+/* e^-|x|: by v_exp2 on AVX-512 (half v_exp's instructions; relative error ~1e-7 |x| from rounding the product; with
+ * AVX512DQ a denormal or 0 below float32's normal range, where v_exp stops at e^-87.33: sigmoid and softplus take
+ * either), v_exp elsewhere */
 INLINE vf v_exp_neg_abs(vf x) {
 #if defined(ARMV_X512)
     return v_exp2(vabs(x) * -1.44269504f);
