@@ -297,7 +297,8 @@ INLINE void project_tile(const float *X, int64_t R, const vf *w, int nb, int S, 
             const vf xs = vsplat(X[s * R + r]);
             UNROLL for (int q = 0; q < 2; q++) if (q < nb) acc[q][s] += xs * w[q * R + r];
         }
-    UNROLL for (int q = 0; q < 2; q++) if (q < nb) UNROLL for (int s = 0; s < 8; s++) if (s < S) d[q * qs + s * ss] = acc[q][s];
+    UNROLL for (int q = 0; q < 2; q++) if (q < nb)
+        UNROLL for (int s = 0; s < 8; s++) if (s < S) d[q * qs + s * ss] = acc[q][s];
 }
 
 /* The mixer's dt projection made here (I_R = R > 0): delta rows computed instead of read, for all blocks of an
