@@ -210,7 +210,7 @@ def _steep_inputs(Dg=40, seed=3):
 
 def _steep_decays_agree(Dg=40):
     inp = _steep_inputs(Dg)
-    u, delta, A, *_ , bias = inp[:8]
+    u, delta, A, *_, bias = inp[:8]
     G = u.shape[0]
     dA = torch.nn.functional.softplus(delta + bias.view(G, 1, 1, Dg)).unsqueeze(-1) * A.view(G, 1, 1, Dg, -1)
     assert dA.min() < -120 and ((dA > -103) & (dA < -87)).any() and dA.max() > -0.05  # zeros, denormals, ~1

@@ -148,7 +148,7 @@ class MambaMixer(nn.Module):
             if hw[0] * hw[1] + (cls_index is not None) != L:
                 raise ConfigError(f"grid {hw} (+cls: {cls_index is not None}) does not match sequence length {L}")
 
-    def _join_weights(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+    def _make_joined(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
         """The directions' weights joined as the ops take them: conv weight (G*Di, K) and bias, x_proj transposed
         (G, Di, R + 2N) in `dtype`, dt_proj (G, Di, R), A = -exp(A_log) (G*Di, N), D and dt bias (G*Di,) float32."""
         sfx = self.suffixes
@@ -162,17 +162,17 @@ class MambaMixer(nn.Module):
                 torch.cat([getattr(self, f"dt_proj{s}").bias for s in sfx]).float())
 
     def _joined_weights(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
-        """`_join_weights`, kept between calls where no graph needs them (eager, gradients off: inference) until a
+        """`_make_joined`, kept between calls where no graph needs them (eager, gradients off: inference) until a
         parameter changes (in place: its version counter; replaced: its storage, which the cache holds so that no new
         tensor can take its address) or the module is moved or cast. Saves 7 small joins and copies per layer and
         call."""
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-            return self._join_weights(dtype)  # a graph (autograd's, a compiler's, an export's) derives them itself
+            return self._make_joined(dtype)  # a graph (autograd's, a compiler's, an export's) derives them itself
         params = tuple(p for n, p in self.named_parameters() if not n.startswith(("in_proj.", "out_proj.")))
         key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
         hit = self.__dict__.get("_joined")
         if hit is None or hit[0] != key:
-            hit = (key, tuple(p.detach() for p in params), self._join_weights(dtype))
+            hit = (key, tuple(p.detach() for p in params), self._make_joined(dtype))
             self.__dict__["_joined"] = hit
         return hit[2]
 
