@@ -3,7 +3,9 @@
 
 Each cell builds both models at its image size, warms each up once, then alternates them (ARM, ViT, then ViT, ARM,
 ...) `repeats` times, timing this process's CPU time (with one thread, robust to other processes on the machine) or
-wall-clock; it reports the median seconds per batch, images per second and ARM / ViT (> 1: ARM is faster).
+wall-clock; it reports the median seconds per batch, images per second and ARM / ViT (> 1: ARM is faster): the ratio
+of the medians, and the median of each round's own ratio ("paired": a round runs the two models back to back, so a
+drift of the machine's speed over the run, which moves both alike, cancels in it).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Cell:
     mode: str
     arm_s: float  # median seconds per batch
     vit_s: float
+    paired: Optional[float] = None  # median over the rounds of that round's ViT time / ARM time
 
     @property
     def ratio(self) -> float:
@@ -40,7 +43,7 @@ class Cell:
 
     def row(self) -> dict:
         return {**asdict(self), "arm_img_s": self.batch / self.arm_s, "vit_img_s": self.batch / self.vit_s,
-                "arm_over_vit": self.ratio}
+                "arm_over_vit": self.ratio, "paired_arm_over_vit": self.paired}
 
 
 def _models(size: str, img_size: int, num_classes: int = 1000):
@@ -84,7 +87,9 @@ def run_cell(size: str, precision: str, img_size: int, batch: int, mode: str, re
             _step(models[k], opts[k], x, y, mode, precision)
             if rnd:
                 times[k].append(now() - t)
-    return Cell(precision, img_size, batch, mode, statistics.median(times["ARM"]), statistics.median(times["ViT"]))
+    paired = statistics.median(v / a for a, v in zip(times["ARM"], times["ViT"]))
+    return Cell(precision, img_size, batch, mode, statistics.median(times["ARM"]), statistics.median(times["ViT"]),
+                paired)
 
 
 def run_grid(size: str = "base", precisions: Iterable[str] = ("fp32",), img_sizes: Iterable[int] = (224,),
@@ -107,4 +112,5 @@ def run_grid(size: str = "base", precisions: Iterable[str] = ("fp32",), img_size
 def format_cell(cell: Cell) -> str:
     return (f"{cell.precision:>4} {cell.img_size:>5} px  batch {cell.batch:<3} {cell.mode:<7}  "
             f"ARM {cell.arm_s * 1e3:9.1f} ms ({cell.batch / cell.arm_s:7.2f} img/s)  "
-            f"ViT {cell.vit_s * 1e3:9.1f} ms ({cell.batch / cell.vit_s:7.2f} img/s)  ARM / ViT {cell.ratio:5.2f}")
+            f"ViT {cell.vit_s * 1e3:9.1f} ms ({cell.batch / cell.vit_s:7.2f} img/s)  ARM / ViT {cell.ratio:5.2f}"
+            + ("" if cell.paired is None else f" (paired {cell.paired:.2f})"))
