@@ -159,3 +159,17 @@ def test_inference_keeps_joined_weights_until_a_parameter_changes():
     both()
     m.double()
     assert "_joined" not in m.__dict__ and both().dtype == torch.float64
+
+
+def test_inference_over_vmapped_parameters():
+    """torch.func.vmap over stacked parameters (an ensemble) under no_grad: the parameters have no storage to key
+    a cache on; the mixer joins them afresh and gives what each member gives alone."""
+    torch.manual_seed(0)
+    m = MambaMixer(16, directions=4, scan_backend="torch")
+    x, kw = torch.randn(2, 7, 16), dict(hw=(2, 3), cls_index=6)
+    members = [{k: v.detach() * s for k, v in m.named_parameters()} for s in (1.0, 1.1)]
+    stacked = {k: torch.stack([p[k] for p in members]) for k in members[0]}
+    with torch.no_grad():
+        got = torch.func.vmap(lambda p: torch.func.functional_call(m, p, (x,), kw))(stacked)
+        for i, p in enumerate(members):
+            torch.testing.assert_close(got[i], torch.func.functional_call(m, p, (x,), kw))

@@ -169,7 +169,10 @@ class MambaMixer(nn.Module):
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return self._make_joined(dtype)  # a graph (autograd's, a compiler's, an export's) derives them itself
         params = tuple(p for n, p in self.named_parameters() if not n.startswith(("in_proj.", "out_proj.")))
-        key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
+        try:
+            key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
+        except RuntimeError:  # tensors without storage (torch.func's vmap over parameters): nothing to key on
+            return self._make_joined(dtype)
         hit = self.__dict__.get("_joined")
         if hit is None or hit[0] != key:
             hit = (key, tuple(p.detach() for p in params), self._make_joined(dtype))
