@@ -161,6 +161,7 @@ def test_inference_keeps_joined_weights_until_a_parameter_changes():
     assert "_joined" not in m.__dict__ and both().dtype == torch.float64
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap loops over our ops (no batching rule)
 def test_inference_over_vmapped_parameters():
     """torch.func.vmap over stacked parameters (an ensemble) under no_grad: the parameters have no storage to key
     a cache on; the mixer joins them afresh and gives what each member gives alone."""
