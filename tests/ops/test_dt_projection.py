@@ -116,6 +116,29 @@ def test_gradients_only_where_asked(frozen):
             assert torch.equal(got, want)
 
 
+def test_projection_grads_make_only_the_wanted_products():
+    """A frozen side costs no product: one batched matmul per wanted gradient, none for the other."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.overloadpacket in (torch.ops.aten.bmm, torch.ops.aten.mm, torch.ops.aten.matmul)
+            return func(*args, **(kwargs or {}))
+
+    x, W, dd = torch.randn(4, 2, 5, 3), torch.randn(4, 6, 3), torch.randn(4, 2, 5, 6)
+    full = custom_ops.projection_grads(x, W, dd)
+    for want_x, want_w in ((True, True), (True, False), (False, True), (False, False)):
+        with Count() as count:
+            dx, dw = custom_ops.projection_grads(x, W, dd, want_x, want_w)
+        assert count.n == want_x + want_w and (dx is None) != want_x and (dw is None) != want_w
+        for got, ref in ((dx, full[0]), (dw, full[1])):
+            assert got is None or torch.equal(got, ref)
+
+
 @needs_kernel
 def test_custom_op_registration():
     """Schema, fake impl (shapes, strides) and autograd of armvision::selective_scan_directions_fwd with dt_weight."""

@@ -158,15 +158,18 @@ def _setup_directions(ctx, inputs, output):
     ctx.scale, ctx.backend = scale, backend
 
 
-def projection_grads(x: Tensor, weight: Tensor, ddelta: Tensor) -> Tuple[Tensor, Tensor]:
+def projection_grads(x: Tensor, weight: Tensor, ddelta: Tensor, want_x: bool = True,
+                     want_weight: bool = True) -> Tuple[Optional[Tensor], Optional[Tensor]]:
     """Gradients of delta = x weight^T (per direction g: x (G, batch, L, R), weight (G, Dg, R)) from ddelta
     (G, batch, L, Dg): dx = ddelta weight, dweight = ddelta^T x (over batch and steps), each as one batched product
-    over the directions, in ddelta's dtype; returned in x's and weight's dtypes."""
+    over the directions, in ddelta's dtype; returned in x's and weight's dtypes. Only the wanted ones are made (None
+    for the others: a frozen dt_proj costs no product)."""
     G, batch, L, _ = ddelta.shape
     d2 = ddelta.reshape(G, batch * L, -1)
-    dx = torch.matmul(d2, weight.to(d2.dtype)).view(G, batch, L, -1)
-    dw = torch.matmul(x.reshape(G, batch * L, -1).to(d2.dtype).transpose(1, 2), d2).transpose(1, 2)  # (G, Dg, R)
-    return dx.to(x.dtype), dw.to(weight.dtype)
+    dx = torch.matmul(d2, weight.to(d2.dtype)).view(G, batch, L, -1).to(x.dtype) if want_x else None
+    dw = (torch.matmul(x.reshape(G, batch * L, -1).to(d2.dtype).transpose(1, 2), d2).transpose(1, 2)  # (G, Dg, R)
+          .to(weight.dtype) if want_weight else None)
+    return dx, dw
 
 
 def _backward_directions(ctx, dout, _dsaved):
@@ -177,9 +180,8 @@ def _backward_directions(ctx, dout, _dsaved):
     grads = list(selective_scan_directions_bwd(*tensors, index, ctx.scale, ctx.backend, saved, dout, dt_weight))
     dw = None
     if dt_weight is not None:  # delta was made inside from x = tensors[1]: its gradient goes on to x and the weight
-        dx, dw = (projection_grads(tensors[1], dt_weight, grads[1])
-                  if ctx.needs_input_grad[1] or ctx.needs_input_grad[12] else (None, None))
-        grads[1], dw = (dx if ctx.needs_input_grad[1] else None), (dw if ctx.needs_input_grad[12] else None)
+        grads[1], dw = projection_grads(tensors[1], dt_weight, grads[1], ctx.needs_input_grad[1],
+                                        ctx.needs_input_grad[12])
     return (*grads, None, None, None, None, dw)  # no gradient for index, scale, save and backend
 
 
