@@ -78,21 +78,15 @@ def test_cases_cover_the_spec():
     assert any(c[5] is None and c[3] > triton_scan.DEFAULT_CHUNK for c in CASES)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cuda_matches_reference(dtype):
-    """Compiled kernels on the GPU: every direction in one launch, index map, the default chunk crossed."""
-    dt = getattr(torch, dtype)
-    args, idx = _inputs(4, 2, 197, Dg=40, N=16, dtype=dt, seed=3)
-    dout = torch.randn(2, 197, 40, generator=torch.Generator().manual_seed(1)).to(dt)
-    cuda = [t.cuda() for t in args]
-    out, saved = td.triton_directions_fwd(*cuda, idx.cuda())
-    grads = td.triton_directions_bwd(*cuda, idx.cuda(), saved, dout.cuda())
-    ref_out, ref_grads = _grads(lambda *a: _plain_ref(*a, idx), [t.float() for t in args], dout.float())
-    tol = 1e-4 if dt == torch.float32 else 3e-2
-    _close("out", out.cpu(), ref_out, tol)
-    for n, gx, gr in zip(GRADS, grads, ref_grads):
-        _close(n, gx.cpu(), gr, tol)
+def test_mixer_shape_matches_reference(results, dtype):
+    """The mixer's shape (4 directions with an index map, N 16, 40 channels, L 197: the default chunk crossed) at the
+    kernels' own block size, as a GPU runs them: compiled on CUDA where there is one, else through the interpreter
+    (the subprocess's entry `mixer_shape_<dtype>`)."""
+    if torch.cuda.is_available():
+        _mixer_shape(dtype, "cuda")
+    else:
+        assert results.get(f"mixer_shape_{dtype}") == "ok", results.get(f"mixer_shape_{dtype}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -170,6 +164,21 @@ def _case(G, batch, L, with_index, chunk, dtype):
         _close("out vs cpu", out, cpu_out, 1e-4)
         for n, gx, gr in zip(GRADS, grads, cpu_grads):
             _close(f"{n} vs cpu", gx, gr, 1e-4)
+
+
+def _mixer_shape(dtype: str, device: str) -> None:
+    """Every direction in one launch on `device`, against the plain float32 reference."""
+    dt = getattr(torch, dtype)
+    args, idx = _inputs(4, 2, 197, Dg=40, N=16, dtype=dt, seed=3)
+    dout = torch.randn(2, 197, 40, generator=torch.Generator().manual_seed(1)).to(dt)
+    on = [t.to(device) for t in args]
+    out, saved = td.triton_directions_fwd(*on, idx.to(device))
+    grads = td.triton_directions_bwd(*on, idx.to(device), saved, dout.to(device))
+    ref_out, ref_grads = _grads(lambda *a: _plain_ref(*a, idx), [t.float() for t in args], dout.float())
+    tol = 1e-4 if dt == torch.float32 else 3e-2
+    _close("out", out.cpu(), ref_out, tol)
+    for n, gx, gr in zip(GRADS, grads, ref_grads):
+        _close(n, gx.cpu(), gr, tol)
 
 
 def _fixture() -> dict:
@@ -292,9 +301,11 @@ def _record(res: dict, name: str, fn) -> None:
 
 
 def _main() -> None:
-    triton_scan.MAX_BLOCK_D = MAX_BLOCK_D
     assert triton_scan.interpreter_enabled(), "TRITON_INTERPRET=1 must be set before triton is imported"
     res = {}
+    for dtype in ("float32", "bfloat16"):  # at the kernels' own block size, before it is lowered below
+        _record(res, f"mixer_shape_{dtype}", lambda dtype=dtype: _mixer_shape(dtype, "cpu"))
+    triton_scan.MAX_BLOCK_D = MAX_BLOCK_D
     for name, *case in CASES:
         _record(res, name, lambda case=case: _case(*case))
     t = time.time()
