@@ -18,6 +18,7 @@ def test_defaults_when_unset():
     assert env.cpu_kernel_enabled() is True
     assert env.cache_dir() is None
     assert env.cpu_cflags() == []
+    assert env.cpu_fwd_order() == "auto"
 
 
 def test_values(monkeypatch):
@@ -27,6 +28,8 @@ def test_values(monkeypatch):
     monkeypatch.setenv(env.CPU_KERNEL, "0")
     monkeypatch.setenv(env.CACHE, "/tmp/k")
     monkeypatch.setenv(env.CPU_CFLAGS, "-DW=8  -O2")
+    monkeypatch.setenv(env.CPU_FWD_ORDER, " Blocks")
+    assert env.cpu_fwd_order() == "blocks"
     assert env.scan_backend() == "torch" and env.triton_directions() is True and env.scan_compile() is True
     assert env.cpu_kernel_enabled() is False and env.cache_dir() == "/tmp/k" and env.cpu_cflags() == ["-DW=8", "-O2"]
     monkeypatch.setenv(env.SCAN_BACKEND, "")  # empty: unset
@@ -38,6 +41,7 @@ def test_values(monkeypatch):
     (env.TRITON_DIRECTIONS, env.triton_directions, "use 1 (or true/yes/on) or 0 (or false/no/off)"),
     (env.SCAN_COMPILE, env.scan_compile, "use 1 (or true/yes/on) or 0"),
     (env.CPU_KERNEL, env.cpu_kernel_enabled, "use 1 (or true/yes/on) or 0"),
+    (env.CPU_FWD_ORDER, env.cpu_fwd_order, "choose one of auto, steps, blocks"),
 ])
 def test_a_bad_value_is_one_error_naming_the_variable(monkeypatch, name, read, allowed):
     monkeypatch.setenv(name, "banana")

@@ -11,6 +11,8 @@ is one ConfigError naming the variable and the values it takes.
     ARMVISION_CPU_KERNEL        0: never build or load the fused C kernel (default 1)
     ARMVISION_CACHE             folder of the built C kernels (default ~/.cache/armvision/kernels)
     ARMVISION_CPU_CFLAGS        extra C compiler flags for the kernel build, space-separated (experiments)
+    ARMVISION_CPU_FWD_ORDER     the C kernel's forward loop order in the mixer: auto|steps|blocks (default auto:
+                                timed once per built library, see cpu_kernel.choose_fwd_order)
     ARMVISION_HUGE_PAGES        0: leave torch's CPU allocator as it is (default 1: on Linux, importing armvision
                                 before torch sets torch's THP_MEM_ALLOC_ENABLE=1, so that buffers over 2 MiB sit in
                                 transparent huge pages; see huge_pages_for_torch)
@@ -32,9 +34,11 @@ SCAN_COMPILE = "ARMVISION_SCAN_COMPILE"
 CPU_KERNEL = "ARMVISION_CPU_KERNEL"
 CACHE = "ARMVISION_CACHE"
 CPU_CFLAGS = "ARMVISION_CPU_CFLAGS"
+CPU_FWD_ORDER = "ARMVISION_CPU_FWD_ORDER"
 HUGE_PAGES = "ARMVISION_HUGE_PAGES"
 MALLOC = "ARMVISION_MALLOC"
-NAMES = (SCAN_BACKEND, TRITON_DIRECTIONS, SCAN_COMPILE, CPU_KERNEL, CACHE, CPU_CFLAGS, HUGE_PAGES, MALLOC)
+NAMES = (SCAN_BACKEND, TRITON_DIRECTIONS, SCAN_COMPILE, CPU_KERNEL, CACHE, CPU_CFLAGS, CPU_FWD_ORDER, HUGE_PAGES,
+         MALLOC)
 TORCH_THP = "THP_MEM_ALLOC_ENABLE"  # torch's own switch (c10's CPU allocator reads it once, at its first allocation)
 # glibc's own variables for the two settings reuse_freed_memory makes (read once, when the process starts)
 GLIBC_MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
@@ -104,6 +108,17 @@ def cache_dir() -> Optional[str]:
 def cpu_cflags() -> List[str]:
     """ARMVISION_CPU_CFLAGS: extra compiler flags for the C kernel (e.g. -DARMV_VL=8), [] when unset."""
     return _raw(CPU_CFLAGS).split()
+
+
+FWD_ORDERS = ("auto", "steps", "blocks")
+
+
+def cpu_fwd_order() -> str:
+    """ARMVISION_CPU_FWD_ORDER: "auto" (unset or empty), "steps" or "blocks"."""
+    value = _raw(CPU_FWD_ORDER).lower() or "auto"
+    if value not in FWD_ORDERS:
+        raise ConfigError(f"environment variable {CPU_FWD_ORDER} is {value!r}; choose one of {', '.join(FWD_ORDERS)}")
+    return value
 
 
 def huge_pages() -> bool:

@@ -42,7 +42,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16",
 def isa_line() -> str:
     """One line that says which CPU and instruction sets a number was measured with, and which build of the fused
     CPU kernel ran: "Intel(R) Xeon(R) Processor; flags avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile; kernel
-    isa=avx512 lanes=16 (-O3 -march=native ...)"."""
+    isa=avx512 lanes=16 fwd-order=blocks (-O3 -march=native ...)"."""
     from ..ops import cpu_kernel
 
     flags = set()
@@ -54,7 +54,8 @@ def isa_line() -> str:
     except OSError:
         pass
     info = cpu_kernel.build_info()
-    kernel = (f"kernel isa={info['isa']} lanes={info['lanes']} ({' '.join(info.get('flags', []))})"
+    kernel = (f"kernel isa={info['isa']} lanes={info['lanes']} fwd-order={info.get('fwd_order', 'steps')} "
+              f"({' '.join(info.get('flags', []))})"
               if info["isa"] else f"kernel unavailable ({info.get('why')})")
     have = " ".join(f for f in ISA_FLAGS if f in flags) or "unknown"
     return f"{cpu_name()}; flags {have}; {kernel}"
