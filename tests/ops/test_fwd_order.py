@@ -116,7 +116,9 @@ def test_auto_times_once_then_reads_the_note(lib, monkeypatch, tmp_path):
     assert cpu_kernel.choose_fwd_order(lib) == "steps" and note.read_text() == "steps 0.980\n"
 
 
-def test_timing_runs_both_orders_and_leaves_the_threads(lib):
-    threads = torch.get_num_threads()
+def test_timing_runs_both_orders_on_one_thread_and_leaves_the_threads(lib, monkeypatch):
+    threads, seen = torch.get_num_threads(), []
+    monkeypatch.setattr(lib, "armv_set_fwd_order", lambda order: seen.append((order, cpu_kernel.threads())))
     ratio = cpu_kernel._time_fwd_orders(lib, rounds=2)
-    assert 0.2 < ratio < 5 and torch.get_num_threads() == threads
+    assert 0.2 < ratio < 5 and sorted(seen) == [(0, 1)] * 3 + [(1, 1)] * 3
+    assert torch.get_num_threads() == threads and cpu_kernel.threads() == max(1, threads)

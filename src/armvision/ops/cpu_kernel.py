@@ -178,8 +178,8 @@ def _time_fwd_orders(lib, rounds: int = 15) -> float:
     A = -torch.rand(G * D, N, generator=g) * 4
     Dv, bias, z = torch.randn(G * D, generator=g), torch.randn(G * D, generator=g), torch.randn(B, L, D, generator=g)
     w = torch.randn(G, D, R, generator=g) / R
-    ratios, threads = [], torch.get_num_threads()
-    torch.set_num_threads(1)
+    ratios = []
+    _state["threads"] = 1  # the kernel's calls only; torch's own thread count is left alone
     try:
         with torch.no_grad():
             for r in range(rounds + 1):
@@ -193,7 +193,7 @@ def _time_fwd_orders(lib, rounds: int = 15) -> float:
                 if r:  # the first round warms up
                     ratios.append(took[1] / max(took[0], 1e-9))
     finally:
-        torch.set_num_threads(threads)
+        _state.pop("threads", None)
     return statistics.median(ratios)
 
 
@@ -201,7 +201,7 @@ def choose_fwd_order(lib) -> str:
     """Set the forward's loop order of the mixer's scan (tile16_fwd in csrc/scan_fwd.c: the steps or the blocks of
     channels outside; the same bits either way, only the speed differs by core) and return it: as
     ARMVISION_CPU_FWD_ORDER says, or "auto": the choice stored beside the built library, or, at its first load, the
-    faster of the two by a short timing (~0.1 s), stored there for later processes. A store that cannot be written
+    faster of the two by a short timing (~0.2 s), stored there for later processes. A store that cannot be written
     or read back is timed again."""
     order, how = env.cpu_fwd_order(), "set by " + env.CPU_FWD_ORDER
     if order == "auto":
@@ -267,4 +267,5 @@ def lanes() -> int:
 
 
 def threads() -> int:
-    return max(1, torch.get_num_threads())
+    """Threads of a kernel call: torch's intra-op count (1 while `_time_fwd_orders` runs)."""
+    return _state.get("threads") or max(1, torch.get_num_threads())

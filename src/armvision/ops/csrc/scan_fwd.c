@@ -46,7 +46,8 @@ __attribute__((noinline)) static void block_steps(const scan_ctx *c, int64_t g, 
     vf h[16];
     UNROLL for (int n = 0; n < 16; n++) h[n] = H[n];
     for (int64_t t = t0; t < t1; t++) {
-        if (!SU && t + PF_AHEAD < t1) __builtin_prefetch((const char *)u + (uoff + (t + PF_AHEAD) * ust) * (c->adt == DT_F32 ? 4 : 2));
+        if (!SU && t + PF_AHEAD < t1)
+            __builtin_prefetch((const char *)u + (uoff + (t + PF_AHEAD) * ust) * (c->adt == DT_F32 ? 4 : 2));
         float bb[16], cb[16];
         const float *bv = bc_row(c, 0, g, b, t, 16, bb), *cv = bc_row(c, 1, g, b, t, 16, cb);
         const vf uu = SU ? SU[t] : ld(u, c->adt, uoff + t * ust, w), dt = dts[t];
