@@ -8,6 +8,7 @@ import torch
 from armvision import env
 from armvision.errors import ConfigError
 from armvision.ops import cpu_kernel, selective_scan_directions, selective_scan_fn, selective_scan_ref
+from armvision.ops.backends import cpu as cpu_backend
 
 pytestmark = pytest.mark.skipif(cpu_kernel.load() is None, reason="the fused CPU kernel is not built here")
 
@@ -86,9 +87,21 @@ def test_channels_apart_same_bits_in_both_orders_and_right(lib, dtype):
     torch.testing.assert_close(got[1][1].double(), want, rtol=tol, atol=tol)
 
 
+def test_the_cpu_room_registers_the_timer():
+    assert cpu_kernel.fwd_order_timer is cpu_backend.time_fwd_orders
+
+
+def test_without_a_timer_the_steps_order_and_no_note(lib, monkeypatch, tmp_path):
+    monkeypatch.delenv(env.CPU_FWD_ORDER, raising=False)
+    cpu_kernel._state["build"] = {"path": str(tmp_path / "lib.so")}
+    monkeypatch.setattr(cpu_kernel, "fwd_order_timer", None)
+    assert cpu_kernel.choose_fwd_order(lib) == "steps" and lib.armv_fwd_order() == 0
+    assert not (tmp_path / "lib.fwd-order").exists()
+
+
 def test_order_set_by_the_environment(lib, monkeypatch, tmp_path):
     cpu_kernel._state["build"] = {"path": str(tmp_path / "lib.so")}
-    monkeypatch.setattr(cpu_kernel, "_time_fwd_orders", lambda lib: pytest.fail("timed although the order was set"))
+    monkeypatch.setattr(cpu_kernel, "fwd_order_timer", lambda lib: pytest.fail("timed although the order was set"))
     for name, code in (("blocks", 1), ("steps", 0)):
         monkeypatch.setenv(env.CPU_FWD_ORDER, name)
         assert cpu_kernel.choose_fwd_order(lib) == name and lib.armv_fwd_order() == code
@@ -103,22 +116,22 @@ def test_auto_times_once_then_reads_the_note(lib, monkeypatch, tmp_path):
     monkeypatch.delenv(env.CPU_FWD_ORDER, raising=False)
     cpu_kernel._state["build"] = {"path": str(tmp_path / "lib.so")}
     note = tmp_path / "lib.fwd-order"
-    monkeypatch.setattr(cpu_kernel, "_time_fwd_orders", lambda lib: 0.9)
+    monkeypatch.setattr(cpu_kernel, "fwd_order_timer", lambda lib: 0.9)
     assert cpu_kernel.choose_fwd_order(lib) == "blocks" and lib.armv_fwd_order() == 1
     assert note.read_text() == "blocks 0.900\n"
-    monkeypatch.setattr(cpu_kernel, "_time_fwd_orders", lambda lib: pytest.fail("timed again"))
+    monkeypatch.setattr(cpu_kernel, "fwd_order_timer", lambda lib: pytest.fail("timed again"))
     note.write_text("steps 1.010\n")
     assert cpu_kernel.choose_fwd_order(lib) == "steps" and lib.armv_fwd_order() == 0
     assert cpu_kernel._state["build"]["fwd_order_how"] == "stored in lib.fwd-order"
     # a note that does not say a known order is timed again and replaced; under the margin's edge: the default
     note.write_text("banana")
-    monkeypatch.setattr(cpu_kernel, "_time_fwd_orders", lambda lib: 0.98)
+    monkeypatch.setattr(cpu_kernel, "fwd_order_timer", lambda lib: 0.98)
     assert cpu_kernel.choose_fwd_order(lib) == "steps" and note.read_text() == "steps 0.980\n"
 
 
 def test_timing_runs_both_orders_on_one_thread_and_leaves_the_threads(lib, monkeypatch):
     threads, seen = torch.get_num_threads(), []
     monkeypatch.setattr(lib, "armv_set_fwd_order", lambda order: seen.append((order, cpu_kernel.threads())))
-    ratio = cpu_kernel._time_fwd_orders(lib, rounds=2)
+    ratio = cpu_backend.time_fwd_orders(lib, rounds=2)
     assert 0.2 < ratio < 5 and sorted(seen) == [(0, 1)] * 3 + [(1, 1)] * 3
     assert torch.get_num_threads() == threads and cpu_kernel.threads() == max(1, threads)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -162,39 +162,9 @@ FWD_ORDERS = ("steps", "blocks")  # armv_set_fwd_order(0 | 1)
 TUNE_MARGIN = 0.97  # "blocks" only where it takes under 97 % of the time of "steps" (the default)
 
 
-def _time_fwd_orders(lib, rounds: int = 15) -> float:
-    """Median over `rounds` interleaved rounds of the time with the blocks outside / with the steps outside, for a
-    small mixer-shaped forward (4 directions, batch 4, 197 steps, 256 channels, N 16, dt_proj of rank 48 inside), on
-    one thread, in this thread's CPU time."""
-    import statistics
-    import time
-
-    from .api import selective_scan_directions
-    g = torch.Generator().manual_seed(0)
-    G, B, L, D, N, R = 4, 4, 197, 256, 16, 48
-    u = torch.randn(G, B, L, D, generator=g)
-    x = torch.randn(G, B * L, R + 2 * N, generator=g)
-    dt_in, bm, cm = (x[..., a:b].view(G, B, L, b - a) for a, b in ((0, R), (R, R + N), (R + N, R + 2 * N)))
-    A = -torch.rand(G * D, N, generator=g) * 4
-    Dv, bias, z = torch.randn(G * D, generator=g), torch.randn(G * D, generator=g), torch.randn(B, L, D, generator=g)
-    w = torch.randn(G, D, R, generator=g) / R
-    ratios = []
-    _state["threads"] = 1  # the kernel's calls only; torch's own thread count is left alone
-    try:
-        with torch.no_grad():
-            for r in range(rounds + 1):
-                took = {}
-                for order in (0, 1) if r % 2 else (1, 0):
-                    lib.armv_set_fwd_order(order)
-                    t0 = time.thread_time()
-                    selective_scan_directions(u, dt_in, A, bm, cm, Dv, z, bias, None, scale=0.25, backend="cpu",
-                                              dt_weight=w)
-                    took[order] = time.thread_time() - t0
-                if r:  # the first round warms up
-                    ratios.append(took[1] / max(took[0], 1e-9))
-    finally:
-        _state.pop("threads", None)
-    return statistics.median(ratios)
+# how the two orders are timed: set by backends/cpu.py (`time_fwd_orders`), which can run the kernel on tensors
+# (this module sits below it); None: not timed, the steps order kept
+fwd_order_timer: Optional[Callable[[object], float]] = None
 
 
 def choose_fwd_order(lib) -> str:
@@ -211,12 +181,15 @@ def choose_fwd_order(lib) -> str:
             if order not in FWD_ORDERS:
                 raise ValueError(order)
         except (OSError, ValueError, IndexError):
-            ratio = _time_fwd_orders(lib)
-            order, how = ("blocks" if ratio < TUNE_MARGIN else "steps"), f"timed: blocks / steps = {ratio:.3f}"
-            try:
-                atomic_write_via(note, lambda out: out.write_text(f"{order} {ratio:.3f}\n"))
-            except OSError:
-                pass
+            if fwd_order_timer is None:
+                order, how = "steps", "not timed (no timer registered)"
+            else:
+                ratio = fwd_order_timer(lib)
+                order, how = ("blocks" if ratio < TUNE_MARGIN else "steps"), f"timed: blocks / steps = {ratio:.3f}"
+                try:
+                    atomic_write_via(note, lambda out: out.write_text(f"{order} {ratio:.3f}\n"))
+                except OSError:
+                    pass
     lib.armv_set_fwd_order(FWD_ORDERS.index(order))
     _state.setdefault("build", {})["fwd_order"] = order
     _state["build"]["fwd_order_how"] = how
@@ -267,5 +240,5 @@ def lanes() -> int:
 
 
 def threads() -> int:
-    """Threads of a kernel call: torch's intra-op count (1 while `_time_fwd_orders` runs)."""
+    """Threads of a kernel call: torch's intra-op count (1 while backends/cpu.py's `time_fwd_orders` runs)."""
     return _state.get("threads") or max(1, torch.get_num_threads())
